@@ -1,0 +1,78 @@
+//! Starting lb: from the parsed command line to a running Pingora `Server`
+//! with the proxy service on every listener and the health-check service.
+
+use std::sync::Arc;
+
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::proxy::Proxy;
+
+/// Why lb could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener's address cannot be bound.
+    #[error("listeners: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building the backend pool failed.
+    #[error("backend pool: {0}")]
+    Pool(String),
+}
+
+/// Loads the configuration the command line names and checks it.
+pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
+    Ok(Config::load(cli.config_path().as_deref(), &cli.overrides())?)
+}
+
+/// Runs lb with `config` until it is told to stop. Returns only on a start
+/// error; a normal stop exits the process.
+pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
+    if !cli.pingora.upgrade {
+        // Pingora panics on a listener it cannot bind; find out first and say so
+        // plainly. An upgrading process inherits the sockets, so it skips this.
+        check_listeners(&config)?;
+    }
+    let (pool, health_check) = Pool::new(&config).map_err(|e| StartError::Pool(e.to_string()))?;
+    let opt = Opt {
+        conf: None, // the file is already read; Pingora would warn that it is ignored
+        ..cli.pingora
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service(&server.configuration, Proxy::new(Arc::new(pool)));
+    let listeners = &config.listeners;
+    for addr in listeners {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(health_check);
+    server.add_service(proxy);
+    log::info!(
+        "lb listening on {} with {} backend(s)",
+        listeners
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.backends.len()
+    );
+    server.run_forever()
+}
+
+fn check_listeners(config: &Config) -> Result<(), StartError> {
+    for &addr in &config.listeners {
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! lb's command line: Pingora's own flags (`-c`, `-t`, `-d`, `-u`) plus the
+//! flags that configure lb without a file, each replacing the file's value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use pingora::server::configuration::Opt;
+
+use crate::config::Overrides;
+
+/// An HTTP load balancer built on Pingora.
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, about)]
+pub struct Cli {
+    /// Pingora's flags: -c/--conf FILE, -t/--test, -d/--daemon, -u/--upgrade.
+    #[command(flatten)]
+    pub pingora: Opt,
+
+    /// Address to accept clients on (repeatable); replaces the file's `listeners`.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// Backend `host:port` or `http://host:port` (repeatable); replaces the file's `backends`.
+    #[arg(long = "backend", value_name = "ADDR")]
+    pub backend: Vec<String>,
+
+    /// Path of the health-check request, e.g. `/health`.
+    #[arg(long, value_name = "PATH")]
+    pub health_check_path: Option<String>,
+
+    /// Time between health checks, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub health_check_interval: Option<Duration>,
+
+    /// Time one health check may take, e.g. `2s`.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub health_check_timeout: Option<Duration>,
+}
+
+impl Cli {
+    /// The config file named with `-c`, if any.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.pingora.conf.as_ref().map(PathBuf::from)
+    }
+
+    /// The settings given as flags, to lay over the file's.
+    pub fn overrides(&self) -> Overrides {
+        // Destructured in full so that a new flag does not compile until it is handled here.
+        let Cli {
+            pingora: _,
+            listen,
+            backend,
+            health_check_path,
+            health_check_interval,
+            health_check_timeout,
+        } = self;
+        Overrides {
+            listen: listen.clone(),
+            backends: backend.clone(),
+            health_check_path: health_check_path.clone(),
+            health_check_interval: *health_check_interval,
+            health_check_timeout: *health_check_timeout,
+        }
+    }
+}

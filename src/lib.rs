@@ -1,0 +1,22 @@
+//! # lb: an HTTP load balancer on Pingora
+//!
+//! `lb` spreads HTTP requests over a pool of backends with round robin,
+//! takes unhealthy backends out of rotation and fails over without a client
+//! error when a backend cannot be reached.
+//!
+//! # Layout
+//! - [`cli`]: the command line (Pingora's flags plus lb's overrides).
+//! - [`config`]: the YAML file's format, validation, and the runtime `Config`.
+//! - [`pool`]: the backends, their selection and their health checks.
+//! - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool.
+//! - [`app`]: assembles the Pingora `Server` from a `Config` and runs it.
+//! - [`demo_backend`]: `be`, the small demo backend server.
+//! - [`logging`]: log set-up shared by both binaries.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo_backend;
+pub mod logging;
+pub mod pool;
+pub mod proxy;

@@ -1,0 +1,284 @@
+//! The one `ProxyHttp` implementation: thin hooks that ask the [`Pool`] for a
+//! backend, fail over when connecting fails, add the forwarding headers and
+//! log each request.
+//!
+//! Hot-path cost is a stated decision here: no locks, and no allocation or
+//! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
+//! asks for. Log lines are only formatted when their level is enabled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use crate::pool::Pool;
+
+/// How long connecting to a backend may take before lb tries another.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// lb's proxy logic, shared by all worker threads.
+pub struct Proxy {
+    pool: Arc<Pool>,
+}
+
+impl Proxy {
+    /// A proxy that spreads requests over `pool`.
+    pub fn new(pool: Arc<Pool>) -> Self {
+        Proxy { pool }
+    }
+}
+
+/// What lb knows of one request while it is proxied.
+pub struct RequestCtx {
+    /// When the request's headers had been read.
+    received: Instant,
+    /// The backend serving this attempt.
+    backend: Option<SocketAddr>,
+    /// Backends that could not be connected to for this request; never
+    /// chosen again for it. Empty (and unallocated) in the common case.
+    tried: Vec<SocketAddr>,
+    /// When the current attempt picked its backend.
+    upstream_started: Option<Instant>,
+    /// Time from picking the backend to its response headers.
+    upstream_elapsed: Option<Duration>,
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            received: Instant::now(),
+            backend: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_elapsed: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        if log::log_enabled!(log::Level::Debug) {
+            log_received_request(session);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(backend) = self.pool.select(&ctx.tried) else {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "no healthy backend left to try");
+        };
+        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        ctx.backend = Some(backend.addr);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the backend, so any request may go to another one.
+        log::warn!(
+            "cannot connect to backend {}: {}; trying another",
+            peer._address,
+            e.root_cause()
+        );
+        if let Some(backend) = ctx.backend.take() {
+            ctx.tried.push(backend);
+        }
+        e.set_retry(true);
+        e
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // `fail_to_connect` already logged the failed attempt in lb's words.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
+                Some(previous) => {
+                    let previous = String::from_utf8_lossy(previous.as_bytes());
+                    format!("{previous}, {}", client.ip())
+                }
+                None => client.ip().to_string(),
+            };
+            upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
+        }
+        upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        let host = upstream_request
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| {
+                let authority = upstream_request.uri.authority()?;
+                http::HeaderValue::from_str(authority.as_str()).ok()
+            });
+        if let Some(host) = host {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            if let Err(write_error) = respond_plain_error(session, code).await {
+                log::debug!("could not send the {code} error page to the client: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if log::log_enabled!(target: "lb::access", log::Level::Info) {
+            log_access(session, ctx);
+        }
+    }
+}
+
+/// The status lb answers an error with: the error's own HTTP status, 502 for
+/// a backend's fault, 400 for a client's, 0 when the client is gone.
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// Answers with `code` and a one-line plain-text body naming it.
+async fn respond_plain_error(session: &mut Session, code: u16) -> Result<()> {
+    let body = Bytes::from(error_body(code));
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .as_downstream_mut()
+        .write_error_response(resp, body)
+        .await
+}
+
+/// The short body of an error lb answers itself.
+fn error_body(code: u16) -> String {
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    match code {
+        502 => format!("{code} {reason}: no backend could serve this request\n"),
+        _ => format!("{code} {reason}\n"),
+    }
+}
+
+/// The seed's debug view of a request: who sent it, its request line and headers.
+fn log_received_request(session: &Session) {
+    let req = session.req_header();
+    let client = client_ip(session);
+    let mut text = format!("Received request from {client}\n{} {} {:?}", req.method, req.uri, req.version);
+    for (name, value) in req.headers.iter() {
+        text.push_str(&format!("\n{}: {}", name, String::from_utf8_lossy(value.as_bytes())));
+    }
+    log::debug!("{text}");
+}
+
+/// One access line: client, request, status, backend and timings.
+fn log_access(session: &Session, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let backend = ctx
+        .backend
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |b| b.to_string());
+    let upstream_ms = ctx
+        .upstream_elapsed
+        .map_or_else(|| "-".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1000.0));
+    log::info!(
+        target: "lb::access",
+        "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3}",
+        client_ip(session),
+        req.method,
+        req.uri,
+        req.version,
+        status,
+        backend,
+        upstream_ms,
+        ctx.received.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+fn client_ip(session: &Session) -> String {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_names_the_status() {
+        assert_eq!(
+            error_body(502),
+            "502 Bad Gateway: no backend could serve this request\n"
+        );
+        assert_eq!(error_body(400), "400 Bad Request\n");
+    }
+
+    #[test]
+    fn upstream_errors_become_502() {
+        let e = Error::new(ErrorType::ConnectRefused).into_up();
+        assert_eq!(error_status(&e), 502);
+        let e = Error::new(ErrorType::HTTPStatus(504));
+        assert_eq!(error_status(&e), 504);
+    }
+}

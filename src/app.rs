@@ -19,7 +19,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A listener's address cannot be bound.
-    #[error("listeners: cannot listen on {addr}: {source}")]
+    #[error("listeners: cannot listen on {addr}")]
     Listen {
         addr: std::net::SocketAddr,
         #[source]
@@ -32,7 +32,10 @@ pub enum StartError {
 
 /// Loads the configuration the command line names and checks it.
 pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
-    Ok(Config::load(cli.config_path().as_deref(), &cli.overrides())?)
+    Ok(Config::load(
+        cli.config_path().as_deref(),
+        &cli.overrides(),
+    )?)
 }
 
 /// Runs lb with `config` until it is told to stop. Returns only on a start

@@ -111,7 +111,11 @@ impl Backend {
                 Head::Request(head) => head,
                 Head::Closed => return Ok(()),
                 Head::Bad(status) => {
-                    let reason = if status == 431 { "Request Header Fields Too Large" } else { "Bad Request" };
+                    let reason = if status == 431 {
+                        "Request Header Fields Too Large"
+                    } else {
+                        "Bad Request"
+                    };
                     respond(&mut stream, status, reason, b"", false, false).await?;
                     return Ok(());
                 }
@@ -127,12 +131,36 @@ impl Backend {
             let keep_alive = head.keep_alive();
             let head_only = head.method == "HEAD";
             match head.path.as_str() {
-                "/health" => respond(&mut stream, 200, "OK", b"ok\n", keep_alive, head_only).await?,
-                "/headers" => {
-                    let body: String = head.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
-                    respond(&mut stream, 200, "OK", body.as_bytes(), keep_alive, head_only).await?
+                "/health" => {
+                    respond(&mut stream, 200, "OK", b"ok\n", keep_alive, head_only).await?
                 }
-                _ => respond(&mut stream, 200, "OK", self.hello.as_bytes(), keep_alive, head_only).await?,
+                "/headers" => {
+                    let body: String = head
+                        .headers
+                        .iter()
+                        .map(|(n, v)| format!("{n}: {v}\n"))
+                        .collect();
+                    respond(
+                        &mut stream,
+                        200,
+                        "OK",
+                        body.as_bytes(),
+                        keep_alive,
+                        head_only,
+                    )
+                    .await?
+                }
+                _ => {
+                    respond(
+                        &mut stream,
+                        200,
+                        "OK",
+                        self.hello.as_bytes(),
+                        keep_alive,
+                        head_only,
+                    )
+                    .await?
+                }
             }
             if !self.quiet {
                 log::info!("Replied with a hello message");
@@ -159,12 +187,19 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
                         headers: req
                             .headers
                             .iter()
-                            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.name.to_string(),
+                                    String::from_utf8_lossy(h.value).into_owned(),
+                                )
+                            })
                             .collect(),
                         len,
                     }))
                 }
-                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Ok(Head::Bad(431)),
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                    return Ok(Head::Bad(431))
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(httparse::Error::TooManyHeaders) => return Ok(Head::Bad(431)),
                 Err(_) => return Ok(Head::Bad(400)),
@@ -181,7 +216,11 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
 }
 
 /// Reads and discards the request body. `false` when its framing is invalid.
-async fn read_body(stream: &mut TcpStream, buf: &mut BytesMut, head: &RequestHead) -> io::Result<bool> {
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+) -> io::Result<bool> {
     if let Some(te) = head.header("transfer-encoding") {
         if !te.eq_ignore_ascii_case("chunked") {
             return Ok(false);
@@ -272,7 +311,12 @@ async fn respond(
 /// The challenge's view of a request: who sent it, the request line, the headers.
 fn log_request(peer: SocketAddr, head: &RequestHead) {
     let version = if head.http11 { "HTTP/1.1" } else { "HTTP/1.0" };
-    let mut text = format!("Received request from {}\n{} {} {version}", peer.ip(), head.method, head.path);
+    let mut text = format!(
+        "Received request from {}\n{} {} {version}",
+        peer.ip(),
+        head.method,
+        head.path
+    );
     for (name, value) in &head.headers {
         text.push_str(&format!("\n{name}: {value}"));
     }

@@ -157,7 +157,12 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = error_status(e);
         if code > 0 {
             if let Err(write_error) = respond_plain_error(session, code).await {
@@ -222,9 +227,16 @@ fn error_body(code: u16) -> String {
 fn log_received_request(session: &Session) {
     let req = session.req_header();
     let client = client_ip(session);
-    let mut text = format!("Received request from {client}\n{} {} {:?}", req.method, req.uri, req.version);
+    let mut text = format!(
+        "Received request from {client}\n{} {} {:?}",
+        req.method, req.uri, req.version
+    );
     for (name, value) in req.headers.iter() {
-        text.push_str(&format!("\n{}: {}", name, String::from_utf8_lossy(value.as_bytes())));
+        text.push_str(&format!(
+            "\n{}: {}",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     log::debug!("{text}");
 }
@@ -237,9 +249,10 @@ fn log_access(session: &Session, ctx: &RequestCtx) {
         .backend
         .as_ref()
         .map_or_else(|| "-".to_string(), |b| b.to_string());
-    let upstream_ms = ctx
-        .upstream_elapsed
-        .map_or_else(|| "-".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1000.0));
+    let upstream_ms = ctx.upstream_elapsed.map_or_else(
+        || "-".to_string(),
+        |d| format!("{:.3}", d.as_secs_f64() * 1000.0),
+    );
     log::info!(
         target: "lb::access",
         "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3}",

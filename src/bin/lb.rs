@@ -19,15 +19,18 @@ fn main() {
     }
 }
 
-/// Prints `error: ...` for each line of `e` and of its causes, then exits 1.
+/// Prints `error: ...` for each line of `e`, its causes following on the same
+/// line (`error: cannot read config file x.yaml: No such file or directory`),
+/// then exits 1.
 fn exit_with(e: &dyn std::error::Error) -> ! {
-    for line in e.to_string().lines() {
-        eprintln!("error: {line}");
-    }
+    let mut message = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        eprintln!("  caused by: {c}");
+        message.push_str(&format!(": {c}"));
         cause = c.source();
+    }
+    for line in message.lines() {
+        eprintln!("error: {line}");
     }
     std::process::exit(1);
 }

@@ -83,7 +83,7 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -175,7 +175,9 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) -> Vec<SocketAddr> {
     if listeners.is_empty() {
-        errors.push("listeners: the list is empty; give at least one address such as 0.0.0.0:8000".into());
+        errors.push(
+            "listeners: the list is empty; give at least one address such as 0.0.0.0:8000".into(),
+        );
     }
     listeners
         .iter()
@@ -190,7 +192,10 @@ fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) -> Vec<Socket
         .collect()
 }
 
-fn parse_backends(entries: &[serde_yaml_ng::Value], errors: &mut Vec<String>) -> Vec<BackendConfig> {
+fn parse_backends(
+    entries: &[serde_yaml_ng::Value],
+    errors: &mut Vec<String>,
+) -> Vec<BackendConfig> {
     if entries.is_empty() {
         errors.push(
             "backends: the list is empty; give at least one backend (in the file or with --backend)"
@@ -218,8 +223,9 @@ fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> 
             address: address.clone(),
             weight: None,
         },
-        serde_yaml_ng::Value::Mapping(_) => serde_yaml_ng::from_value(entry.clone())
-            .map_err(|e| format!(": {e}"))?,
+        serde_yaml_ng::Value::Mapping(_) => {
+            serde_yaml_ng::from_value(entry.clone()).map_err(|e| format!(": {e}"))?
+        }
         other => {
             return Err(format!(
                 ": expected \"host:port\" or {{address: host:port, weight: N}}, found {}",
@@ -235,7 +241,9 @@ fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> 
             .ok()
             .and_then(NonZeroUsize::new)
             .filter(|w| w.get() <= MAX_WEIGHT)
-            .ok_or_else(|| format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}"))?,
+            .ok_or_else(|| {
+                format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
+            })?,
     };
     Ok(BackendConfig { address, weight })
 }
@@ -248,7 +256,11 @@ fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
     let trimmed = text.trim();
     let without_scheme = match trimmed.split_once("://") {
         Some(("http", rest)) => rest,
-        Some((scheme, _)) => return Err(format!("scheme {scheme}:// is not supported; use http:// or none")),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "scheme {scheme}:// is not supported; use http:// or none"
+            ))
+        }
         None => trimmed,
     };
     let authority = without_scheme.strip_suffix('/').unwrap_or(without_scheme);
@@ -390,7 +402,9 @@ mod tests {
     }
 
     fn error_text(yaml: &str) -> String {
-        load_str(yaml).expect_err("config should be rejected").to_string()
+        load_str(yaml)
+            .expect_err("config should be rejected")
+            .to_string()
     }
 
     #[test]
@@ -428,7 +442,10 @@ mod tests {
             "health_check.path: \"health\"",
             "health_check.healthy_threshold: 0",
         ] {
-            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
         }
     }
 
@@ -446,8 +463,10 @@ mod tests {
 
     #[test]
     fn overrides_replace_file_values() {
-        let file: FileConfig =
-            serde_yaml_ng::from_str("backends: [127.0.0.1:1, 127.0.0.1:2]\nlisteners: [127.0.0.1:3]\n").unwrap();
+        let file: FileConfig = serde_yaml_ng::from_str(
+            "backends: [127.0.0.1:1, 127.0.0.1:2]\nlisteners: [127.0.0.1:3]\n",
+        )
+        .unwrap();
         let overrides = Overrides {
             listen: vec!["127.0.0.1:9".into()],
             backends: vec!["http://127.0.0.1:7".into()],

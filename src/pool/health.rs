@@ -32,12 +32,10 @@ impl HttpProbe {
     /// Builds the probe described by `config`.
     pub fn new(config: &HealthCheckConfig) -> Result<Self> {
         let mut inner = HttpHealthCheck::new(&config.host, false);
-        inner.req.set_uri(
-            config
-                .path
-                .parse()
-                .or_err(ErrorType::InternalError, "health_check.path is not a valid URI path")?,
-        );
+        inner.req.set_uri(config.path.parse().or_err(
+            ErrorType::InternalError,
+            "health_check.path is not a valid URI path",
+        )?);
         inner.consecutive_success = config.healthy_threshold.get();
         inner.consecutive_failure = config.unhealthy_threshold.get();
         inner.peer_template.options.connection_timeout = Some(config.timeout);
@@ -97,7 +95,10 @@ impl HealthCheck for HttpProbe {
             Err(_) => Error::e_explain(ErrorType::ReadTimedout, "health check took too long"),
         };
         if let Err(e) = &outcome {
-            let reason = if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::ConnectTimedout) {
+            let reason = if matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::ConnectTimedout
+            ) {
                 format!("timeout after {}", humantime::format_duration(self.timeout))
             } else {
                 failure_reason(e)
@@ -112,7 +113,11 @@ impl HealthCheck for HttpProbe {
         if healthy {
             log::info!("backend {} up", target.addr);
         } else {
-            log::warn!("backend {} down: {}", target.addr, self.last_failure(target));
+            log::warn!(
+                "backend {} down: {}",
+                target.addr,
+                self.last_failure(target)
+            );
         }
     }
 

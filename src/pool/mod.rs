@@ -55,10 +55,9 @@ impl Pool {
         // Probe all backends at once so one slow backend cannot delay the others' checks.
         balancer.parallel_health_check = true;
         // A static list resolves at once; fill the ring now so the first request finds it.
-        balancer
-            .update()
-            .now_or_never()
-            .unwrap_or_else(|| Error::e_explain(ErrorType::InternalError, "static discovery blocked"))?;
+        balancer.update().now_or_never().unwrap_or_else(|| {
+            Error::e_explain(ErrorType::InternalError, "static discovery blocked")
+        })?;
 
         let service = background_service("health check", balancer);
         let pool = Pool {

@@ -1,0 +1,244 @@
+//! Helpers for the integration tests: start real `lb` and `be` processes on
+//! free loopback ports, wait until they accept, talk HTTP to them, and kill
+//! them when the test ends.
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to start accepting connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process killed when dropped.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let child = cmd.spawn().expect("start the process");
+        Proc { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "KILL", "INT", "TERM", "HUP").
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Waits until `port` on 127.0.0.1 accepts a connection.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing accepted connections on port {port} within {START_TIMEOUT:?}");
+}
+
+/// Starts `be` on `port` named `name`, and waits until it accepts.
+pub fn spawn_be(port: u16, name: &str) -> Proc {
+    let proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_be"))
+            .args(["--bind", "127.0.0.1", "--quiet", "--port"])
+            .arg(port.to_string())
+            .args(["--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    proc
+}
+
+/// A running `lb` with its own directory for config, pid file and log.
+pub struct Lb {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lb {
+    /// The config file this lb was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("lb.yaml")
+    }
+
+    /// Everything lb logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lb.log")).unwrap_or_default()
+    }
+
+    /// Waits until lb's log contains `text`; false if it does not within `limit`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(self.port, path)
+    }
+}
+
+/// The `server:`, `listeners:` and `health_check:` sections tests use: short
+/// intervals, per-test pid and socket paths. `backends` is added by the caller.
+pub fn base_config(dir: &Path, port: u16) -> String {
+    let dir = dir.display();
+    format!(
+        "server:\n  threads: 2\n  pid_file: {dir}/lb.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
+         grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n\
+         listeners:\n  - 127.0.0.1:{port}\n\
+         health_check:\n  path: /health\n  interval: 200ms\n  timeout: 500ms\n"
+    )
+}
+
+/// The YAML list of backends on these ports.
+pub fn backends_yaml(ports: &[u16]) -> String {
+    let mut yaml = String::from("backends:\n");
+    for port in ports {
+        yaml.push_str(&format!("  - 127.0.0.1:{port}\n"));
+    }
+    yaml
+}
+
+/// Starts lb in front of the backends on `ports`, with `extra` YAML appended.
+pub fn spawn_lb(ports: &[u16], extra: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "{}{}{extra}",
+        base_config(dir.path(), port),
+        backends_yaml(ports)
+    );
+    spawn_lb_with_config(dir, port, &config)
+}
+
+/// Starts lb with `config` written to `dir/lb.yaml`; its log goes to `dir/lb.log`.
+pub fn spawn_lb_with_config(dir: tempfile::TempDir, port: u16, config: &str) -> Lb {
+    let config_path = dir.path().join("lb.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let log = std::fs::File::create(dir.path().join("lb.log")).expect("create log");
+    let proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_lb"))
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log),
+    );
+    wait_for_port(port);
+    Lb { proc, port, dir }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends `GET path` to 127.0.0.1:`port` on a new connection.
+pub fn get(port: u16, path: &str) -> Response {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends raw request bytes on a new connection and reads the whole response
+/// (the request must ask for `Connection: close`, or the server must close).
+pub fn request(port: u16, raw: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to lb");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set timeout");
+    stream.write_all(raw.as_bytes()).expect("send request");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read response");
+    parse_response(&String::from_utf8_lossy(&bytes))
+}
+
+/// Splits a whole HTTP/1.1 response into status and body.
+pub fn parse_response(text: &str) -> Response {
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Response { status, body }
+}
+
+/// Runs `lb` with `args` to completion (at most 20 s) and returns its exit
+/// status and stderr.
+pub fn run_lb(args: &[&str]) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err_path = dir.path().join("stderr");
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).expect("create stderr file")),
+    );
+    let status = proc
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("lb {args:?} did not exit"));
+    (
+        status,
+        std::fs::read_to_string(err_path).unwrap_or_default(),
+    )
+}

@@ -1,0 +1,252 @@
+//! The core behaviour, seen from a client: round robin, failover when a
+//! backend dies, its return, concurrency, the 502 when nothing is left, the
+//! forwarding headers, and HTTP/1.0 backends.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Which backend answered: the name at the end of be's hello message.
+fn served_by(response: &Response) -> String {
+    assert_eq!(response.status, 200, "unexpected response: {response:?}");
+    response
+        .body
+        .trim()
+        .strip_prefix("Hello From Backend Server ")
+        .unwrap_or_else(|| panic!("not a be hello: {:?}", response.body))
+        .to_string()
+}
+
+fn three_backends() -> (Vec<u16>, Vec<Proc>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    (ports, procs)
+}
+
+#[test]
+fn six_requests_go_round_robin_a_b_c_a_b_c() {
+    let (ports, _backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    let order: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
+    let first_three = &order[..3];
+    assert!(
+        first_three[0] != first_three[1]
+            && first_three[1] != first_three[2]
+            && first_three[0] != first_three[2],
+        "first three requests did not reach three backends: {order:?}"
+    );
+    assert_eq!(&order[3..], first_three, "not A B C A B C: {order:?}");
+}
+
+#[test]
+fn a_killed_backend_costs_no_request_and_comes_back() {
+    let (ports, mut backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    let victim = ports[1].to_string();
+    for _ in 0..6 {
+        served_by(&lb.get("/"));
+    }
+
+    backends[1].kill();
+    // Sent before any health check can notice: each must still succeed.
+    for i in 0..30 {
+        let who = served_by(&lb.get("/"));
+        assert_ne!(who, victim, "request {i} went to the killed backend");
+    }
+    assert!(
+        lb.wait_for_log(
+            &format!("backend 127.0.0.1:{victim} down"),
+            Duration::from_secs(10)
+        ),
+        "no 'down' log line for the killed backend:\n{}",
+        lb.log()
+    );
+    for i in 0..30 {
+        let who = served_by(&lb.get("/"));
+        assert_ne!(
+            who, victim,
+            "request {i} after the health check went to the dead backend"
+        );
+    }
+
+    backends[1] = spawn_be(ports[1], &victim);
+    assert!(
+        lb.wait_for_log(
+            &format!("backend 127.0.0.1:{victim} up"),
+            Duration::from_secs(10)
+        ),
+        "no 'up' log line for the restarted backend:\n{}",
+        lb.log()
+    );
+    let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(
+        served.contains(&victim),
+        "the restarted backend got no traffic: {served:?}"
+    );
+}
+
+#[test]
+fn a_hundred_concurrent_requests_all_succeed() {
+    let (ports, _backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    let port = lb.port;
+    let clients: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || get(port, "/")))
+        .collect();
+    let mut served = std::collections::HashSet::new();
+    for client in clients {
+        let response = client.join().expect("client thread");
+        served.insert(served_by(&response));
+    }
+    assert_eq!(served.len(), 3, "not every backend served: {served:?}");
+}
+
+#[test]
+fn no_backend_left_gives_a_quick_502_with_a_body() {
+    let (ports, mut backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    served_by(&lb.get("/"));
+    for backend in &mut backends {
+        backend.kill();
+    }
+    // Before the health checks notice: every connect fails, then 502.
+    let response = lb.get("/");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(response.body.contains("no backend"), "{response:?}");
+    // After they notice: 502 without trying.
+    for port in &ports {
+        assert!(lb.wait_for_log(
+            &format!("backend 127.0.0.1:{port} down"),
+            Duration::from_secs(10)
+        ));
+    }
+    let response = lb.get("/");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(response.body.contains("no backend"), "{response:?}");
+}
+
+#[test]
+fn a_probe_status_outside_expected_status_takes_the_backend_out() {
+    let (ports, _backends) = three_backends();
+    // be answers 200, so a check that only accepts 204 fails every backend.
+    let lb = spawn_lb(&ports[..1], "");
+    served_by(&lb.get("/"));
+    drop(lb);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "{}{}",
+        base_config(dir.path(), port).replace(
+            "timeout: 500ms\n",
+            "timeout: 500ms\n  expected_status: [204]\n"
+        ),
+        backends_yaml(&ports[..1])
+    );
+    let lb = spawn_lb_with_config(dir, port, &config);
+    assert!(
+        lb.wait_for_log(
+            &format!("backend 127.0.0.1:{} down: status 200", ports[0]),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(lb.get("/").status, 502);
+}
+
+#[test]
+fn forwarding_headers_are_added_and_host_kept() {
+    let (ports, _backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    let response = request(
+        lb.port,
+        "GET /headers HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let headers = response.body.to_ascii_lowercase();
+    for expected in [
+        "host: example.test\n",
+        "x-forwarded-for: 203.0.113.7, 127.0.0.1\n",
+        "x-forwarded-proto: http\n",
+        "x-forwarded-host: example.test\n",
+    ] {
+        assert!(
+            headers.contains(expected),
+            "{expected:?} missing from:\n{}",
+            response.body
+        );
+    }
+}
+
+#[test]
+fn command_line_flags_work_without_a_file() {
+    let (ports, _backends) = three_backends();
+    let port = free_port();
+    let _lb = Proc::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--backend", &format!("127.0.0.1:{}", ports[0])])
+            .args(["--backend", &format!("http://127.0.0.1:{}", ports[1])])
+            .args([
+                "--health-check-path",
+                "/health",
+                "--health-check-interval",
+                "200ms",
+            ])
+            .args(["--health-check-timeout", "500ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(port);
+    let mut served: Vec<String> = (0..4).map(|_| served_by(&get(port, "/"))).collect();
+    served.sort();
+    let mut expected = vec![
+        ports[0].to_string(),
+        ports[0].to_string(),
+        ports[1].to_string(),
+        ports[1].to_string(),
+    ];
+    expected.sort();
+    assert_eq!(served, expected);
+}
+
+#[test]
+fn http_1_0_backends_such_as_python_http_server_work() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let port = free_port();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "python backend\n").unwrap();
+    let _python = Proc::spawn(
+        std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(site.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(port);
+    let dir = tempfile::tempdir().unwrap();
+    let lb_port = free_port();
+    let config = format!(
+        "{}{}",
+        base_config(dir.path(), lb_port).replace("path: /health", "path: /"),
+        backends_yaml(&[port])
+    );
+    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    let started = Instant::now();
+    for _ in 0..5 {
+        let response = lb.get("/");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.body, "python backend\n");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

@@ -47,6 +47,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         check_listeners(&config)?;
     }
     let (pool, health_check) = Pool::new(&config).map_err(|e| StartError::Pool(e.to_string()))?;
+    let proxy_logic = Proxy::new(Arc::new(pool), &config);
     let opt = Opt {
         conf: None, // the file is already read; Pingora would warn that it is ignored
         ..cli.pingora
@@ -54,7 +55,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
 
-    let mut proxy = http_proxy_service(&server.configuration, Proxy::new(Arc::new(pool)));
+    let mut proxy = http_proxy_service(&server.configuration, proxy_logic);
     let listeners = &config.listeners;
     for addr in listeners {
         proxy.add_tcp(&addr.to_string());

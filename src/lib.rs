@@ -9,11 +9,13 @@
 //! - [`config`]: the YAML file's format, validation, and the runtime `Config`.
 //! - [`pool`]: the backends, their selection and their health checks.
 //! - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool.
+//! - [`budget`]: the retry budget shared by all requests.
 //! - [`app`]: assembles the Pingora `Server` from a `Config` and runs it.
 //! - [`demo_backend`]: `be`, the small demo backend server.
 //! - [`logging`]: log set-up shared by both binaries.
 
 pub mod app;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod demo_backend;

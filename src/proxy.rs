@@ -1,6 +1,6 @@
 //! The one `ProxyHttp` implementation: thin hooks that ask the [`Pool`] for a
-//! backend, fail over when connecting fails, add the forwarding headers and
-//! log each request.
+//! backend, fail over and retry within the [`RetryBudget`], enforce the
+//! request limits, add the forwarding headers and log each request.
 //!
 //! Hot-path cost is a stated decision here: no locks, and no allocation or
 //! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
@@ -17,31 +17,107 @@ use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{ErrorSource, ErrorType};
 
-use crate::pool::Pool;
-
-/// How long connecting to a backend may take before lb tries another.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::budget::{RequestTicket, RetryBudget};
+use crate::config::{Config, LimitsConfig, TimeoutsConfig};
+use crate::pool::{Pool, Selection};
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
     pool: Arc<Pool>,
+    budget: &'static RetryBudget,
+    /// Further tries a request may make after its first.
+    attempts: usize,
+    /// Whether a 5xx response counts against a backend's passive health.
+    count_5xx: bool,
+    timeouts: TimeoutsConfig,
+    limits: LimitsConfig,
+    /// `timeouts.client_idle` in the whole seconds Pingora takes.
+    client_idle_secs: u64,
 }
 
 impl Proxy {
-    /// A proxy that spreads requests over `pool`.
-    pub fn new(pool: Arc<Pool>) -> Self {
-        Proxy { pool }
+    /// A proxy that spreads requests over `pool` as `config` says.
+    pub fn new(pool: Arc<Pool>, config: &Config) -> Self {
+        Proxy {
+            pool,
+            budget: RetryBudget::leak(&config.retry),
+            attempts: config.retry.attempts,
+            count_5xx: config.passive_health.count_5xx,
+            timeouts: config.timeouts.clone(),
+            limits: config.limits.clone(),
+            client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
+        }
+    }
+
+    /// The status lb answers with when a request breaks a limit, if it does.
+    fn limit_exceeded(&self, req: &RequestHeader) -> Option<u16> {
+        let limits = &self.limits;
+        if req.raw_path().len() > limits.max_uri_bytes {
+            return Some(414);
+        }
+        let head_bytes = req.raw_path().len()
+            + req.method.as_str().len()
+            + req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head_bytes > limits.max_header_bytes {
+            return Some(431);
+        }
+        if limits.max_body_bytes > 0 {
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|len| len > limits.max_body_bytes) {
+                return Some(413);
+            }
+        }
+        None
+    }
+
+    /// How long each read from the backend may wait: `upstream_response`, or
+    /// less when the `request` limit has less time left.
+    fn upstream_read_timeout(&self, ctx: &RequestCtx) -> Duration {
+        let response = self.timeouts.upstream_response;
+        if self.timeouts.request.is_zero() {
+            return response;
+        }
+        let left = self.timeouts.request.saturating_sub(ctx.received.elapsed());
+        response.min(left.max(Duration::from_millis(1)))
+    }
+
+    /// Whether a request that failed after reaching `ctx.backend` may go to
+    /// another backend: nothing of the response reached the client, the
+    /// method is idempotent, its body can be replayed, an attempt is left and
+    /// the budget allows it.
+    fn may_retry(&self, session: &Session, e: &Error, ctx: &mut RequestCtx) -> bool {
+        let safe = e.esource() == &ErrorSource::Upstream
+            && !matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            )
+            && session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        safe && ctx.tried.len() < self.attempts && ctx.ticket.try_retry()
     }
 }
 
 /// What lb knows of one request while it is proxied.
 pub struct RequestCtx {
+    /// This request's place in the retry budget.
+    ticket: RequestTicket,
+    /// Bytes of request body seen so far (counted only with a body limit).
+    body_bytes: u64,
     /// When the request's headers had been read.
     received: Instant,
     /// The backend serving this attempt.
     backend: Option<SocketAddr>,
-    /// Backends that could not be connected to for this request; never
-    /// chosen again for it. Empty (and unallocated) in the common case.
+    /// Backends that failed this request; never chosen again for it. Empty
+    /// (and unallocated) in the common case.
     tried: Vec<SocketAddr>,
     /// When the current attempt picked its backend.
     upstream_started: Option<Instant>,
@@ -55,6 +131,8 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            ticket: self.budget.admit(),
+            body_bytes: 0,
             received: Instant::now(),
             backend: None,
             tried: Vec::new(),
@@ -67,7 +145,32 @@ impl ProxyHttp for Proxy {
         if log::log_enabled!(log::Level::Debug) {
             log_received_request(session);
         }
+        if let Some(status) = self.limit_exceeded(session.req_header()) {
+            respond_plain_error(session, status).await?;
+            return Ok(true);
+        }
+        session.set_keepalive(Some(self.client_idle_secs));
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limit = self.limits.max_body_bytes;
+        if limit > 0 {
+            ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+            if ctx.body_bytes > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_bytes",
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -75,11 +178,21 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(backend) = self.pool.select(&ctx.tried) else {
-            return Error::e_explain(ErrorType::HTTPStatus(502), "no healthy backend left to try");
+        let backend = match self.pool.select(&ctx.tried) {
+            Selection::Backend(backend) => backend,
+            Selection::NoneHealthy => {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
+            }
+            Selection::Exhausted => {
+                return Error::e_explain(ErrorType::HTTPStatus(502), "no backend left to try")
+            }
         };
         let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        let t = &self.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(self.upstream_read_timeout(ctx));
+        peer.options.write_timeout = Some(t.upstream_response);
+        peer.options.idle_timeout = Some(t.upstream_idle);
         ctx.backend = Some(backend.addr);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -93,15 +206,51 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the backend, so any request may go to another one.
+        // Such a retry adds no load to any backend: the budget does not apply.
+        let retry = ctx.tried.len() < self.attempts;
         log::warn!(
-            "cannot connect to backend {}: {}; trying another",
+            "cannot connect to backend {}: {}{}",
             peer._address,
-            e.root_cause()
+            e.root_cause(),
+            if retry {
+                "; trying another"
+            } else {
+                "; no attempt left"
+            }
         );
         if let Some(backend) = ctx.backend.take() {
+            self.pool.record_failure(&backend, &e.etype().as_str());
             ctx.tried.push(backend);
         }
-        e.set_retry(true);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {}", peer._address));
+        let from_backend = e.esource() == &ErrorSource::Upstream;
+        if let Some(backend) = ctx.backend.take() {
+            if from_backend {
+                self.pool.record_failure(&backend, &e.etype().as_str());
+            }
+            ctx.tried.push(backend);
+        }
+        let retry = self.may_retry(session, &e, ctx);
+        if retry {
+            log::warn!(
+                "request to backend {} failed: {}; retrying on another",
+                peer._address,
+                e.root_cause()
+            );
+        }
+        e.set_retry(retry);
         e
     }
 
@@ -150,10 +299,19 @@ impl ProxyHttp for Proxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        if let Some(backend) = &ctx.backend {
+            let status = upstream_response.status.as_u16();
+            if self.count_5xx && status >= 500 {
+                self.pool
+                    .record_failure(backend, &format_args!("status {status}"));
+            } else {
+                self.pool.record_success(backend);
+            }
+        }
         Ok(())
     }
 
@@ -187,6 +345,11 @@ impl ProxyHttp for Proxy {
 fn error_status(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
@@ -219,6 +382,8 @@ fn error_body(code: u16) -> String {
         .unwrap_or("Error");
     match code {
         502 => format!("{code} {reason}: no backend could serve this request\n"),
+        503 => format!("{code} {reason}: no healthy backend\n"),
+        504 => format!("{code} {reason}: the backend did not answer in time\n"),
         _ => format!("{code} {reason}\n"),
     }
 }
@@ -255,7 +420,7 @@ fn log_access(session: &Session, ctx: &RequestCtx) {
     );
     log::info!(
         target: "lb::access",
-        "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3}",
+        "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3} retries={}",
         client_ip(session),
         req.method,
         req.uri,
@@ -263,7 +428,8 @@ fn log_access(session: &Session, ctx: &RequestCtx) {
         status,
         backend,
         upstream_ms,
-        ctx.received.elapsed().as_secs_f64() * 1000.0
+        ctx.received.elapsed().as_secs_f64() * 1000.0,
+        ctx.tried.len()
     );
 }
 

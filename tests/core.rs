@@ -103,19 +103,41 @@ fn a_hundred_concurrent_requests_all_succeed() {
     assert_eq!(served.len(), 3, "not every backend served: {served:?}");
 }
 
+/// Starts lb in front of `ports` with health checks too rare to notice
+/// anything during a test: every backend stays "healthy" to lb.
+fn spawn_lb_without_timely_checks(ports: &[u16]) -> Lb {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "{}{}",
+        base_config(dir.path(), port).replace("interval: 200ms", "interval: 1h"),
+        backends_yaml(ports)
+    );
+    spawn_lb_with_config(dir, port, &config)
+}
+
 #[test]
-fn no_backend_left_gives_a_quick_502_with_a_body() {
+fn every_backend_refusing_gives_a_quick_502_with_a_body() {
+    let (ports, mut backends) = three_backends();
+    let lb = spawn_lb_without_timely_checks(&ports);
+    served_by(&lb.get("/"));
+    for backend in &mut backends {
+        backend.kill();
+    }
+    // lb still thinks them healthy: each connect is refused, then 502.
+    let response = lb.get("/");
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(response.body.contains("no backend"), "{response:?}");
+}
+
+#[test]
+fn every_backend_down_gives_a_quick_503_with_a_body() {
     let (ports, mut backends) = three_backends();
     let lb = spawn_lb(&ports, "");
     served_by(&lb.get("/"));
     for backend in &mut backends {
         backend.kill();
     }
-    // Before the health checks notice: every connect fails, then 502.
-    let response = lb.get("/");
-    assert_eq!(response.status, 502, "{response:?}");
-    assert!(response.body.contains("no backend"), "{response:?}");
-    // After they notice: 502 without trying.
     for port in &ports {
         assert!(lb.wait_for_log(
             &format!("backend 127.0.0.1:{port} down"),
@@ -123,8 +145,8 @@ fn no_backend_left_gives_a_quick_502_with_a_body() {
         ));
     }
     let response = lb.get("/");
-    assert_eq!(response.status, 502, "{response:?}");
-    assert!(response.body.contains("no backend"), "{response:?}");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.body.contains("no healthy backend"), "{response:?}");
 }
 
 #[test]
@@ -153,7 +175,7 @@ fn a_probe_status_outside_expected_status_takes_the_backend_out() {
         "{}",
         lb.log()
     );
-    assert_eq!(lb.get("/").status, 502);
+    assert_eq!(lb.get("/").status, 503);
 }
 
 #[test]

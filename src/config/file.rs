@@ -22,6 +22,27 @@ pub struct FileConfig {
     pub backends: Option<Vec<serde_yaml_ng::Value>>,
     /// Active health checks.
     pub health_check: Option<HealthCheckFile>,
+    /// Retries of failed requests.
+    pub retry: Option<RetryFile>,
+    /// Ejection of backends whose requests fail.
+    pub passive_health: Option<PassiveHealthFile>,
+    /// `fail` or `try_all`: what to do when no backend is healthy.
+    pub when_all_unhealthy: Option<WhenAllUnhealthy>,
+    /// Time limits on each side.
+    pub timeouts: Option<TimeoutsFile>,
+    /// Size and count limits on what clients send.
+    pub limits: Option<LimitsFile>,
+}
+
+/// What lb does when every backend is unhealthy or ejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthy {
+    /// Answer 503 at once.
+    #[default]
+    Fail,
+    /// Send traffic to every backend anyway (a health check can be wrong).
+    TryAll,
 }
 
 /// The long form of a backend entry.
@@ -54,4 +75,66 @@ pub struct HealthCheckFile {
     pub healthy_threshold: Option<i64>,
     /// Consecutive failures for a healthy backend to go out.
     pub unhealthy_threshold: Option<i64>,
+}
+
+/// The `retry:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Further tries after the first, each on a backend not yet tried.
+    pub attempts: Option<i64>,
+    /// Retries in flight may add at most this share of the active requests.
+    pub budget_percent: Option<i64>,
+    /// Retries always allowed in flight, whatever the budget says.
+    pub budget_min_retries: Option<i64>,
+}
+
+/// The `passive_health:` section (outlier detection).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthFile {
+    /// Failed requests in a row that eject a backend; 0 turns ejection off.
+    pub consecutive_failures: Option<i64>,
+    /// How long the first ejection lasts; it doubles on each repeat.
+    #[serde(default, with = "humantime_serde")]
+    pub ejection_time: Option<Duration>,
+    /// The longest an ejection may last.
+    #[serde(default, with = "humantime_serde")]
+    pub max_ejection_time: Option<Duration>,
+    /// The largest share of the pool that may be ejected at once.
+    pub max_ejected_percent: Option<i64>,
+    /// Whether a 5xx response counts as a failure.
+    pub count_5xx: Option<bool>,
+}
+
+/// The `timeouts:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_response: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub client_header: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub client_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub request: Option<Duration>,
+}
+
+/// The `limits:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: Option<i64>,
+    /// Longest request target, in bytes.
+    pub max_uri_bytes: Option<i64>,
+    /// Largest request body, in bytes; 0 for no limit.
+    pub max_body_bytes: Option<i64>,
+    /// Most client connections open at once.
+    pub max_connections: Option<i64>,
 }

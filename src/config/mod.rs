@@ -8,6 +8,7 @@
 //! reported, each with the key it is about, rather than only the first.
 
 mod file;
+mod resilience;
 mod server;
 
 use std::fmt;
@@ -18,6 +19,9 @@ use std::time::Duration;
 
 use file::{BackendFile, FileConfig, HealthCheckFile};
 use pingora::server::configuration::ServerConf;
+
+pub use file::WhenAllUnhealthy;
+pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 
 /// Where lb listens when neither the file nor `--listen` says.
 pub const DEFAULT_LISTENER: &str = "0.0.0.0:8000";
@@ -33,6 +37,16 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Active health checks of every backend.
     pub health_check: HealthCheckConfig,
+    /// Retries of failed requests and their budget.
+    pub retry: RetryConfig,
+    /// Ejection of backends whose requests fail.
+    pub passive_health: PassiveHealthConfig,
+    /// What to do when no backend is healthy.
+    pub when_all_unhealthy: WhenAllUnhealthy,
+    /// Time limits.
+    pub timeouts: TimeoutsConfig,
+    /// Limits on what clients send.
+    pub limits: LimitsConfig,
 }
 
 /// One backend of the pool.
@@ -144,6 +158,11 @@ impl Config {
             health_check.timeout = Some(timeout);
         }
         let health_check = parse_health_check(health_check, &mut errors);
+        let retry = resilience::parse_retry(file.retry.unwrap_or_default(), &mut errors);
+        let passive_health =
+            resilience::parse_passive_health(file.passive_health.unwrap_or_default(), &mut errors);
+        let timeouts = resilience::parse_timeouts(file.timeouts.unwrap_or_default(), &mut errors);
+        let limits = resilience::parse_limits(file.limits.unwrap_or_default(), &mut errors);
 
         if errors.is_empty() {
             Ok(Config {
@@ -151,6 +170,11 @@ impl Config {
                 listeners,
                 backends,
                 health_check,
+                retry,
+                passive_health,
+                when_all_unhealthy: file.when_all_unhealthy.unwrap_or_default(),
+                timeouts,
+                limits,
             })
         } else {
             Err(ConfigError::Invalid(errors))
@@ -375,6 +399,47 @@ impl fmt::Display for Config {
             hc.expected_status,
             hc.healthy_threshold,
             hc.unhealthy_threshold
+        )?;
+        let r = &self.retry;
+        writeln!(
+            f,
+            "retry: {} attempt(s), budget {}% of active requests (at least {})",
+            r.attempts, r.budget_percent, r.budget_min_retries
+        )?;
+        let p = &self.passive_health;
+        writeln!(
+            f,
+            "passive health: eject after {} failure(s) in a row for {} (up to {}), at most {}% of the pool, 5xx {}; when all unhealthy: {:?}",
+            p.consecutive_failures,
+            humantime::format_duration(p.ejection_time),
+            humantime::format_duration(p.max_ejection_time),
+            p.max_ejected_percent,
+            if p.count_5xx { "counts" } else { "does not count" },
+            self.when_all_unhealthy
+        )?;
+        let t = &self.timeouts;
+        writeln!(
+            f,
+            "timeouts: connect {}, upstream response {}, upstream idle {}, client header {}, client idle {}, request {}",
+            humantime::format_duration(t.connect),
+            humantime::format_duration(t.upstream_response),
+            humantime::format_duration(t.upstream_idle),
+            humantime::format_duration(t.client_header),
+            humantime::format_duration(t.client_idle),
+            humantime::format_duration(t.request)
+        )?;
+        let l = &self.limits;
+        writeln!(
+            f,
+            "limits: header {} bytes, URI {} bytes, body {}, {} connections",
+            l.max_header_bytes,
+            l.max_uri_bytes,
+            if l.max_body_bytes == 0 {
+                "unlimited".to_string()
+            } else {
+                format!("{} bytes", l.max_body_bytes)
+            },
+            l.max_connections
         )?;
         let s = &self.server;
         write!(

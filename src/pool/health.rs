@@ -8,7 +8,7 @@
 //! all backends in parallel, and applies the thresholds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use pingora::lb::Backend;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
 
+use super::outlier::OutlierDetector;
 use crate::config::HealthCheckConfig;
 
 /// The HTTP probe of the pool's backends.
@@ -26,11 +27,13 @@ pub struct HttpProbe {
     /// Why each backend's last probe failed, for the "down" log line.
     /// Only the health-check task touches it, once per probe, never a request.
     last_failure: Mutex<HashMap<SocketAddr, String>>,
+    /// Passive health, told when a backend passes its checks again.
+    outliers: Arc<OutlierDetector>,
 }
 
 impl HttpProbe {
     /// Builds the probe described by `config`.
-    pub fn new(config: &HealthCheckConfig) -> Result<Self> {
+    pub fn new(config: &HealthCheckConfig, outliers: Arc<OutlierDetector>) -> Result<Self> {
         let mut inner = HttpHealthCheck::new(&config.host, false);
         inner.req.set_uri(config.path.parse().or_err(
             ErrorType::InternalError,
@@ -57,6 +60,7 @@ impl HttpProbe {
             inner,
             timeout: config.timeout,
             last_failure: Mutex::new(HashMap::new()),
+            outliers,
         })
     }
 
@@ -112,6 +116,9 @@ impl HealthCheck for HttpProbe {
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         if healthy {
             log::info!("backend {} up", target.addr);
+            if let Some(addr) = target.addr.as_inet() {
+                self.outliers.readmit(addr);
+            }
         } else {
             log::warn!(
                 "backend {} down: {}",

@@ -1,0 +1,251 @@
+//! The sections that decide how lb copes with failures and hostile clients:
+//! `retry`, `passive_health`, `timeouts` and `limits`, checked into runtime
+//! types. Defaults follow HAProxy's and nginx's where they have one.
+
+use std::time::Duration;
+
+use super::file::{LimitsFile, PassiveHealthFile, RetryFile, TimeoutsFile};
+
+/// How failed requests are retried.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Further tries after the first, each on a backend not yet tried.
+    pub attempts: usize,
+    /// Retries in flight may add at most this percentage of active requests.
+    pub budget_percent: usize,
+    /// Retries always allowed in flight, however few requests are active.
+    pub budget_min_retries: usize,
+}
+
+/// When a backend whose requests fail is ejected (outlier detection).
+#[derive(Debug, Clone)]
+pub struct PassiveHealthConfig {
+    /// Failed requests in a row that eject a backend; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// Length of the first ejection; each repeat doubles it.
+    pub ejection_time: Duration,
+    /// Longest ejection.
+    pub max_ejection_time: Duration,
+    /// Largest percentage of the pool ejected at once.
+    pub max_ejected_percent: usize,
+    /// Whether a 5xx response counts as a failure.
+    pub count_5xx: bool,
+}
+
+/// Time limits. A zero `request` means no limit.
+#[derive(Debug, Clone)]
+pub struct TimeoutsConfig {
+    /// Connecting to a backend; then lb tries another one, else 502.
+    pub connect: Duration,
+    /// Waiting for each read from a backend, the response headers included; 504.
+    pub upstream_response: Duration,
+    /// How long an unused keep-alive connection to a backend is kept.
+    pub upstream_idle: Duration,
+    /// Receiving a request's headers; the connection is then closed.
+    pub client_header: Duration,
+    /// A client keep-alive connection waiting for its next request.
+    pub client_idle: Duration,
+    /// A whole request, from its headers to the end of its response; 504. Zero: none.
+    pub request: Duration,
+}
+
+/// Limits on what clients send.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest request head in bytes; 431 beyond it.
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes; 414 beyond it.
+    pub max_uri_bytes: usize,
+    /// Largest request body in bytes; 413 beyond it. Zero: no limit.
+    pub max_body_bytes: u64,
+    /// Most client connections open at once; further ones are closed at once.
+    pub max_connections: usize,
+}
+
+/// Largest head Pingora itself reads (its `MAX_HEADER_SIZE`, about 1 MiB).
+const PINGORA_MAX_HEADER_BYTES: i64 = 1_048_575;
+
+/// Checks that `value` (default `default`) is a whole number from `min` to
+/// `max`, pushing an error naming `key` otherwise.
+fn whole_number(
+    key: &str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+    errors: &mut Vec<String>,
+) -> i64 {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        value
+    } else {
+        errors.push(format!(
+            "{key}: {value}: must be a whole number from {min} to {max}"
+        ));
+        default
+    }
+}
+
+fn positive_duration(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+    errors: &mut Vec<String>,
+) -> Duration {
+    let value = value.unwrap_or(default);
+    if value.is_zero() {
+        errors.push(format!("{key}: 0s: must be more than zero"));
+        return default;
+    }
+    value
+}
+
+/// Checks the `retry:` section.
+pub fn parse_retry(written: RetryFile, errors: &mut Vec<String>) -> RetryConfig {
+    RetryConfig {
+        attempts: whole_number("retry.attempts", written.attempts, 2, 0, 10, errors) as usize,
+        budget_percent: whole_number(
+            "retry.budget_percent",
+            written.budget_percent,
+            20,
+            0,
+            100,
+            errors,
+        ) as usize,
+        budget_min_retries: whole_number(
+            "retry.budget_min_retries",
+            written.budget_min_retries,
+            3,
+            0,
+            1_000_000,
+            errors,
+        ) as usize,
+    }
+}
+
+/// Checks the `passive_health:` section.
+pub fn parse_passive_health(
+    written: PassiveHealthFile,
+    errors: &mut Vec<String>,
+) -> PassiveHealthConfig {
+    let ejection_time = positive_duration(
+        "passive_health.ejection_time",
+        written.ejection_time,
+        Duration::from_secs(10),
+        errors,
+    );
+    let max_ejection_time = positive_duration(
+        "passive_health.max_ejection_time",
+        written.max_ejection_time,
+        Duration::from_secs(300),
+        errors,
+    );
+    if max_ejection_time < ejection_time {
+        errors.push(format!(
+            "passive_health.max_ejection_time: {}: shorter than ejection_time ({})",
+            humantime::format_duration(max_ejection_time),
+            humantime::format_duration(ejection_time)
+        ));
+    }
+    PassiveHealthConfig {
+        consecutive_failures: whole_number(
+            "passive_health.consecutive_failures",
+            written.consecutive_failures,
+            3,
+            0,
+            1_000_000,
+            errors,
+        ) as u32,
+        ejection_time,
+        max_ejection_time,
+        max_ejected_percent: whole_number(
+            "passive_health.max_ejected_percent",
+            written.max_ejected_percent,
+            50,
+            0,
+            100,
+            errors,
+        ) as usize,
+        count_5xx: written.count_5xx.unwrap_or(false),
+    }
+}
+
+/// Checks the `timeouts:` section.
+pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> TimeoutsConfig {
+    let client_idle = positive_duration(
+        "timeouts.client_idle",
+        written.client_idle,
+        Duration::from_secs(60),
+        errors,
+    );
+    if client_idle < Duration::from_secs(1) {
+        errors
+            .push("timeouts.client_idle: must be at least 1s (it is kept in whole seconds)".into());
+    }
+    TimeoutsConfig {
+        connect: positive_duration(
+            "timeouts.connect",
+            written.connect,
+            Duration::from_secs(2),
+            errors,
+        ),
+        upstream_response: positive_duration(
+            "timeouts.upstream_response",
+            written.upstream_response,
+            Duration::from_secs(30),
+            errors,
+        ),
+        upstream_idle: positive_duration(
+            "timeouts.upstream_idle",
+            written.upstream_idle,
+            Duration::from_secs(60),
+            errors,
+        ),
+        client_header: positive_duration(
+            "timeouts.client_header",
+            written.client_header,
+            Duration::from_secs(10),
+            errors,
+        ),
+        client_idle,
+        request: written.request.unwrap_or(Duration::ZERO),
+    }
+}
+
+/// Checks the `limits:` section.
+pub fn parse_limits(written: LimitsFile, errors: &mut Vec<String>) -> LimitsConfig {
+    LimitsConfig {
+        max_header_bytes: whole_number(
+            "limits.max_header_bytes",
+            written.max_header_bytes,
+            64 * 1024,
+            1024,
+            PINGORA_MAX_HEADER_BYTES,
+            errors,
+        ) as usize,
+        max_uri_bytes: whole_number(
+            "limits.max_uri_bytes",
+            written.max_uri_bytes,
+            8 * 1024,
+            16,
+            PINGORA_MAX_HEADER_BYTES,
+            errors,
+        ) as usize,
+        max_body_bytes: whole_number(
+            "limits.max_body_bytes",
+            written.max_body_bytes,
+            0,
+            0,
+            i64::MAX,
+            errors,
+        ) as u64,
+        max_connections: whole_number(
+            "limits.max_connections",
+            written.max_connections,
+            10_000,
+            1,
+            10_000_000,
+            errors,
+        ) as usize,
+    }
+}

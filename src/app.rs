@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
+use pingora::services::listening::Service;
 
 use crate::cli::Cli;
 use crate::config::Config;
+use crate::connection::LbApp;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
 
@@ -55,7 +57,14 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
 
-    let mut proxy = http_proxy_service(&server.configuration, proxy_logic);
+    let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
+    proxy_app.handle_init_modules();
+    let app = LbApp::new(
+        proxy_app,
+        config.limits.max_connections,
+        config.timeouts.client_header,
+    );
+    let mut proxy = Service::new("lb proxy".to_string(), app);
     let listeners = &config.listeners;
     for addr in listeners {
         proxy.add_tcp(&addr.to_string());

@@ -8,6 +8,7 @@
 //! - [`cli`]: the command line (Pingora's flags plus lb's overrides).
 //! - [`config`]: the YAML file's format, validation, and the runtime `Config`.
 //! - [`pool`]: the backends, their selection and their health checks.
+//! - [`connection`]: client connection limit and header deadline, around the proxy.
 //! - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool.
 //! - [`budget`]: the retry budget shared by all requests.
 //! - [`app`]: assembles the Pingora `Server` from a `Config` and runs it.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod demo_backend;
 pub mod logging;
 pub mod pool;

@@ -1,0 +1,296 @@
+//! Client connections before Pingora's HTTP handling sees them: the limit on
+//! open connections, and the deadline on receiving a request's headers.
+//!
+//! [`LbApp`] is a Pingora `ServerApp` around the proxy's own app. It counts
+//! open connections and closes new ones beyond `limits.max_connections`, and
+//! wraps each stream in a [`HeaderDeadline`] so a client that trickles its
+//! headers (slowloris) is cut off after `timeouts.client_header` in total.
+//! Pingora's own read timeout applies per read, so a byte every few seconds
+//! would otherwise keep a connection forever.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType,
+};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A `ServerApp` that limits connections and header time, then hands each
+/// connection to `inner` (the proxy).
+pub struct LbApp<A> {
+    inner: Arc<A>,
+    open: AtomicUsize,
+    max_connections: usize,
+    client_header: Duration,
+}
+
+impl<A> LbApp<A> {
+    /// Wraps `inner` with the given limits.
+    pub fn new(inner: A, max_connections: usize, client_header: Duration) -> Self {
+        LbApp {
+            inner: Arc::new(inner),
+            open: AtomicUsize::new(0),
+            max_connections,
+            client_header,
+        }
+    }
+}
+
+/// Decrements the open-connection count when the connection ends.
+struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        let _counted = OpenConnection(&self.open);
+        if open > self.max_connections {
+            log::warn!(
+                "closing a new client connection: {} are open (limits.max_connections)",
+                self.max_connections
+            );
+            return None;
+        }
+        let stream = HeaderDeadline::new(stream, self.client_header);
+        self.inner.process_new(Box::new(stream), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Where a connection is in its request/response cycle, as far as the
+/// bytes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Receiving a request head; the deadline runs once its first byte came.
+    Head,
+    /// The head is complete: the body and the response follow, no deadline.
+    AfterHead,
+}
+
+/// A client stream that fails reads once a request head has taken longer
+/// than its limit.
+///
+/// The end of a head is a blank line (`\n\n` or `\n\r\n`). The next head is
+/// expected once lb starts writing a final (non-1xx) response.
+#[derive(Debug)]
+pub struct HeaderDeadline {
+    inner: Stream,
+    limit: Duration,
+    phase: Phase,
+    /// Set while a head is being received.
+    deadline: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    /// Progress through a blank line: 0 none, 1 after `\n`, 2 after `\n\r`.
+    blank_line: u8,
+}
+
+impl HeaderDeadline {
+    /// Wraps `inner`; the first head's deadline starts now.
+    pub fn new(inner: Stream, limit: Duration) -> Self {
+        let deadline = Instant::now() + limit;
+        HeaderDeadline {
+            inner,
+            limit,
+            phase: Phase::Head,
+            deadline: Some(deadline),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            blank_line: 0,
+        }
+    }
+
+    fn start_head(&mut self) {
+        self.phase = Phase::Head;
+        self.deadline = None;
+        self.blank_line = 0;
+    }
+}
+
+/// Follows `bytes` through a blank line; `progress` carries the state from
+/// one read to the next. Returns whether the bytes end the head.
+fn ends_head(progress: &mut u8, bytes: &[u8]) -> bool {
+    for &b in bytes {
+        *progress = match (*progress, b) {
+            (1 | 2, b'\n') => {
+                *progress = 0;
+                return true;
+            }
+            (_, b'\n') => 1,
+            (1, b'\r') => 2,
+            _ => 0,
+        };
+    }
+    false
+}
+
+/// Whether `buf` starts a 1xx (interim) response, after which the request
+/// body, not a new head, follows.
+fn is_interim_response(buf: &[u8]) -> bool {
+    buf.len() > 9 && buf.starts_with(b"HTTP/1.") && buf[9] == b'1'
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.phase == Phase::Head {
+                    let filled = &buf.filled()[before..];
+                    if this.deadline.is_none() && !filled.is_empty() {
+                        let deadline = Instant::now() + this.limit;
+                        this.deadline = Some(deadline);
+                        this.timer.as_mut().reset(deadline);
+                    }
+                    if ends_head(&mut this.blank_line, filled) {
+                        this.phase = Phase::AfterHead;
+                        this.deadline = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if this.phase == Phase::Head
+                    && this.deadline.is_some()
+                    && this.timer.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request headers took longer than timeouts.client_header",
+                    )));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.phase == Phase::AfterHead && !is_interim_response(buf) {
+            self.start_head();
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.phase == Phase::AfterHead && !bufs.first().is_some_and(|b| is_interim_response(b)) {
+            self.start_head();
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_line_ends_the_head_across_reads() {
+        let mut progress = 0;
+        assert!(!ends_head(&mut progress, b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(!ends_head(&mut progress, b"\n\r"));
+        assert!(ends_head(&mut progress, b"\n"));
+        let mut progress = 0;
+        assert!(ends_head(&mut progress, b"GET / HTTP/1.0\n\n"));
+        let mut progress = 0;
+        assert!(!ends_head(&mut progress, b"GET / HTTP/1.1\r\nA: b\r\n"));
+    }
+
+    #[test]
+    fn interim_responses_are_recognised() {
+        assert!(is_interim_response(b"HTTP/1.1 100 Continue\r\n"));
+        assert!(!is_interim_response(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!is_interim_response(b"hello"));
+    }
+}

@@ -84,10 +84,7 @@ impl HttpProbe {
 fn failure_reason(e: &Error) -> String {
     match e.etype() {
         ErrorType::CustomCode(_, status) => format!("status {status}"),
-        _ => match &e.cause {
-            Some(cause) => format!("{}: {cause}", e.etype().as_str()),
-            None => e.etype().as_str().to_string(),
-        },
+        etype => format!("{}: {}", etype.as_str(), e.root_cause()),
     }
 }
 

@@ -59,10 +59,14 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
 
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
+    // Drain within the grace period, leaving a second for the runtime to stop.
+    let grace = server.configuration.grace_period_seconds.unwrap_or(0);
+    let drain_limit = std::time::Duration::from_secs(grace.saturating_sub(1));
     let app = LbApp::new(
         proxy_app,
         config.limits.max_connections,
         config.timeouts.client_header,
+        drain_limit,
     );
     let mut proxy = Service::new("lb proxy".to_string(), app);
     let listeners = &config.listeners;

@@ -7,6 +7,15 @@
 //! headers (slowloris) is cut off after `timeouts.client_header` in total.
 //! Pingora's own read timeout applies per read, so a byte every few seconds
 //! would otherwise keep a connection forever.
+//!
+//! It also drains kept-alive connections at shutdown and upgrade. Pingora's
+//! proxy drops a connection waiting for its next request as soon as its app
+//! is cleaned up, and a request arriving just then is lost. `LbApp` delays
+//! that clean-up until its connections are gone (or `drain_limit` passed):
+//! meanwhile a request on an open connection is answered with
+//! `Connection: close` (Pingora does so once shutdown has begun), and the
+//! client's next connection reaches the new process. HAProxy calls this
+//! `idle-close-on-response`.
 
 use std::future::Future;
 use std::io;
@@ -35,16 +44,40 @@ pub struct LbApp<A> {
     open: AtomicUsize,
     max_connections: usize,
     client_header: Duration,
+    /// Longest wait at shutdown for open connections to finish.
+    drain_limit: Duration,
 }
 
 impl<A> LbApp<A> {
     /// Wraps `inner` with the given limits.
-    pub fn new(inner: A, max_connections: usize, client_header: Duration) -> Self {
+    pub fn new(
+        inner: A,
+        max_connections: usize,
+        client_header: Duration,
+        drain_limit: Duration,
+    ) -> Self {
         LbApp {
             inner: Arc::new(inner),
             open: AtomicUsize::new(0),
             max_connections,
             client_header,
+            drain_limit,
+        }
+    }
+
+    /// Waits until no client connection is open, or `drain_limit` passed.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.drain_limit;
+        let mut open = self.open.load(Relaxed);
+        log::info!("draining {open} client connection(s)");
+        while open > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            open = self.open.load(Relaxed);
+        }
+        if open > 0 {
+            log::info!("closing {open} idle client connection(s) after the drain limit");
+        } else {
+            log::info!("all client connections drained");
         }
     }
 }
@@ -78,7 +111,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
         self.inner.process_new(Box::new(stream), shutdown).await
     }
 
+    /// Called once the listeners stopped: drain, then let the proxy drop
+    /// the connections still waiting for a request.
     async fn cleanup(&self) {
+        self.drain().await;
         self.inner.cleanup().await
     }
 }

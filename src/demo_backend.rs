@@ -5,19 +5,44 @@
 //! headers (so tests can see what lb forwarded). It logs each request the way
 //! the original challenge shows. Requests are parsed with `httparse`; the
 //! socket handling is plain tokio so tests keep full control of the wire.
+//!
+//! # Faults
+//! To test how lb copes with a misbehaving backend, `be` can be told to show
+//! one [`Fault`] on every request except `GET /health`, which always answers
+//! `200 ok` so health checks pass and the fault reaches clients: reset the
+//! connection before or in the middle of the response, never answer, answer
+//! one byte at a time, answer 500, or close a connection it said it would
+//! keep open.
+//!
+//! # Recording
+//! With a record file, `be` appends one `METHOD PATH` line for each request it
+//! parses (again except `GET /health`) before answering it, so a test can
+//! read exactly which requests reached the backend (for example, that a
+//! request smuggled inside another's body never did).
+//!
+//! The normal path stays cheap: the hello and health responses are built once
+//! at start-up, and nothing is formatted per request unless logging or
+//! recording is on.
 
-use std::io;
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Largest request head `be` reads before answering 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields `be` parses in one request.
-const MAX_HEADERS: usize = 100;
+/// Largest request head `be` reads before answering 431: a little over
+/// Pingora's own limit (1 MiB), so `be` accepts any head lb forwards and tests
+/// see lb's limits, not `be`'s.
+const MAX_HEAD_BYTES: usize = 1024 * 1024 + 64 * 1024;
+/// Most header fields `be` parses in one request: Pingora's limit (256), plus
+/// room for the forwarding headers lb adds.
+const MAX_HEADERS: usize = 272;
 
 /// How to run `be`.
 #[derive(Debug, Clone)]
@@ -30,23 +55,154 @@ pub struct BackendOptions {
     pub name: Option<String>,
     /// Skip the per-request log lines (for load tests).
     pub quiet: bool,
+    /// The misbehaviour shown on every request but `GET /health`.
+    pub fault: Fault,
+    /// Pause between the bytes of a response under [`Fault::Drip`].
+    pub drip_interval: Duration,
+    /// File to append `METHOD PATH` to for every request but `GET /health`.
+    pub record: Option<PathBuf>,
+}
+
+/// A misbehaviour `be` shows on every request but `GET /health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Fault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Read the whole request, then reset the connection (TCP RST) without
+    /// sending a byte.
+    Reset,
+    /// Send the status line, the headers and half the body, then reset the
+    /// connection.
+    ResetMid,
+    /// Read the request and never answer; keep the connection open until the
+    /// peer closes it.
+    Hang,
+    /// Send a correct response one byte at a time, `--drip-interval` apart.
+    Drip,
+    /// Answer `500 Internal Server Error` with the body `error from NAME`.
+    #[value(name = "status-500")]
+    Status500,
+    /// Answer normally with `Connection: keep-alive`, then close the
+    /// connection anyway.
+    CloseEarly,
+}
+
+impl std::fmt::Display for Fault {
+    /// The name the command line knows this fault by.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A whole response built once, in its keep-alive and close variants.
+struct Canned {
+    keep_alive: Vec<u8>,
+    close: Vec<u8>,
+}
+
+impl Canned {
+    fn new(body: &[u8]) -> Self {
+        Canned {
+            keep_alive: response_bytes(200, "OK", body, true, false),
+            close: response_bytes(200, "OK", body, false, false),
+        }
+    }
+
+    fn get(&self, keep_alive: bool) -> &[u8] {
+        if keep_alive {
+            &self.keep_alive
+        } else {
+            &self.close
+        }
+    }
+}
+
+/// Appends one line per request to the record file.
+struct Recorder {
+    file: Mutex<File>,
+}
+
+impl Recorder {
+    fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open record file {}: {e}", path.display()),
+                )
+            })?;
+        Ok(Recorder {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends `METHOD PATH`. One small `write` on an unbuffered local file:
+    /// done inline rather than on a blocking thread, and visible to other
+    /// processes as soon as it returns.
+    fn record(&self, head: &RequestHead) -> io::Result<()> {
+        let line = format!("{} {}\n", head.method, head.path);
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all(line.as_bytes())?;
+        file.flush()
+    }
 }
 
 /// Shared, read-only state of a running `be`.
 struct Backend {
     hello: String,
+    hello_response: Canned,
+    health_response: Canned,
+    /// The body of a `status-500` answer.
+    error_body: String,
     quiet: bool,
+    fault: Fault,
+    drip_interval: Duration,
+    recorder: Option<Recorder>,
+}
+
+/// What becomes of a connection after a request was answered.
+enum After {
+    /// Read the next request.
+    KeepOpen,
+    /// Close it normally (FIN).
+    Close,
+    /// Close it with a TCP RST.
+    Reset,
 }
 
 /// Listens and serves until the process is stopped.
 pub async fn serve(options: BackendOptions) -> io::Result<()> {
+    let recorder = options.record.as_deref().map(Recorder::open).transpose()?;
     let listener = TcpListener::bind(SocketAddr::new(options.bind, options.port)).await?;
     let name = options.name.unwrap_or_else(|| options.port.to_string());
+    let hello = format!("Hello From Backend Server {name}\n");
     let backend = Arc::new(Backend {
-        hello: format!("Hello From Backend Server {name}\n"),
+        hello_response: Canned::new(hello.as_bytes()),
+        health_response: Canned::new(b"ok\n"),
+        hello,
+        error_body: format!("error from {name}\n"),
         quiet: options.quiet,
+        fault: options.fault,
+        drip_interval: options.drip_interval,
+        recorder,
     });
-    log::info!("be {name} listening on {}", listener.local_addr()?);
+    if options.fault == Fault::None {
+        log::info!("be {name} listening on {}", listener.local_addr()?);
+    } else {
+        log::info!(
+            "be {name} listening on {} with fault {}",
+            listener.local_addr()?,
+            options.fault
+        );
+    }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -92,6 +248,15 @@ impl RequestHead {
             _ => self.http11,
         }
     }
+
+    /// `GET /health`: never faulty, never recorded.
+    fn is_health_check(&self) -> bool {
+        self.method == "GET" && self.path == "/health"
+    }
+
+    fn head_only(&self) -> bool {
+        self.method == "HEAD"
+    }
 }
 
 /// What reading a request head gave.
@@ -105,22 +270,21 @@ enum Head {
 
 impl Backend {
     async fn serve_connection(&self, mut stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("cannot set TCP_NODELAY for {peer}: {e}");
+        }
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             let head = match read_head(&mut stream, &mut buf).await? {
                 Head::Request(head) => head,
                 Head::Closed => return Ok(()),
-                Head::Bad(status) => {
-                    let reason = if status == 431 {
-                        "Request Header Fields Too Large"
-                    } else {
-                        "Bad Request"
-                    };
-                    respond(&mut stream, status, reason, b"", false, false).await?;
-                    return Ok(());
-                }
+                Head::Bad(status) => return answer_bad_head(&mut stream, status).await,
             };
             buf.advance(head.len);
+            let health = head.is_health_check();
+            if let (Some(recorder), false) = (&self.recorder, health) {
+                recorder.record(&head)?;
+            }
             if !read_body(&mut stream, &mut buf, &head).await? {
                 respond(&mut stream, 400, "Bad Request", b"", false, false).await?;
                 return Ok(());
@@ -128,48 +292,158 @@ impl Backend {
             if !self.quiet {
                 log_request(peer, &head);
             }
-            let keep_alive = head.keep_alive();
-            let head_only = head.method == "HEAD";
-            match head.path.as_str() {
-                "/health" => {
-                    respond(&mut stream, 200, "OK", b"ok\n", keep_alive, head_only).await?
-                }
-                "/headers" => {
-                    let body: String = head
-                        .headers
-                        .iter()
-                        .map(|(n, v)| format!("{n}: {v}\n"))
-                        .collect();
-                    respond(
-                        &mut stream,
-                        200,
-                        "OK",
-                        body.as_bytes(),
-                        keep_alive,
-                        head_only,
-                    )
-                    .await?
-                }
-                _ => {
-                    respond(
-                        &mut stream,
-                        200,
-                        "OK",
-                        self.hello.as_bytes(),
-                        keep_alive,
-                        head_only,
-                    )
-                    .await?
-                }
-            }
-            if !self.quiet {
-                log::info!("Replied with a hello message");
-            }
-            if !keep_alive {
-                return Ok(());
+            let after = if health {
+                self.answer_normally(&mut stream, &head).await?
+            } else {
+                self.answer_with_fault(&mut stream, &head).await?
+            };
+            match after {
+                After::KeepOpen => {}
+                After::Close => return Ok(()),
+                After::Reset => return stream.set_zero_linger(), // dropping it sends the RST
             }
         }
     }
+
+    /// The body of the normal answer to `head`.
+    fn body(&self, head: &RequestHead) -> Cow<'_, [u8]> {
+        match head.path.as_str() {
+            "/health" => Cow::Borrowed(b"ok\n"),
+            "/headers" => Cow::Owned(
+                head.headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {v}\n"))
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+            _ => Cow::Borrowed(self.hello.as_bytes()),
+        }
+    }
+
+    /// The whole normal answer to `head`; prebuilt for the common requests.
+    fn normal_response(&self, head: &RequestHead, keep_alive: bool) -> Cow<'_, [u8]> {
+        match head.path.as_str() {
+            _ if head.head_only() => Cow::Owned(response_bytes(
+                200,
+                "OK",
+                &self.body(head),
+                keep_alive,
+                true,
+            )),
+            "/health" => Cow::Borrowed(self.health_response.get(keep_alive)),
+            "/headers" => Cow::Owned(response_bytes(
+                200,
+                "OK",
+                &self.body(head),
+                keep_alive,
+                false,
+            )),
+            _ => Cow::Borrowed(self.hello_response.get(keep_alive)),
+        }
+    }
+
+    async fn answer_normally(
+        &self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+    ) -> io::Result<After> {
+        let keep_alive = head.keep_alive();
+        stream
+            .write_all(&self.normal_response(head, keep_alive))
+            .await?;
+        if !self.quiet {
+            log::info!("Replied with a hello message");
+        }
+        Ok(if keep_alive {
+            After::KeepOpen
+        } else {
+            After::Close
+        })
+    }
+
+    async fn answer_with_fault(
+        &self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+    ) -> io::Result<After> {
+        match self.fault {
+            Fault::None => self.answer_normally(stream, head).await,
+            Fault::Reset => Ok(After::Reset),
+            Fault::ResetMid => self.answer_half_then_reset(stream, head).await,
+            Fault::Hang => {
+                hang(stream).await?;
+                Ok(After::Close)
+            }
+            Fault::Drip => {
+                let keep_alive = head.keep_alive();
+                let response = self.normal_response(head, keep_alive);
+                drip(stream, &response, self.drip_interval).await?;
+                Ok(if keep_alive {
+                    After::KeepOpen
+                } else {
+                    After::Close
+                })
+            }
+            Fault::Status500 => {
+                let keep_alive = head.keep_alive();
+                let body = self.error_body.as_bytes();
+                let reason = "Internal Server Error";
+                respond(stream, 500, reason, body, keep_alive, head.head_only()).await?;
+                Ok(if keep_alive {
+                    After::KeepOpen
+                } else {
+                    After::Close
+                })
+            }
+            Fault::CloseEarly => {
+                stream.write_all(&self.normal_response(head, true)).await?;
+                Ok(After::Close)
+            }
+        }
+    }
+
+    /// Sends the head (announcing the whole body) and half the body.
+    async fn answer_half_then_reset(
+        &self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+    ) -> io::Result<After> {
+        let body = self.body(head);
+        let mut response = head_bytes(200, "OK", body.len(), head.keep_alive());
+        if !head.head_only() {
+            response.extend_from_slice(&body[..body.len() / 2]);
+        }
+        stream.write_all(&response).await?;
+        Ok(After::Reset)
+    }
+}
+
+/// Answers a request head that could not be parsed, and closes.
+async fn answer_bad_head(stream: &mut TcpStream, status: u16) -> io::Result<()> {
+    let reason = if status == 431 {
+        "Request Header Fields Too Large"
+    } else {
+        "Bad Request"
+    };
+    respond(stream, status, reason, b"", false, false).await
+}
+
+/// Reads and discards whatever the peer sends until it closes the connection.
+async fn hang(stream: &mut TcpStream) -> io::Result<()> {
+    let mut scratch = [0u8; 4096];
+    while stream.read(&mut scratch).await? != 0 {}
+    Ok(())
+}
+
+/// Writes `bytes` one at a time, `interval` apart.
+async fn drip(stream: &mut TcpStream, bytes: &[u8], interval: Duration) -> io::Result<()> {
+    for (i, byte) in bytes.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        stream.write_all(std::slice::from_ref(byte)).await?;
+    }
+    Ok(())
 }
 
 /// Reads until `buf` holds a whole request head, and parses it.
@@ -230,7 +504,7 @@ async fn read_body(
     let Some(length) = head.header("content-length") else {
         return Ok(true);
     };
-    let Ok(mut remaining) = length.trim().parse::<usize>() else {
+    let Some(mut remaining) = parse_content_length(length) else {
         return Ok(false);
     };
     loop {
@@ -244,6 +518,20 @@ async fn read_body(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// A Content-Length value: one number, or a list of identical ones
+/// (`5, 5`), which RFC 9110 8.6 lets a recipient accept.
+fn parse_content_length(value: &str) -> Option<usize> {
+    let mut numbers = value.split(',').map(|n| {
+        let n = n.trim();
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse::<usize>().ok()
+    });
+    let first = numbers.next()??;
+    numbers.all(|n| n == Some(first)).then_some(first)
 }
 
 /// Reads a chunked body through its last chunk and trailers.
@@ -296,18 +584,33 @@ async fn respond(
     keep_alive: bool,
     head_only: bool,
 ) -> io::Result<()> {
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        response.extend_from_slice(body);
-    }
+    let response = response_bytes(status, reason, body, keep_alive, head_only);
     stream.write_all(&response).await
 }
 
+/// A whole response: the head, then `body` unless answering a HEAD request.
+fn response_bytes(
+    status: u16,
+    reason: &str,
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+) -> Vec<u8> {
+    let mut response = head_bytes(status, reason, body.len(), keep_alive);
+    if !head_only {
+        response.extend_from_slice(body);
+    }
+    response
+}
+
+/// A response's status line and headers.
+fn head_bytes(status: u16, reason: &str, content_length: usize, keep_alive: bool) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {content_length}\r\nConnection: {connection}\r\n\r\n"
+    )
+    .into_bytes()
+}
 /// The challenge's view of a request: who sent it, the request line, the headers.
 fn log_request(peer: SocketAddr, head: &RequestHead) {
     let version = if head.http11 { "HTTP/1.1" } else { "HTTP/1.0" };

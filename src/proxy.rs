@@ -149,7 +149,11 @@ impl ProxyHttp for Proxy {
             respond_plain_error(session, status).await?;
             return Ok(true);
         }
-        session.set_keepalive(Some(self.client_idle_secs));
+        // Only where keep-alive is still on: Pingora turns it off for a client
+        // that asked to close, and for every request once shutdown has begun.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.client_idle_secs));
+        }
         Ok(false)
     }
 

@@ -2,10 +2,17 @@
 //! [`lb::demo_backend::serve`].
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+use lb::demo_backend::{BackendOptions, Fault};
 
 /// A small HTTP backend that answers `Hello From Backend Server NAME`.
+///
+/// `GET /health` answers `200 ok` and `GET /headers` echoes the request's
+/// headers. `--fault` makes every other request misbehave, for testing how a
+/// proxy copes; `--record` lists the requests that reached `be`.
 #[derive(Debug, Parser)]
 #[command(name = "be", version, about)]
 struct Args {
@@ -21,6 +28,18 @@ struct Args {
     /// Do not log each request.
     #[arg(short, long)]
     quiet: bool,
+    /// Misbehave this way on every request except `GET /health`, which
+    /// always answers `200 ok` so health checks pass and the fault reaches
+    /// clients.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Fault::None)]
+    fault: Fault,
+    /// Pause between bytes with `--fault drip` (e.g. `100ms`, `1s`).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
+    drip_interval: Duration,
+    /// Append a `METHOD PATH` line to FILE for every request except
+    /// `GET /health`, written before the request is answered.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 fn main() {
@@ -36,11 +55,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let options = lb::demo_backend::BackendOptions {
+    let options = BackendOptions {
         bind: args.bind,
         port: args.port,
         name: args.name,
         quiet: args.quiet,
+        fault: args.fault,
+        drip_interval: args.drip_interval,
+        record: args.record,
     };
     if let Err(e) = runtime.block_on(lb::demo_backend::serve(options)) {
         eprintln!("error: be on port {}: {e}", args.port);

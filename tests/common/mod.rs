@@ -3,6 +3,8 @@
 //! them when the test ends.
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
+pub mod keepalive;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -241,4 +243,213 @@ pub fn run_lb(args: &[&str]) -> (ExitStatus, String) {
         status,
         std::fs::read_to_string(err_path).unwrap_or_default(),
     )
+}
+
+/// Starts `be` like [`spawn_be`], with `extra_args` added to its command line
+/// (e.g. `["--fault", "reset"]` or `["--record", path]`).
+pub fn spawn_be_with(port: u16, name: &str, extra_args: &[&str]) -> Proc {
+    let proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_be"))
+            .args(["--bind", "127.0.0.1", "--quiet", "--port"])
+            .arg(port.to_string())
+            .args(["--name", name])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    proc
+}
+
+/// How the server ended a raw exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawEnd {
+    /// It closed the connection (FIN).
+    Eof,
+    /// It reset the connection (RST).
+    Reset,
+    /// Nothing new arrived within the read timeout; the connection is open.
+    TimedOut,
+    /// Reading failed some other way.
+    Error(std::io::ErrorKind),
+}
+
+/// Everything a server sent back on one connection, and how that ended.
+#[derive(Debug)]
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    pub end: RawEnd,
+    /// Set when sending the request failed (the server stopped reading).
+    pub write_error: Option<std::io::ErrorKind>,
+}
+
+impl RawReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Connects to 127.0.0.1:`port` with read and write timeouts of `timeout`.
+pub fn raw_connect(port: u16, timeout: Duration) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("set read timeout");
+    stream
+        .set_write_timeout(Some(timeout))
+        .expect("set write timeout");
+    stream
+}
+
+/// Sends `bytes` on a new connection to 127.0.0.1:`port`, then reads until
+/// the server closes or resets it, or `timeout` passes with nothing new. A
+/// failed send is noted, and whatever the server sent is still read.
+pub fn raw_exchange(port: u16, bytes: &[u8], timeout: Duration) -> RawReply {
+    let mut stream = raw_connect(port, timeout);
+    let write_error = stream.write_all(bytes).err().map(|e| e.kind());
+    let (bytes, end) = read_until_end(&mut stream);
+    RawReply {
+        bytes,
+        end,
+        write_error,
+    }
+}
+
+/// Reads from `stream` until EOF, an error, or its read timeout passes with
+/// nothing new.
+pub fn read_until_end(stream: &mut TcpStream) -> (Vec<u8>, RawEnd) {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (bytes, RawEnd::Eof),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                let end = match e.kind() {
+                    std::io::ErrorKind::ConnectionReset => RawEnd::Reset,
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        RawEnd::TimedOut
+                    }
+                    std::io::ErrorKind::Interrupted => continue,
+                    kind => RawEnd::Error(kind),
+                };
+                return (bytes, end);
+            }
+        }
+    }
+}
+
+/// One response read off the wire by [`split_responses`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits `bytes` into the whole HTTP/1.x responses it holds, in order, and
+/// the number of bytes left over after them (a partial or non-HTTP reply).
+/// Bodies are framed by Content-Length, by chunked coding (ended by the last
+/// chunk), or by the end of the bytes.
+pub fn split_responses(bytes: &[u8]) -> (Vec<RawResponse>, usize) {
+    let mut responses = Vec::new();
+    let mut rest = bytes;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head_len)) = parsed.parse(rest) else {
+            return (responses, rest.len());
+        };
+        let status = parsed.code.unwrap_or(0);
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let after_head = &rest[head_len..];
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_ascii_lowercase())
+        };
+        let body_len = if let Some(length) = find("content-length") {
+            match length.parse::<usize>() {
+                Ok(n) if n <= after_head.len() => n,
+                _ => return (responses, rest.len()),
+            }
+        } else if find("transfer-encoding").as_deref() == Some("chunked") {
+            match after_head.windows(5).position(|w| w == b"0\r\n\r\n") {
+                Some(end) => end + 5,
+                None => return (responses, rest.len()),
+            }
+        } else {
+            after_head.len()
+        };
+        responses.push(RawResponse {
+            status,
+            headers,
+            body: after_head[..body_len].to_vec(),
+        });
+        rest = &after_head[body_len..];
+        if rest.is_empty() {
+            return (responses, 0);
+        }
+    }
+}
+
+/// Starts `be` on a port the kernel picks (`--port 0`) with `extra_args`, and
+/// returns it with that port, read from its start-up log line. Unlike
+/// [`free_port`] then [`spawn_be_with`], no other test's process can take the
+/// port in between (when one does, requests silently reach the wrong `be`).
+pub fn spawn_be_on_any_port(name: &str, extra_args: &[&str]) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_be"))
+            .args(["--bind", "127.0.0.1", "--quiet", "--port", "0"])
+            .args(["--name", name])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = proc.child.stderr.take().expect("be's stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let after = line.split("listening on 127.0.0.1:").nth(1)?;
+            after
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("be {name} {extra_args:?} did not say where it listens"));
+    // Keep draining its log so be never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (proc, port)
+}
+
+impl Proc {
+    /// The exit status if the process has exited, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
 }

@@ -1,0 +1,72 @@
+//! A keep-alive HTTP/1.1 client that does not retry: what many real
+//! clients do, and what upgrade and failover tests must not break.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A keep-alive client: sends GETs on one connection, reconnecting only
+/// when the server closed it after a complete response.
+pub struct KeepAliveClient {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAliveClient {
+    /// Drops the connection; the next request opens a new one.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    pub fn new(port: u16) -> Self {
+        KeepAliveClient { port, conn: None }
+    }
+
+    /// One request; `Err` is a request the client saw fail.
+    pub fn get(&mut self) -> Result<u16, String> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        conn.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let mut status_line = String::new();
+        conn.read_line(&mut status_line)
+            .map_err(|e| format!("read: {e}"))?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status line: {status_line:?}"))?;
+        let mut length = 0;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line)
+                .map_err(|e| format!("read header: {e}"))?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().map_err(|_| format!("bad length {line}"))?;
+            }
+            if lower.starts_with("connection:") && lower.contains("close") {
+                close = true;
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+}

@@ -8,11 +8,14 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
+use crate::admin;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::connection::LbApp;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolService};
 use crate::proxy::Proxy;
+use crate::reload::{ReloadOnHangup, Reloader};
+use pingora::services::background::background_service;
 
 /// Why lb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +51,15 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let (pool, health_check) = Pool::new(&config).map_err(|e| StartError::Pool(e.to_string()))?;
-    let proxy_logic = Proxy::new(Arc::new(pool), &config);
+    let pool = Pool::new(&config).map_err(|e| StartError::Pool(e.to_string()))?;
+    let proxy_logic = Proxy::new(Arc::clone(&pool), &config);
+    let reloader = Arc::new(Reloader::new(
+        cli.config_path(),
+        cli.overrides(),
+        &config,
+        Arc::clone(&pool),
+        proxy_logic.control(),
+    ));
     let opt = Opt {
         conf: None, // the file is already read; Pingora would warn that it is ignored
         ..cli.pingora
@@ -73,7 +83,22 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     for addr in listeners {
         proxy.add_tcp(&addr.to_string());
     }
-    server.add_service(health_check);
+    server.add_service(background_service(
+        "backend pool",
+        PoolService(Arc::clone(&pool)),
+    ));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnHangup(Arc::clone(&reloader)),
+    ));
+    if let Some(admin) = &config.admin {
+        server.add_service(admin::service(
+            admin,
+            Arc::clone(&pool),
+            Arc::clone(&reloader),
+        ));
+        log::info!("admin API on http://{}", admin.listen);
+    }
     server.add_service(proxy);
     log::info!(
         "lb listening on {} with {} backend(s)",

@@ -13,8 +13,8 @@ use crate::config::RetryConfig;
 pub struct RetryBudget {
     active: AtomicUsize,
     retrying: AtomicUsize,
-    percent: usize,
-    min_retries: usize,
+    percent: AtomicUsize,
+    min_retries: AtomicUsize,
 }
 
 /// One request's hold on the budget.
@@ -30,9 +30,15 @@ impl RetryBudget {
         Box::leak(Box::new(RetryBudget {
             active: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
-            percent: config.budget_percent,
-            min_retries: config.budget_min_retries,
+            percent: AtomicUsize::new(config.budget_percent),
+            min_retries: AtomicUsize::new(config.budget_min_retries),
         }))
+    }
+
+    /// Applies reloaded settings.
+    pub fn set_config(&self, config: &RetryConfig) {
+        self.percent.store(config.budget_percent, Relaxed);
+        self.min_retries.store(config.budget_min_retries, Relaxed);
     }
 
     /// Counts a new request in flight until the ticket is dropped.
@@ -46,7 +52,7 @@ impl RetryBudget {
 
     fn limit(&self) -> usize {
         let active = self.active.load(Relaxed);
-        (active * self.percent / 100).max(self.min_retries)
+        (active * self.percent.load(Relaxed) / 100).max(self.min_retries.load(Relaxed))
     }
 }
 

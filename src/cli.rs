@@ -36,6 +36,10 @@ pub struct Cli {
     /// Time one health check may take, e.g. `2s`.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub health_check_timeout: Option<Duration>,
+
+    /// Address of the admin API (JSON over HTTP); replaces the file's `admin.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
 }
 
 impl Cli {
@@ -54,6 +58,7 @@ impl Cli {
             health_check_path,
             health_check_interval,
             health_check_timeout,
+            admin_listen,
         } = self;
         Overrides {
             listen: listen.clone(),
@@ -61,6 +66,7 @@ impl Cli {
             health_check_path: health_check_path.clone(),
             health_check_interval: *health_check_interval,
             health_check_timeout: *health_check_timeout,
+            admin_listen: admin_listen.clone(),
         }
     }
 }

@@ -178,6 +178,17 @@ enum After {
     Reset,
 }
 
+impl After {
+    /// Keep the connection open if the client asked to, close it otherwise.
+    fn keep_open_if(keep_alive: bool) -> After {
+        if keep_alive {
+            After::KeepOpen
+        } else {
+            After::Close
+        }
+    }
+}
+
 /// Listens and serves until the process is stopped.
 pub async fn serve(options: BackendOptions) -> io::Result<()> {
     let recorder = options.record.as_deref().map(Recorder::open).transpose()?;
@@ -354,11 +365,7 @@ impl Backend {
         if !self.quiet {
             log::info!("Replied with a hello message");
         }
-        Ok(if keep_alive {
-            After::KeepOpen
-        } else {
-            After::Close
-        })
+        Ok(After::keep_open_if(keep_alive))
     }
 
     async fn answer_with_fault(
@@ -378,22 +385,14 @@ impl Backend {
                 let keep_alive = head.keep_alive();
                 let response = self.normal_response(head, keep_alive);
                 drip(stream, &response, self.drip_interval).await?;
-                Ok(if keep_alive {
-                    After::KeepOpen
-                } else {
-                    After::Close
-                })
+                Ok(After::keep_open_if(keep_alive))
             }
             Fault::Status500 => {
                 let keep_alive = head.keep_alive();
                 let body = self.error_body.as_bytes();
                 let reason = "Internal Server Error";
                 respond(stream, 500, reason, body, keep_alive, head.head_only()).await?;
-                Ok(if keep_alive {
-                    After::KeepOpen
-                } else {
-                    After::Close
-                })
+                Ok(After::keep_open_if(keep_alive))
             }
             Fault::CloseEarly => {
                 stream.write_all(&self.normal_response(head, true)).await?;
@@ -624,4 +623,19 @@ fn log_request(peer: SocketAddr, head: &RequestHead) {
         text.push_str(&format!("\n{name}: {value}"));
     }
     log::info!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_length;
+
+    #[test]
+    fn content_length_is_a_number_or_a_list_of_the_same_number() {
+        assert_eq!(parse_content_length("5"), Some(5));
+        assert_eq!(parse_content_length(" 005 "), Some(5));
+        assert_eq!(parse_content_length("5, 5,5"), Some(5));
+        for bad in ["", "5, 6", "+5", "-1", "0x5", "5 5", "5,", "abc"] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -11,10 +11,13 @@
 //! - [`connection`]: client connection limit and header deadline, around the proxy.
 //! - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool.
 //! - [`budget`]: the retry budget shared by all requests.
+//! - [`reload`]: live reload on SIGHUP or from the admin API.
+//! - [`admin`]: the admin API (JSON over HTTP) on its own listener.
 //! - [`app`]: assembles the Pingora `Server` from a `Config` and runs it.
 //! - [`demo_backend`]: `be`, the small demo backend server.
 //! - [`logging`]: log set-up shared by both binaries.
 
+pub mod admin;
 pub mod app;
 pub mod budget;
 pub mod cli;
@@ -24,3 +27,4 @@ pub mod demo_backend;
 pub mod logging;
 pub mod pool;
 pub mod proxy;
+pub mod reload;

@@ -6,43 +6,61 @@
 //! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
 //! asks for. Log lines are only formatted when their level is enabled.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{ErrorSource, ErrorType};
 
 use crate::budget::{RequestTicket, RetryBudget};
 use crate::config::{Config, LimitsConfig, TimeoutsConfig};
+use crate::pool::members::BackendState;
 use crate::pool::{Pool, Selection};
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
     pool: Arc<Pool>,
     budget: &'static RetryBudget,
+    settings: Arc<ArcSwap<ProxySettings>>,
+}
+
+/// The proxy's settings that a reload replaces.
+pub struct ProxySettings {
     /// Further tries a request may make after its first.
     attempts: usize,
-    /// Whether a 5xx response counts against a backend's passive health.
-    count_5xx: bool,
     timeouts: TimeoutsConfig,
     limits: LimitsConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
 }
 
-impl Proxy {
-    /// A proxy that spreads requests over `pool` as `config` says.
-    pub fn new(pool: Arc<Pool>, config: &Config) -> Self {
-        Proxy {
-            pool,
-            budget: RetryBudget::leak(&config.retry),
+/// A handle to change a running proxy's settings.
+#[derive(Clone)]
+pub struct ProxyControl {
+    settings: Arc<ArcSwap<ProxySettings>>,
+    budget: &'static RetryBudget,
+}
+
+impl ProxyControl {
+    /// Applies a reloaded config's retry, timeouts and limits; requests
+    /// that start from now on use them. `limits.max_connections` and
+    /// `timeouts.client_header` need a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        self.settings.store(Arc::new(ProxySettings::of(config)));
+        self.budget.set_config(&config.retry);
+    }
+}
+
+impl ProxySettings {
+    fn of(config: &Config) -> Self {
+        ProxySettings {
             attempts: config.retry.attempts,
-            count_5xx: config.passive_health.count_5xx,
             timeouts: config.timeouts.clone(),
             limits: config.limits.clone(),
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
@@ -88,12 +106,37 @@ impl Proxy {
         let left = self.timeouts.request.saturating_sub(ctx.received.elapsed());
         response.min(left.max(Duration::from_millis(1)))
     }
+}
+
+impl Proxy {
+    /// A proxy that spreads requests over `pool` as `config` says.
+    pub fn new(pool: Arc<Pool>, config: &Config) -> Self {
+        Proxy {
+            pool,
+            budget: RetryBudget::leak(&config.retry),
+            settings: Arc::new(ArcSwap::from_pointee(ProxySettings::of(config))),
+        }
+    }
+
+    /// A handle to reconfigure this proxy once it runs.
+    pub fn control(&self) -> ProxyControl {
+        ProxyControl {
+            settings: Arc::clone(&self.settings),
+            budget: self.budget,
+        }
+    }
 
     /// Whether a request that failed after reaching `ctx.backend` may go to
     /// another backend: nothing of the response reached the client, the
-    /// method is idempotent, its body can be replayed, an attempt is left and
-    /// the budget allows it.
-    fn may_retry(&self, session: &Session, e: &Error, ctx: &mut RequestCtx) -> bool {
+    /// method is idempotent, its body can be replayed, an attempt is left
+    /// and, for a connection opened for this request, the budget allows it.
+    ///
+    /// A kept-alive connection found dead (`reused`) is retried outside the
+    /// budget, as every HTTP client does (RFC 9110 9.2.2): it says the
+    /// backend went away, not that it is overloaded, and a killed backend
+    /// takes all its pooled connections with it at once, more than the budget
+    /// admits at 16 clients.
+    fn may_retry(&self, session: &Session, e: &Error, ctx: &mut RequestCtx, reused: bool) -> bool {
         let safe = e.esource() == &ErrorSource::Upstream
             && !matches!(
                 e.etype(),
@@ -102,7 +145,25 @@ impl Proxy {
             && session.response_written().is_none()
             && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
-        safe && ctx.tried.len() < self.attempts && ctx.ticket.try_retry()
+        safe && ctx.tried.len() < self.settings.load().attempts
+            && (reused || ctx.ticket.try_retry())
+    }
+}
+
+/// A request in flight to a backend: counted in the backend's `in_flight`
+/// until dropped.
+pub struct InFlight(Arc<BackendState>);
+
+impl InFlight {
+    fn new(state: Arc<BackendState>) -> Self {
+        state.in_flight.fetch_add(1, Relaxed);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -114,11 +175,11 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// When the request's headers had been read.
     received: Instant,
-    /// The backend serving this attempt.
-    backend: Option<SocketAddr>,
+    /// The backend serving this attempt, counted in its `in_flight`.
+    backend: Option<InFlight>,
     /// Backends that failed this request; never chosen again for it. Empty
     /// (and unallocated) in the common case.
-    tried: Vec<SocketAddr>,
+    tried: Vec<std::net::SocketAddr>,
     /// When the current attempt picked its backend.
     upstream_started: Option<Instant>,
     /// Time from picking the backend to its response headers.
@@ -145,14 +206,15 @@ impl ProxyHttp for Proxy {
         if log::log_enabled!(log::Level::Debug) {
             log_received_request(session);
         }
-        if let Some(status) = self.limit_exceeded(session.req_header()) {
+        let settings = self.settings.load();
+        if let Some(status) = settings.limit_exceeded(session.req_header()) {
             respond_plain_error(session, status).await?;
             return Ok(true);
         }
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.client_idle_secs));
+            session.set_keepalive(Some(settings.client_idle_secs));
         }
         Ok(false)
     }
@@ -164,7 +226,7 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let limit = self.limits.max_body_bytes;
+        let limit = self.settings.load().limits.max_body_bytes;
         if limit > 0 {
             ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
             if ctx.body_bytes > limit {
@@ -182,8 +244,8 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let backend = match self.pool.select(&ctx.tried) {
-            Selection::Backend(backend) => backend,
+        let (backend, state) = match self.pool.select(&ctx.tried) {
+            Selection::Backend(backend, state) => (backend, state),
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
             }
@@ -191,13 +253,14 @@ impl ProxyHttp for Proxy {
                 return Error::e_explain(ErrorType::HTTPStatus(502), "no backend left to try")
             }
         };
-        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
-        let t = &self.timeouts;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let settings = self.settings.load();
+        let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(self.upstream_read_timeout(ctx));
+        peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
         peer.options.write_timeout = Some(t.upstream_response);
         peer.options.idle_timeout = Some(t.upstream_idle);
-        ctx.backend = Some(backend.addr);
+        ctx.backend = Some(InFlight::new(state));
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -211,7 +274,7 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         // Nothing reached the backend, so any request may go to another one.
         // Such a retry adds no load to any backend: the budget does not apply.
-        let retry = ctx.tried.len() < self.attempts;
+        let retry = ctx.tried.len() < self.settings.load().attempts;
         log::warn!(
             "cannot connect to backend {}: {}{}",
             peer._address,
@@ -222,9 +285,9 @@ impl ProxyHttp for Proxy {
                 "; no attempt left"
             }
         );
-        if let Some(backend) = ctx.backend.take() {
-            self.pool.record_failure(&backend, &e.etype().as_str());
-            ctx.tried.push(backend);
+        if let Some(attempt) = ctx.backend.take() {
+            self.pool.record_failure(&attempt.0, &e.etype().as_str());
+            ctx.tried.push(attempt.0.addr);
         }
         e.set_retry(retry);
         e
@@ -236,17 +299,17 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer._address));
         let from_backend = e.esource() == &ErrorSource::Upstream;
-        if let Some(backend) = ctx.backend.take() {
+        if let Some(attempt) = ctx.backend.take() {
             if from_backend {
-                self.pool.record_failure(&backend, &e.etype().as_str());
+                self.pool.record_failure(&attempt.0, &e.etype().as_str());
             }
-            ctx.tried.push(backend);
+            ctx.tried.push(attempt.0.addr);
         }
-        let retry = self.may_retry(session, &e, ctx);
+        let retry = self.may_retry(session, &e, ctx, client_reused);
         if retry {
             log::warn!(
                 "request to backend {} failed: {}; retrying on another",
@@ -307,9 +370,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
-        if let Some(backend) = &ctx.backend {
+        if let Some(InFlight(backend)) = &ctx.backend {
+            backend.requests.fetch_add(1, Relaxed);
             let status = upstream_response.status.as_u16();
-            if self.count_5xx && status >= 500 {
+            if status >= 500 && self.pool.outliers().counts_5xx() {
                 self.pool
                     .record_failure(backend, &format_args!("status {status}"));
             } else {
@@ -417,7 +481,7 @@ fn log_access(session: &Session, ctx: &RequestCtx) {
     let backend = ctx
         .backend
         .as_ref()
-        .map_or_else(|| "-".to_string(), |b| b.to_string());
+        .map_or_else(|| "-".to_string(), |b| b.0.addr.to_string());
     let upstream_ms = ctx.upstream_elapsed.map_or_else(
         || "-".to_string(),
         |d| format!("{:.3}", d.as_secs_f64() * 1000.0),

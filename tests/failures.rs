@@ -82,6 +82,29 @@ fn a_reset_before_any_response_byte_is_retried_on_another_backend() {
 }
 
 #[test]
+fn an_empty_retry_budget_refuses_retries_on_fresh_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, _procs, _records) = backends(dir.path(), &["none", "reset", "none"]);
+    let lb = spawn_lb(
+        &ports,
+        "passive_health: {consecutive_failures: 0}\nretry: {budget_percent: 0, budget_min_retries: 0}\n",
+    );
+    // be resets and closes each connection, so every try on it is a fresh
+    // connection: budgeted, and the budget is zero.
+    let statuses: Vec<u16> = (0..9).map(|i| lb.get(&format!("/b{i}")).status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+}
+
+#[test]
 fn a_post_that_reached_a_backend_is_never_retried() {
     let dir = tempfile::tempdir().unwrap();
     let (ports, _procs, records) = backends(dir.path(), &["none", "reset"]);
@@ -321,10 +344,14 @@ fn connections_beyond_the_limit_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let (ports, _procs, _records) = backends(dir.path(), &["none"]);
     let lb = spawn_lb(&ports, "limits: {max_connections: 2}\n");
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", lb.port)).unwrap())
+    // Two kept-alive connections, each proven open by a request on it.
+    let held: Vec<KeepAliveClient> = (0..2)
+        .map(|_| {
+            let mut client = KeepAliveClient::new(lb.port);
+            assert_eq!(client.get(), Ok(200));
+            client
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(100)); // let lb accept both before the third
     let mut third = TcpStream::connect(("127.0.0.1", lb.port)).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -410,8 +437,13 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
     assert!(total > 100, "too little load to test anything: {total}");
     assert!(
         all_errors.is_empty(),
-        "{} client-visible errors: {:?}",
+        "{} client-visible errors: {:?}\nlb log (without access lines):\n{}",
         all_errors.len(),
-        &all_errors[..all_errors.len().min(10)]
+        &all_errors[..all_errors.len().min(10)],
+        lb.log()
+            .lines()
+            .filter(|l| !l.contains("lb::access") || !l.contains("\" 200 "))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

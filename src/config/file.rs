@@ -32,6 +32,31 @@ pub struct FileConfig {
     pub timeouts: Option<TimeoutsFile>,
     /// Size and count limits on what clients send.
     pub limits: Option<LimitsFile>,
+    /// Re-resolving backend host names.
+    pub discovery: Option<DiscoveryFile>,
+    /// The admin API's listener.
+    pub admin: Option<AdminFile>,
+}
+
+/// The `discovery:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    /// Time between two resolutions of the backends' host names.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// A DNS server (`ip:port`) to ask instead of the system resolver.
+    pub resolver: Option<String>,
+}
+
+/// The `admin:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address of the admin API's listener.
+    pub listen: Option<String>,
+    /// Bearer token the admin API requires.
+    pub token: Option<String>,
 }
 
 /// What lb does when every backend is unhealthy or ejected.
@@ -46,7 +71,7 @@ pub enum WhenAllUnhealthy {
 }
 
 /// The long form of a backend entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     /// `host:port` or `http://host:port`.

@@ -17,7 +17,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use file::{BackendFile, FileConfig, HealthCheckFile};
+use file::{AdminFile, BackendFile, DiscoveryFile, FileConfig, HealthCheckFile};
 use pingora::server::configuration::ServerConf;
 
 pub use file::WhenAllUnhealthy;
@@ -47,13 +47,40 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     /// Limits on what clients send.
     pub limits: LimitsConfig,
+    /// Re-resolution of backend host names.
+    pub discovery: DiscoveryConfig,
+    /// The admin API, when it has a listener.
+    pub admin: Option<AdminConfig>,
+    /// Things worth saying that do not stop lb (`lb -t` prints them).
+    pub warnings: Vec<String>,
 }
 
-/// One backend of the pool.
+/// How backend host names are resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Time between two resolutions.
+    pub interval: Duration,
+    /// A DNS server to ask instead of the system resolver.
+    pub resolver: Option<SocketAddr>,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address of its listener.
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry; required beyond loopback.
+    pub token: Option<String>,
+}
+
+/// One backend of the pool, as configured: an IP address, or a host name
+/// whose every address becomes a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendConfig {
-    /// The resolved address lb connects to.
-    pub address: SocketAddr,
+    /// IP address or host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
     /// Relative share of requests: a backend of weight 2 gets twice the
     /// requests of one of weight 1.
     pub weight: NonZeroUsize,
@@ -91,6 +118,8 @@ pub struct Overrides {
     pub health_check_interval: Option<Duration>,
     /// `--health-check-timeout`.
     pub health_check_timeout: Option<Duration>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
 }
 
 /// Why a configuration could not be loaded.
@@ -163,6 +192,23 @@ impl Config {
             resilience::parse_passive_health(file.passive_health.unwrap_or_default(), &mut errors);
         let timeouts = resilience::parse_timeouts(file.timeouts.unwrap_or_default(), &mut errors);
         let limits = resilience::parse_limits(file.limits.unwrap_or_default(), &mut errors);
+        let discovery = parse_discovery(file.discovery.unwrap_or_default(), &mut errors);
+        let mut admin = file.admin.unwrap_or_default();
+        if let Some(listen) = &overrides.admin_listen {
+            admin.listen = Some(listen.clone());
+        }
+        let admin = parse_admin(admin, std::env::var("LB_ADMIN_TOKEN").ok(), &mut errors);
+        let warnings = backends
+            .iter()
+            .filter(|b| b.host.parse::<std::net::IpAddr>().is_err())
+            .filter(|b| (b.host.as_str(), b.port).to_socket_addrs().map_or(true, |mut a| a.next().is_none()))
+            .map(|b| {
+                format!(
+                    "backends: host {:?} has no address yet; lb asks again every discovery.interval",
+                    b.host
+                )
+            })
+            .collect();
 
         if errors.is_empty() {
             Ok(Config {
@@ -175,6 +221,9 @@ impl Config {
                 when_all_unhealthy: file.when_all_unhealthy.unwrap_or_default(),
                 timeouts,
                 limits,
+                discovery,
+                admin,
+                warnings,
             })
         } else {
             Err(ConfigError::Invalid(errors))
@@ -229,9 +278,16 @@ fn parse_backends(
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         match parse_backend(entry) {
-            Ok(backend) if backends.iter().any(|b| b.address == backend.address) => errors.push(
-                format!("backends[{i}]: {} is listed twice", backend.address),
-            ),
+            Ok(backend)
+                if backends
+                    .iter()
+                    .any(|b| b.host == backend.host && b.port == backend.port) =>
+            {
+                errors.push(format!(
+                    "backends[{i}]: {}:{} is listed twice",
+                    backend.host, backend.port
+                ))
+            }
             Ok(backend) => backends.push(backend),
             Err(why) => errors.push(format!("backends[{i}]{why}")),
         }
@@ -257,7 +313,7 @@ fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> 
             ))
         }
     };
-    let address = parse_backend_address(&written.address)
+    let (host, port) = parse_backend_address(&written.address)
         .map_err(|why| format!(".address: {:?}: {why}", written.address))?;
     let weight = match written.weight {
         None => NonZeroUsize::MIN,
@@ -269,14 +325,29 @@ fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> 
                 format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
             })?,
     };
-    Ok(BackendConfig { address, weight })
+    Ok(BackendConfig { host, port, weight })
+}
+
+impl BackendConfig {
+    /// A backend given at run time (the admin API): `host:port` or
+    /// `http://host:port`, weight 1 to 1000.
+    pub fn parse(address: &str, weight: Option<i64>) -> Result<BackendConfig, String> {
+        let entry = BackendFile {
+            address: address.to_string(),
+            weight,
+        };
+        let value = serde_yaml_ng::to_value(&entry).map_err(|e| e.to_string())?;
+        parse_backend(&value).map_err(|why| format!("backend{why}"))
+    }
 }
 
 /// Weights repeat a backend in the selection ring, so they are kept small.
 const MAX_WEIGHT: usize = 1000;
 
-/// Accepts `host:port`, `http://host:port` and `http://host:port/`.
-fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
+/// Accepts `host:port`, `http://host:port` and `http://host:port/`, where
+/// host is an IP address (IPv6 in brackets) or a DNS name. Names are not
+/// resolved here: discovery resolves them, again every interval.
+fn parse_backend_address(text: &str) -> Result<(String, u16), String> {
     let trimmed = text.trim();
     let without_scheme = match trimmed.split_once("://") {
         Some(("http", rest)) => rest,
@@ -291,7 +362,30 @@ fn parse_backend_address(text: &str) -> Result<SocketAddr, String> {
     if authority.contains('/') {
         return Err("a backend is host:port, without a path".into());
     }
-    resolve(authority)
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err("missing port: write host:port".into());
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    if host.is_empty() {
+        return Err("missing host: write host:port".into());
+    }
+    let valid_name = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid_name {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    Ok((host.to_string(), port))
 }
 
 /// Turns `host:port` into one socket address, resolving a host name once.
@@ -365,6 +459,55 @@ fn parse_health_check(written: HealthCheckFile, errors: &mut Vec<String>) -> Hea
     }
 }
 
+fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) -> DiscoveryConfig {
+    let interval = written.interval.unwrap_or(Duration::from_secs(5));
+    if interval.is_zero() {
+        errors.push("discovery.interval: 0s: must be more than zero".into());
+    }
+    let resolver = written
+        .resolver
+        .and_then(|text| match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errors.push(format!(
+                    "discovery.resolver: {text:?}: must be ip:port, e.g. 127.0.0.1:53"
+                ));
+                None
+            }
+        });
+    DiscoveryConfig { interval, resolver }
+}
+
+/// The admin section; `env_token` is `LB_ADMIN_TOKEN`, used when the file
+/// sets no token.
+fn parse_admin(
+    written: AdminFile,
+    env_token: Option<String>,
+    errors: &mut Vec<String>,
+) -> Option<AdminConfig> {
+    let AdminFile { listen, token } = written;
+    let token = token.or(env_token).filter(|t| !t.is_empty());
+    let Some(text) = listen else {
+        if token.is_some() {
+            // A token without a listener is harmless (LB_ADMIN_TOKEN may be set for later).
+        }
+        return None;
+    };
+    let listen = match resolve(&text) {
+        Ok(addr) => addr,
+        Err(why) => {
+            errors.push(format!("admin.listen: {text:?}: {why}"));
+            return None;
+        }
+    };
+    if !listen.ip().is_loopback() && token.is_none() {
+        errors.push(format!(
+            "admin.token: required when admin.listen ({listen}) is not a loopback address; set it or LB_ADMIN_TOKEN"
+        ));
+    }
+    Some(AdminConfig { listen, token })
+}
+
 /// Names a YAML value's kind for error messages.
 fn describe(value: &serde_yaml_ng::Value) -> &'static str {
     use serde_yaml_ng::Value;
@@ -386,7 +529,7 @@ impl fmt::Display for Config {
         writeln!(f, "listeners: {}", listeners.join(", "))?;
         writeln!(f, "backends:")?;
         for b in &self.backends {
-            writeln!(f, "  {} weight {}", b.address, b.weight)?;
+            writeln!(f, "  {}:{} weight {}", b.host, b.port, b.weight)?;
         }
         let hc = &self.health_check;
         writeln!(
@@ -441,6 +584,31 @@ impl fmt::Display for Config {
             },
             l.max_connections
         )?;
+        writeln!(
+            f,
+            "discovery: host names resolved every {} by {}",
+            humantime::format_duration(self.discovery.interval),
+            self.discovery.resolver.map_or_else(
+                || "the system resolver".to_string(),
+                |r| format!("DNS server {r}")
+            )
+        )?;
+        match &self.admin {
+            Some(admin) => writeln!(
+                f,
+                "admin: http://{} ({})",
+                admin.listen,
+                if admin.token.is_some() {
+                    "bearer token required"
+                } else {
+                    "no token"
+                }
+            )?,
+            None => writeln!(f, "admin: off")?,
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
         let s = &self.server;
         write!(
             f,
@@ -484,7 +652,7 @@ mod tests {
         assert_eq!(config.server.threads, 2);
         assert_eq!(config.backends.len(), 2);
         assert_eq!(config.backends[1].weight.get(), 2);
-        assert_eq!(config.backends[1].address.port(), 8081);
+        assert_eq!(config.backends[1].port, 8081);
         assert_eq!(config.health_check.interval, Duration::from_millis(500));
         assert_eq!(config.health_check.healthy_threshold.get(), 2);
         assert_eq!(config.health_check.unhealthy_threshold.get(), 1);
@@ -541,7 +709,7 @@ mod tests {
         let config = Config::from_file(file, &overrides).unwrap();
         assert_eq!(config.listeners, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(config.backends.len(), 1);
-        assert_eq!(config.backends[0].address.port(), 7);
+        assert_eq!(config.backends[0].port, 7);
         assert_eq!(config.health_check.interval, Duration::from_secs(1));
     }
 
@@ -553,5 +721,10 @@ mod tests {
         assert!(parse_backend_address("https://127.0.0.1:80").is_err());
         assert!(parse_backend_address("127.0.0.1:80/x").is_err());
         assert!(parse_backend_address("127.0.0.1:99999").is_err());
+        assert!(parse_backend_address("bad host!:80").is_err());
+        assert_eq!(
+            parse_backend_address("[::1]:80"),
+            Ok(("::1".to_string(), 80))
+        );
     }
 }

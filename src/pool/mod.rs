@@ -2,137 +2,248 @@
 //! serves the next request.
 //!
 //! Selection is Pingora's `LoadBalancer<RoundRobin>`: readers never lock (the
-//! ring lives in an `ArcSwap`) and picking is one relaxed atomic add. The same
-//! `LoadBalancer` runs as a Pingora background service that probes every
-//! backend each interval ([`health::HttpProbe`]).
+//! ring lives in an `ArcSwap`) and picking is one relaxed atomic add. Its
+//! service discovery is [`members::Members`]: configured entries, resolved
+//! again every `discovery.interval`. [`PoolService`], a Pingora background
+//! service, runs discovery and the active health checks
+//! ([`health::HttpProbe`]) on their intervals, and at once when a reload or
+//! the admin API changes the pool. Passive health ([`outlier`]) and draining
+//! are checked per candidate during selection.
 
 pub mod health;
+pub mod members;
 pub mod outlier;
+pub mod resolve;
 
-use std::collections::BTreeSet;
+use std::net::SocketAddr as StdAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::FutureExt;
-use pingora::lb::discovery::Static;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, Backends, Extensions, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::*;
-use pingora::protocols::l4::socket::SocketAddr;
-use pingora::services::background::{background_service, GenBackgroundService};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::config::{Config, WhenAllUnhealthy};
-use health::HttpProbe;
+use health::{HttpProbe, SharedProbe};
+use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
+
+/// The settings of the pool that a reload replaces.
+struct PoolSettings {
+    when_all_unhealthy: WhenAllUnhealthy,
+    health_check_interval: Duration,
+    discovery_interval: Duration,
+}
 
 /// The backends lb spreads requests over.
 pub struct Pool {
-    balancer: Arc<LoadBalancer<RoundRobin>>,
+    balancer: LoadBalancer<RoundRobin>,
+    members: Arc<Members>,
+    outliers: Arc<OutlierDetector>,
+    probe: Arc<HttpProbe>,
+    settings: ArcSwap<PoolSettings>,
     /// How many ring steps a selection may take before giving up; enough to
     /// visit every backend even when the weights repeat some of them.
-    max_steps: usize,
-    /// Ejection of backends whose requests fail.
-    outliers: Arc<OutlierDetector>,
-    /// What to do when no backend is healthy.
-    when_all_unhealthy: WhenAllUnhealthy,
+    max_steps: AtomicUsize,
+    /// Wakes [`PoolService`] to resolve and rebuild the ring now.
+    refresh: Notify,
 }
 
 /// The outcome of [`Pool::select`].
 pub enum Selection {
-    /// The backend to send the request to.
-    Backend(Backend),
+    /// The backend to send the request to, and its state.
+    Backend(Backend, Arc<BackendState>),
     /// No backend is healthy (and `when_all_unhealthy` is `fail`): 503.
     NoneHealthy,
     /// Every usable backend was already tried for this request: 502.
     Exhausted,
 }
 
-/// The Pingora background service that runs the health checks.
-pub type HealthCheckService = GenBackgroundService<LoadBalancer<RoundRobin>>;
-
 impl Pool {
-    /// Builds the pool and the background service that keeps its health
-    /// up to date. The pool is ready to select before the service starts.
-    pub fn new(config: &Config) -> Result<(Pool, HealthCheckService)> {
-        let backends: BTreeSet<Backend> = config
-            .backends
-            .iter()
-            .map(|b| Backend {
-                addr: SocketAddr::Inet(b.address),
-                weight: b.weight.get(),
-                ext: Extensions::new(),
-            })
-            .collect();
-        let outliers = Arc::new(OutlierDetector::new(
-            config.passive_health.clone(),
-            config.backends.iter().map(|b| b.address),
-        ));
-        let total_weight: usize = backends.iter().map(|b| b.weight).sum();
-        let max_steps = 2 * (total_weight + backends.len());
-
-        let mut balancer = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
-        balancer.set_health_check(Box::new(HttpProbe::new(
+    /// Builds the pool and resolves its backends, so it can select before
+    /// its background service starts.
+    pub fn new(config: &Config) -> Result<Arc<Pool>> {
+        let members = Arc::new(Members::new(&config.backends, config.discovery.resolver));
+        let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
+        let probe = Arc::new(HttpProbe::new(
             &config.health_check,
+            Arc::clone(&members),
             Arc::clone(&outliers),
-        )?));
-        balancer.health_check_frequency = Some(config.health_check.interval);
-        // Probe all backends at once so one slow backend cannot delay the others' checks.
-        balancer.parallel_health_check = true;
-        // A static list resolves at once; fill the ring now so the first request finds it.
-        balancer.update().now_or_never().unwrap_or_else(|| {
-            Error::e_explain(ErrorType::InternalError, "static discovery blocked")
-        })?;
-
-        let service = background_service("health check", balancer);
-        let pool = Pool {
-            balancer: service.task(),
-            max_steps,
+        )?);
+        let mut balancer =
+            LoadBalancer::from_backends(Backends::new(Box::new(Discovery(Arc::clone(&members)))));
+        balancer.set_health_check(Box::new(SharedProbe(Arc::clone(&probe))));
+        let pool = Arc::new(Pool {
+            balancer,
+            members,
             outliers,
-            when_all_unhealthy: config.when_all_unhealthy,
+            probe,
+            settings: ArcSwap::from_pointee(settings_of(config)),
+            max_steps: AtomicUsize::new(0),
+            refresh: Notify::new(),
+        });
+        // Resolve once now, on a runtime of its own: Pingora's runtimes start later.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .or_err(
+                ErrorType::InternalError,
+                "cannot start a runtime to resolve backends",
+            )?;
+        runtime.block_on(pool.update());
+        Ok(pool)
+    }
+
+    /// Applies a reloaded config's backends, health check, passive health
+    /// and `when_all_unhealthy`, then resolves and rebuilds the ring at once.
+    pub fn reconfigure(&self, config: &Config) -> Result<()> {
+        self.probe.set_config(&config.health_check)?;
+        self.outliers.set_config(config.passive_health.clone());
+        self.members
+            .set_config(&config.backends, config.discovery.resolver);
+        // Runtime changes last until the next reload: drained backends come back.
+        for state in self.members.states().values() {
+            state.draining.store(false, Relaxed);
+        }
+        self.settings.store(Arc::new(settings_of(config)));
+        self.refresh.notify_one();
+        Ok(())
+    }
+
+    /// Asks the background service to resolve and rebuild the ring now.
+    pub fn refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// The pool's membership (entries, states).
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Passive health.
+    pub fn outliers(&self) -> &OutlierDetector {
+        &self.outliers
+    }
+
+    /// Whether the active health checks find `addr` healthy.
+    pub fn is_healthy(&self, addr: &StdAddr) -> bool {
+        let backend = Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
+            weight: self.members.state(addr).map_or(1, |s| s.weight),
+            ext: pingora::lb::Extensions::new(),
         };
-        Ok((pool, service))
+        self.balancer.backends().ready(&backend)
+    }
+
+    async fn update(&self) {
+        if let Err(e) = self.balancer.update().await {
+            log::warn!("cannot update the backend pool: {e}");
+        }
+        let states = self.members.states();
+        let total_weight: usize = states.values().map(|s| s.weight).sum();
+        self.max_steps
+            .store(2 * (total_weight + states.len()), Relaxed);
     }
 
     /// Picks the next backend in round-robin order that is healthy, not
-    /// ejected and not in `tried`. When none is healthy, `when_all_unhealthy:
-    /// try_all` picks among all backends not tried yet.
-    pub fn select(&self, tried: &[SocketAddr]) -> Selection {
-        let usable = |backend: &Backend, healthy: bool| {
-            healthy && !tried.contains(&backend.addr) && !self.is_ejected(backend)
+    /// ejected, not draining and not in `tried`. When none is healthy,
+    /// `when_all_unhealthy: try_all` picks among all backends not tried yet.
+    pub fn select(&self, tried: &[StdAddr]) -> Selection {
+        let states = self.members.states();
+        let max_steps = self.max_steps.load(Relaxed);
+        let untried = |backend: &Backend| {
+            backend
+                .addr
+                .as_inet()
+                .is_some_and(|addr| !tried.contains(addr))
         };
-        if let Some(backend) = self.balancer.select_with(b"", self.max_steps, usable) {
-            return Selection::Backend(backend);
+        let in_service = |backend: &Backend| {
+            backend
+                .addr
+                .as_inet()
+                .and_then(|addr| states.get(addr))
+                .is_some_and(|s| !s.draining.load(Relaxed) && !self.outliers.is_ejected(s))
+        };
+        let chosen = self
+            .balancer
+            .select_with(b"", max_steps, |b, healthy| {
+                healthy && untried(b) && in_service(b)
+            })
+            .or_else(|| {
+                let try_all = self.settings.load().when_all_unhealthy == WhenAllUnhealthy::TryAll;
+                try_all
+                    .then(|| {
+                        self.balancer
+                            .select_with(b"", max_steps, |b, _| untried(b) && in_service(b))
+                    })
+                    .flatten()
+            });
+        let state = chosen
+            .as_ref()
+            .and_then(|b| b.addr.as_inet())
+            .and_then(|addr| states.get(addr).cloned());
+        match (chosen, state) {
+            (Some(backend), Some(state)) => Selection::Backend(backend, state),
+            _ if tried.is_empty() => Selection::NoneHealthy,
+            _ => Selection::Exhausted,
         }
-        if self.when_all_unhealthy == WhenAllUnhealthy::TryAll {
-            let untried = |backend: &Backend, _healthy: bool| !tried.contains(&backend.addr);
-            if let Some(backend) = self.balancer.select_with(b"", self.max_steps, untried) {
-                return Selection::Backend(backend);
-            }
-        }
-        if tried.is_empty() {
-            Selection::NoneHealthy
-        } else {
-            Selection::Exhausted
-        }
-    }
-
-    fn is_ejected(&self, backend: &Backend) -> bool {
-        backend
-            .addr
-            .as_inet()
-            .is_some_and(|addr| self.outliers.is_ejected(addr))
     }
 
     /// Records that `backend` answered a request without failing.
-    pub fn record_success(&self, backend: &SocketAddr) {
-        if let Some(addr) = backend.as_inet() {
-            self.outliers.record_success(addr);
-        }
+    pub fn record_success(&self, backend: &BackendState) {
+        self.outliers.record_success(backend);
     }
 
     /// Records a failed request to `backend`; enough in a row eject it.
-    pub fn record_failure(&self, backend: &SocketAddr, reason: &dyn std::fmt::Display) {
-        if let Some(addr) = backend.as_inet() {
-            self.outliers.record_failure(addr, reason);
+    pub fn record_failure(&self, backend: &BackendState, reason: &dyn std::fmt::Display) {
+        backend.errors.fetch_add(1, Relaxed);
+        self.outliers
+            .record_failure(backend, &self.members.states(), reason);
+    }
+}
+
+fn settings_of(config: &Config) -> PoolSettings {
+    PoolSettings {
+        when_all_unhealthy: config.when_all_unhealthy,
+        health_check_interval: config.health_check.interval,
+        discovery_interval: config.discovery.interval,
+    }
+}
+
+/// The Pingora background service that keeps the pool current: discovery
+/// every `discovery.interval`, health checks every `health_check.interval`,
+/// both at once after a reload or an admin change.
+pub struct PoolService(pub Arc<Pool>);
+
+#[async_trait]
+impl BackgroundService for PoolService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let pool = &self.0;
+        let mut next_check = Instant::now();
+        let mut next_discovery = Instant::now() + pool.settings.load().discovery_interval;
+        loop {
+            let refreshed = tokio::select! {
+                _ = tokio::time::sleep_until(next_check.min(next_discovery)) => false,
+                _ = pool.refresh.notified() => true,
+                _ = shutdown.changed() => return,
+            };
+            let now = Instant::now();
+            let settings = pool.settings.load_full();
+            if refreshed || now >= next_discovery {
+                pool.update().await;
+                next_discovery = now + settings.discovery_interval;
+            }
+            if refreshed || now >= next_check {
+                pool.balancer.backends().run_health_check(true).await;
+                next_check = now + settings.health_check_interval;
+            }
         }
     }
 }

@@ -5,32 +5,21 @@
 //! checking for ejection never lock. While no backend is ejected, selection
 //! pays one relaxed load (`latest_ejection_end`) and nothing else.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
+use super::members::{BackendState, StateMap};
 use crate::config::PassiveHealthConfig;
 
-/// Ejection state of every backend of the pool.
+/// Ejection decisions for the pool's backends (their state lives in
+/// [`BackendState`]).
 pub struct OutlierDetector {
-    config: PassiveHealthConfig,
-    backends: HashMap<SocketAddr, BackendOutcomes>,
+    config: ArcSwap<PassiveHealthConfig>,
     /// Latest end of any ejection, in [`now_ms`] time; 0 when none is active.
     latest_ejection_end: AtomicU64,
-}
-
-/// One backend's recent outcomes.
-#[derive(Default)]
-struct BackendOutcomes {
-    consecutive_failures: AtomicU32,
-    /// End of the current ejection in [`now_ms`] time; 0 when not ejected.
-    ejected_until: AtomicU64,
-    /// Ejections in a row; each doubles the next one's length.
-    ejections: AtomicU32,
-    /// When the backend last came back from an ejection, in [`now_ms`] time.
-    returned_at: AtomicU64,
 }
 
 /// Milliseconds since the first call, from a monotonic clock; never 0.
@@ -41,28 +30,31 @@ fn now_ms() -> u64 {
 }
 
 impl OutlierDetector {
-    /// A detector for the backends at `addrs`.
-    pub fn new(config: PassiveHealthConfig, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+    /// A detector with these settings.
+    pub fn new(config: PassiveHealthConfig) -> Self {
         OutlierDetector {
-            config,
-            backends: addrs
-                .into_iter()
-                .map(|a| (a, BackendOutcomes::default()))
-                .collect(),
+            config: ArcSwap::from_pointee(config),
             latest_ejection_end: AtomicU64::new(0),
         }
     }
 
-    /// Whether `addr` is ejected now. Logs a backend's return the first time
-    /// its ejection is seen to have ended.
-    pub fn is_ejected(&self, addr: &SocketAddr) -> bool {
+    /// Applies new settings (a reload); ejections under way keep their end.
+    pub fn set_config(&self, config: PassiveHealthConfig) {
+        self.config.store(std::sync::Arc::new(config));
+    }
+
+    /// Whether a 5xx response counts as a failure.
+    pub fn counts_5xx(&self) -> bool {
+        self.config.load().count_5xx
+    }
+
+    /// Whether `backend` is ejected now. Logs a backend's return the first
+    /// time its ejection is seen to have ended.
+    pub fn is_ejected(&self, backend: &BackendState) -> bool {
         if self.latest_ejection_end.load(Relaxed) == 0 {
             return false;
         }
-        let Some(outcomes) = self.backends.get(addr) else {
-            return false;
-        };
-        let until = outcomes.ejected_until.load(Relaxed);
+        let until = backend.ejected_until.load(Relaxed);
         if until == 0 {
             return false;
         }
@@ -70,13 +62,13 @@ impl OutlierDetector {
         if now < until {
             return true;
         }
-        if outcomes
+        if backend
             .ejected_until
             .compare_exchange(until, 0, Relaxed, Relaxed)
             .is_ok()
         {
-            outcomes.returned_at.store(now, Relaxed);
-            log::info!("backend {addr} returns after its ejection");
+            backend.returned_at.store(now, Relaxed);
+            log::info!("backend {} returns after its ejection", backend.addr);
             let _ = self
                 .latest_ejection_end
                 .compare_exchange(until, 0, Relaxed, Relaxed);
@@ -84,153 +76,169 @@ impl OutlierDetector {
         false
     }
 
-    /// Ends `addr`'s ejection, if any: its active health check has just gone
-    /// from failing to passing, and active checks decide when a backend that
-    /// failed them comes back.
-    pub fn readmit(&self, addr: &SocketAddr) {
-        let Some(outcomes) = self.backends.get(addr) else {
-            return;
-        };
-        outcomes.consecutive_failures.store(0, Relaxed);
-        if outcomes.ejected_until.swap(0, Relaxed) != 0 {
-            outcomes.returned_at.store(now_ms(), Relaxed);
-            log::info!("backend {addr} returns: its health check passes again");
+    /// Whether `backend` is ejected, without side effects (for reports).
+    pub fn ejected_now(&self, backend: &BackendState) -> bool {
+        backend.ejected_until.load(Relaxed) > now_ms()
+    }
+
+    /// Ends `backend`'s ejection, if any: its active health check has just
+    /// gone from failing to passing, and active checks decide when a backend
+    /// that failed them comes back.
+    pub fn readmit(&self, backend: &BackendState) {
+        backend.consecutive_failures.store(0, Relaxed);
+        if backend.ejected_until.swap(0, Relaxed) != 0 {
+            backend.returned_at.store(now_ms(), Relaxed);
+            log::info!(
+                "backend {} returns: its health check passes again",
+                backend.addr
+            );
         }
     }
 
-    /// Records a request that `addr` served without failing.
-    pub fn record_success(&self, addr: &SocketAddr) {
-        if let Some(outcomes) = self.backends.get(addr) {
-            // Load first: most requests succeed, and a store would dirty a shared cache line.
-            if outcomes.consecutive_failures.load(Relaxed) != 0 {
-                outcomes.consecutive_failures.store(0, Relaxed);
-            }
+    /// Records a request that `backend` served without failing.
+    pub fn record_success(&self, backend: &BackendState) {
+        // Load first: most requests succeed, and a store would dirty a shared cache line.
+        if backend.consecutive_failures.load(Relaxed) != 0 {
+            backend.consecutive_failures.store(0, Relaxed);
         }
     }
 
-    /// Records a failed request to `addr` (`reason` is for the log) and ejects
-    /// the backend when it has failed `consecutive_failures` times in a row.
-    pub fn record_failure(&self, addr: &SocketAddr, reason: &dyn std::fmt::Display) {
-        let threshold = self.config.consecutive_failures;
-        let Some(outcomes) = self.backends.get(addr) else {
-            return;
-        };
-        let failures = outcomes.consecutive_failures.fetch_add(1, Relaxed) + 1;
-        if threshold == 0 || failures < threshold || outcomes.ejected_until.load(Relaxed) != 0 {
+    /// Records a failed request to `backend` (`reason` is for the log) and
+    /// ejects it when it has failed `consecutive_failures` times in a row
+    /// and `pool` has room for one more ejection.
+    pub fn record_failure(
+        &self,
+        backend: &BackendState,
+        pool: &StateMap,
+        reason: &dyn std::fmt::Display,
+    ) {
+        let config = self.config.load();
+        let threshold = config.consecutive_failures;
+        let failures = backend.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if threshold == 0 || failures < threshold || backend.ejected_until.load(Relaxed) != 0 {
             return;
         }
+        let addr = backend.addr;
         let now = now_ms();
-        if !self.may_eject_one_more(now) {
+        if !may_eject_one_more(pool, config.max_ejected_percent, now) {
             log::warn!(
                 "backend {addr} failed {failures} requests in a row (last: {reason}) but stays: \
                  max_ejected_percent ({}%) of the pool is already ejected",
-                self.config.max_ejected_percent
+                config.max_ejected_percent
             );
             return;
         }
-        let duration = self.next_ejection_length(outcomes, now);
+        let duration = next_ejection_length(&config, backend, now);
         let until = now + duration.as_millis() as u64;
-        outcomes.ejected_until.store(until, Relaxed);
-        outcomes.consecutive_failures.store(0, Relaxed);
+        backend.ejected_until.store(until, Relaxed);
+        backend.consecutive_failures.store(0, Relaxed);
         self.latest_ejection_end.fetch_max(until, Relaxed);
         log::warn!(
             "backend {addr} ejected for {} after {failures} failed requests in a row (last: {reason})",
             humantime::format_duration(duration)
         );
     }
+}
 
-    /// Whether ejecting one more backend keeps the ejected share within
-    /// `max_ejected_percent`.
-    fn may_eject_one_more(&self, now: u64) -> bool {
-        let ejected = self
-            .backends
-            .values()
-            .filter(|o| o.ejected_until.load(Relaxed) > now)
-            .count();
-        (ejected + 1) * 100 <= self.config.max_ejected_percent * self.backends.len()
-    }
+/// Whether ejecting one more backend of `pool` keeps the ejected share within
+/// `max_percent`.
+fn may_eject_one_more(pool: &StateMap, max_percent: usize, now: u64) -> bool {
+    let ejected = pool
+        .values()
+        .filter(|s| s.ejected_until.load(Relaxed) > now)
+        .count();
+    (ejected + 1) * 100 <= max_percent * pool.len()
+}
 
-    /// The length of a backend's next ejection: `ejection_time`, doubled for
-    /// each ejection in a row, at most `max_ejection_time`. A backend that
-    /// stayed in for `max_ejection_time` since its last return starts over.
-    fn next_ejection_length(&self, outcomes: &BackendOutcomes, now: u64) -> Duration {
-        let returned_at = outcomes.returned_at.load(Relaxed);
-        let calm = self.config.max_ejection_time.as_millis() as u64;
-        if returned_at != 0 && now.saturating_sub(returned_at) > calm {
-            outcomes.ejections.store(0, Relaxed);
-        }
-        let repeats = outcomes.ejections.fetch_add(1, Relaxed).min(30);
-        self.config
-            .ejection_time
-            .saturating_mul(1 << repeats)
-            .min(self.config.max_ejection_time)
+/// The length of a backend's next ejection: `ejection_time`, doubled for each
+/// ejection in a row, at most `max_ejection_time`. A backend that stayed in
+/// for `max_ejection_time` since its last return starts over.
+fn next_ejection_length(
+    config: &PassiveHealthConfig,
+    backend: &BackendState,
+    now: u64,
+) -> Duration {
+    let returned_at = backend.returned_at.load(Relaxed);
+    let calm = config.max_ejection_time.as_millis() as u64;
+    if returned_at != 0 && now.saturating_sub(returned_at) > calm {
+        backend.ejections.store(0, Relaxed);
     }
+    let repeats = backend.ejections.fetch_add(1, Relaxed).min(30);
+    config
+        .ejection_time
+        .saturating_mul(1 << repeats)
+        .min(config.max_ejection_time)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
 
-    fn detector(backends: usize, max_ejected_percent: usize) -> OutlierDetector {
-        let config = PassiveHealthConfig {
+    fn config(max_ejected_percent: usize) -> PassiveHealthConfig {
+        PassiveHealthConfig {
             consecutive_failures: 3,
             ejection_time: Duration::from_secs(10),
             max_ejection_time: Duration::from_secs(35),
             max_ejected_percent,
             count_5xx: false,
-        };
-        OutlierDetector::new(
-            config,
-            (0..backends).map(|i| SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16))),
-        )
+        }
     }
 
-    fn addr(i: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 8000 + i))
+    fn pool(backends: u16) -> StateMap {
+        (0..backends)
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], 8000 + i));
+                (addr, Arc::new(BackendState::for_test(addr)))
+            })
+            .collect::<HashMap<_, _>>()
+    }
+
+    fn at(pool: &StateMap, i: u16) -> &BackendState {
+        &pool[&SocketAddr::from(([127, 0, 0, 1], 8000 + i))]
     }
 
     #[test]
     fn ejects_after_consecutive_failures_only() {
-        let d = detector(4, 50);
-        d.record_failure(&addr(0), &"reset");
-        d.record_failure(&addr(0), &"reset");
-        d.record_success(&addr(0));
-        d.record_failure(&addr(0), &"reset");
-        d.record_failure(&addr(0), &"reset");
-        assert!(!d.is_ejected(&addr(0)));
-        d.record_failure(&addr(0), &"reset");
-        assert!(d.is_ejected(&addr(0)));
-        assert!(!d.is_ejected(&addr(1)));
+        let d = OutlierDetector::new(config(50));
+        let p = pool(4);
+        let b = at(&p, 0);
+        d.record_failure(b, &p, &"reset");
+        d.record_failure(b, &p, &"reset");
+        d.record_success(b);
+        d.record_failure(b, &p, &"reset");
+        d.record_failure(b, &p, &"reset");
+        assert!(!d.is_ejected(b));
+        d.record_failure(b, &p, &"reset");
+        assert!(d.is_ejected(b));
+        assert!(!d.is_ejected(at(&p, 1)));
+        d.readmit(b);
+        assert!(!d.is_ejected(b));
     }
 
     #[test]
     fn never_ejects_more_than_the_percentage() {
-        let d = detector(4, 50);
+        let d = OutlierDetector::new(config(50));
+        let p = pool(4);
         for i in 0..4 {
             for _ in 0..3 {
-                d.record_failure(&addr(i), &"reset");
+                d.record_failure(at(&p, i), &p, &"reset");
             }
         }
-        let ejected = (0..4).filter(|&i| d.is_ejected(&addr(i))).count();
+        let ejected = (0..4).filter(|&i| d.is_ejected(at(&p, i))).count();
         assert_eq!(ejected, 2);
     }
 
     #[test]
     fn ejections_double_up_to_the_maximum() {
-        let d = detector(2, 100);
-        let outcomes = &d.backends[&addr(0)];
+        let c = config(100);
+        let p = pool(1);
+        let b = at(&p, 0);
         let now = now_ms();
-        assert_eq!(
-            d.next_ejection_length(outcomes, now),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            d.next_ejection_length(outcomes, now),
-            Duration::from_secs(20)
-        );
-        assert_eq!(
-            d.next_ejection_length(outcomes, now),
-            Duration::from_secs(35)
-        );
+        assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(10));
+        assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(20));
+        assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(35));
     }
 }

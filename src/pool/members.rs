@@ -1,0 +1,269 @@
+//! Who is in the pool: the backends as configured (or added through the
+//! admin API), resolved to addresses by discovery, and the live state lb
+//! keeps for each address (passive health, draining, counters).
+//!
+//! [`Members`] is Pingora's `ServiceDiscovery` for the pool's
+//! `LoadBalancer`: each `update()` resolves every host name again, so DNS
+//! changes, reloads and admin changes all take the same path. States live in
+//! an `ArcSwap`ed map, replaced (keeping the existing entries) when the set
+//! of addresses changes; requests only read it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::{Backend, Extensions};
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+
+use super::resolve::Resolver;
+use crate::config::BackendConfig;
+
+/// Where a backend entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file or the command line.
+    Config,
+    /// `POST /api/backends`; kept until the next reload.
+    Admin,
+}
+
+/// One entry of the pool as written: a host (IP or name), a port, a weight.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub backend: BackendConfig,
+    pub origin: Origin,
+}
+
+/// The last active health check of a backend.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub at: SystemTime,
+    pub passed: bool,
+    /// Why it failed, empty when it passed.
+    pub detail: String,
+}
+
+/// What lb knows of one backend address right now.
+#[derive(Debug)]
+pub struct BackendState {
+    pub addr: SocketAddr,
+    /// The entry it was resolved from (`be1:8080`, `127.0.0.1:8081`).
+    pub entry: String,
+    pub weight: usize,
+    /// Drained by the admin API: no new requests.
+    pub draining: AtomicBool,
+    /// Requests being proxied to it now.
+    pub in_flight: AtomicUsize,
+    /// Requests it has answered, any status.
+    pub requests: AtomicU64,
+    /// Requests that failed on it (connect, reset, timeout, counted 5xx).
+    pub errors: AtomicU64,
+    /// Passive health: failures in a row.
+    pub(super) consecutive_failures: AtomicU32,
+    /// Passive health: end of the ejection in outlier time; 0 when none.
+    pub(super) ejected_until: AtomicU64,
+    /// Passive health: ejections in a row.
+    pub(super) ejections: AtomicU32,
+    /// Passive health: when it last came back, in outlier time.
+    pub(super) returned_at: AtomicU64,
+    /// The last active check, for the admin API.
+    pub last_check: Mutex<Option<CheckRecord>>,
+}
+
+impl BackendState {
+    fn new(addr: SocketAddr, entry: String, weight: usize) -> Self {
+        BackendState {
+            addr,
+            entry,
+            weight,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
+            last_check: Mutex::new(None),
+        }
+    }
+}
+
+#[cfg(test)]
+impl BackendState {
+    /// A fresh state for unit tests.
+    pub fn for_test(addr: SocketAddr) -> Self {
+        BackendState::new(addr, addr.to_string(), 1)
+    }
+}
+
+/// The map of addresses to states that requests read.
+pub type StateMap = HashMap<SocketAddr, Arc<BackendState>>;
+
+/// The pool's membership: configured entries, their resolution, and states.
+pub struct Members {
+    entries: Mutex<Vec<Entry>>,
+    /// `discovery.resolver`: the DNS server to ask, or the system resolver.
+    /// A resolver is made for each round so it always lives on the runtime
+    /// that uses it.
+    dns_server: ArcSwap<Option<SocketAddr>>,
+    states: ArcSwap<StateMap>,
+}
+
+impl Members {
+    /// Members for `backends`, resolved through `dns_server` (or the system).
+    pub fn new(backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
+        let entries = backends
+            .iter()
+            .map(|b| Entry {
+                backend: b.clone(),
+                origin: Origin::Config,
+            })
+            .collect();
+        Members {
+            entries: Mutex::new(entries),
+            dns_server: ArcSwap::from_pointee(dns_server),
+            states: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// The states of the current addresses.
+    pub fn states(&self) -> arc_swap::Guard<Arc<StateMap>> {
+        self.states.load()
+    }
+
+    /// The state of `addr`, if it is in the pool.
+    pub fn state(&self, addr: &SocketAddr) -> Option<Arc<BackendState>> {
+        self.states.load().get(addr).cloned()
+    }
+
+    fn lock_entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the configured entries (a reload); entries added through the
+    /// admin API are dropped, as the README says.
+    pub fn set_config(&self, backends: &[BackendConfig], dns_server: Option<SocketAddr>) {
+        *self.lock_entries() = backends
+            .iter()
+            .map(|b| Entry {
+                backend: b.clone(),
+                origin: Origin::Config,
+            })
+            .collect();
+        self.dns_server.store(Arc::new(dns_server));
+    }
+
+    /// Adds an entry; false when it is already there.
+    pub fn add(&self, backend: BackendConfig) -> bool {
+        let mut entries = self.lock_entries();
+        if entries
+            .iter()
+            .any(|e| e.backend.host == backend.host && e.backend.port == backend.port)
+        {
+            return false;
+        }
+        entries.push(Entry {
+            backend,
+            origin: Origin::Admin,
+        });
+        true
+    }
+
+    /// Removes the entry written `host:port`, or the entry that resolved to
+    /// that address; false when there is none.
+    pub fn remove(&self, label: &str) -> bool {
+        let resolved_from = label
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|addr| self.state(&addr))
+            .map(|state| state.entry.clone());
+        let mut entries = self.lock_entries();
+        let before = entries.len();
+        entries.retain(|e| {
+            let written = format!("{}:{}", e.backend.host, e.backend.port);
+            written != label && Some(&written) != resolved_from.as_ref()
+        });
+        entries.len() != before
+    }
+
+    /// The entries as configured or added.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock_entries().clone()
+    }
+
+    /// Resolves every entry; keeps existing states and makes new ones.
+    async fn resolve(&self) -> BTreeSet<Backend> {
+        let entries = self.entries();
+        let resolver = Resolver::new(**self.dns_server.load());
+        let old = self.states.load_full();
+        let mut states: StateMap = HashMap::with_capacity(entries.len());
+        let mut backends = BTreeSet::new();
+        for entry in &entries {
+            let b = &entry.backend;
+            let label = format!("{}:{}", b.host, b.port);
+            let addrs = match resolver.lookup(&b.host, b.port).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    log::warn!("backend {label}: cannot resolve {}: {e}", b.host);
+                    // Keep what it resolved to before rather than drop it on a DNS hiccup.
+                    old.values()
+                        .filter(|s| s.entry == label)
+                        .map(|s| s.addr)
+                        .collect()
+                }
+            };
+            for addr in addrs {
+                if states.contains_key(&addr) {
+                    continue;
+                }
+                let state = match old.get(&addr) {
+                    Some(state) if state.weight == b.weight.get() && state.entry == label => {
+                        Arc::clone(state)
+                    }
+                    _ => Arc::new(BackendState::new(addr, label.clone(), b.weight.get())),
+                };
+                states.insert(addr, state);
+                backends.insert(Backend {
+                    addr: PingoraAddr::Inet(addr),
+                    weight: b.weight.get(),
+                    ext: Extensions::new(),
+                });
+            }
+        }
+        log_changes(&old, &states);
+        self.states.store(Arc::new(states));
+        backends
+    }
+}
+
+fn log_changes(old: &StateMap, new: &StateMap) {
+    for addr in new.keys().filter(|a| !old.contains_key(a)) {
+        if !old.is_empty() {
+            log::info!("backend {addr} added to the pool");
+        }
+    }
+    for (addr, state) in old.iter().filter(|(a, _)| !new.contains_key(a)) {
+        log::info!(
+            "backend {addr} removed from the pool; its {} request(s) in flight finish",
+            state.in_flight.load(Relaxed)
+        );
+    }
+}
+
+/// Pingora's view of [`Members`].
+pub struct Discovery(pub Arc<Members>);
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok((self.0.resolve().await, HashMap::new()))
+    }
+}

@@ -1,0 +1,139 @@
+//! Live reload: `SIGHUP` (or `POST /api/reload`) reads the config file
+//! again and applies it in place, without dropping a connection.
+//!
+//! Backends, weights, health checks, passive health, retries, timeouts and
+//! limits change at once. Settings that need a restart (the `server:`
+//! section, listeners, the admin listener, `limits.max_connections`,
+//! `timeouts.client_header`) are logged as such and left as they are. A
+//! file that fails validation changes nothing; the error is logged.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::{Config, Overrides};
+use crate::pool::Pool;
+use crate::proxy::ProxyControl;
+
+/// Re-reads the config and applies what can change while running.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    pool: Arc<Pool>,
+    proxy: ProxyControl,
+    /// The running values of the settings a reload cannot change.
+    restart_only: Mutex<Vec<(&'static str, String)>>,
+}
+
+/// The settings only a restart changes, each with its value as text.
+fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("server", format!("{:?}", config.server)),
+        ("listeners", format!("{:?}", config.listeners)),
+        (
+            "admin",
+            format!("{:?}", config.admin.as_ref().map(|a| a.listen)),
+        ),
+        (
+            "limits.max_connections",
+            config.limits.max_connections.to_string(),
+        ),
+        (
+            "timeouts.client_header",
+            format!("{:?}", config.timeouts.client_header),
+        ),
+    ]
+}
+
+impl Reloader {
+    /// A reloader for the process started with `config`.
+    pub fn new(
+        path: Option<PathBuf>,
+        overrides: Overrides,
+        config: &Config,
+        pool: Arc<Pool>,
+        proxy: ProxyControl,
+    ) -> Self {
+        Reloader {
+            path,
+            overrides,
+            pool,
+            proxy,
+            restart_only: Mutex::new(restart_only(config)),
+        }
+    }
+
+    /// Reloads; `Ok` says what happened, `Err` why nothing changed.
+    pub fn reload(&self) -> Result<String, String> {
+        let config = Config::load(self.path.as_deref(), &self.overrides).map_err(|e| {
+            let message = format!("reload rejected, the running config stays: {e}");
+            log::error!("{message}");
+            message
+        })?;
+        let running = self
+            .restart_only
+            .lock()
+            .map_err(|_| "reload state poisoned".to_string())?;
+        let mut needs_restart = Vec::new();
+        for ((key, old), (_, new)) in running.iter().zip(restart_only(&config)) {
+            if *old != new {
+                log::warn!("reload: {key} changed; that needs a restart and is not applied");
+                needs_restart.push(*key);
+            }
+        }
+        self.pool.reconfigure(&config).map_err(|e| {
+            let message = format!("reload failed: {e}");
+            log::error!("{message}");
+            message
+        })?;
+        self.proxy.reconfigure(&config);
+        for warning in &config.warnings {
+            log::warn!("reload: {warning}");
+        }
+        let message = if needs_restart.is_empty() {
+            format!("reloaded: {} backend entr(ies)", config.backends.len())
+        } else {
+            format!(
+                "reloaded: {} backend entr(ies); not applied until a restart: {}",
+                config.backends.len(),
+                needs_restart.join(", ")
+            )
+        };
+        log::info!("{message}");
+        Ok(message)
+    }
+}
+
+/// A background service that reloads on every `SIGHUP`.
+pub struct ReloadOnHangup(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    log::error!("cannot listen for SIGHUP, reload by signal is off: {e}");
+                    return;
+                }
+            };
+        loop {
+            tokio::select! {
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    log::info!("SIGHUP received, reloading the config");
+                    // Reload reads a file: keep it off the async workers.
+                    let reloader = Arc::clone(&self.0);
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

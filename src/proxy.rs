@@ -207,7 +207,9 @@ impl ProxyHttp for Proxy {
             log_received_request(session);
         }
         let settings = self.settings.load();
-        if let Some(status) = settings.limit_exceeded(session.req_header()) {
+        if let Some(status) = malformed(session.req_header())
+            .or_else(|| settings.limit_exceeded(session.req_header()))
+        {
             respond_plain_error(session, status).await?;
             return Ok(true);
         }
@@ -406,6 +408,21 @@ impl ProxyHttp for Proxy {
             log_access(session, ctx);
         }
     }
+}
+
+/// 400 for what Pingora's parser lets through but RFC 9112 forbids: a
+/// request target that is neither origin-form (`/...`), asterisk-form
+/// (`OPTIONS *`) nor absolute-form (`http://...`), and an HTTP/1.1 request
+/// without `Host` (section 3.2).
+fn malformed(req: &RequestHeader) -> Option<u16> {
+    let target = req.raw_path();
+    let valid_target = target.starts_with(b"/")
+        || (target == b"*" && req.method == http::Method::OPTIONS)
+        || target.starts_with(b"http://")
+        || target.starts_with(b"https://");
+    let host_missing =
+        req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST);
+    (!valid_target || host_missing).then_some(400)
 }
 
 /// The status lb answers an error with: the error's own HTTP status, 502 for

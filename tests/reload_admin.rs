@@ -1,0 +1,463 @@
+//! Changing the pool while traffic flows: SIGHUP reloads, DNS discovery with
+//! a resolver the test controls, and the admin API with and without its
+//! token.
+
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::keepalive::KeepAliveClient;
+use common::*;
+
+fn served_by(response: &Response) -> String {
+    assert_eq!(response.status, 200, "{response:?}");
+    response
+        .body
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Polls until some request is served by `name`; false after `limit`.
+fn wait_until_served_by(port: u16, name: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if served_by(&get(port, "/")) == name {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Keep-alive load until `stop`; returns successes and errors.
+fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut client = KeepAliveClient::new(port);
+                    let (mut ok, mut errors) = (0, Vec::new());
+                    for _ in 0..500_000 {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        match client.get() {
+                            Ok(200) => ok += 1,
+                            Ok(s) => errors.push(format!("status {s}")),
+                            Err(e) => {
+                                errors.push(e);
+                                client.reset();
+                            }
+                        }
+                    }
+                    (ok, errors)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .fold((0, Vec::new()), |(ok, mut errors), w| {
+                let (o, e) = w.join().expect("load thread");
+                errors.extend(e);
+                (ok + o, errors)
+            })
+    })
+}
+
+#[test]
+fn sighup_adds_and_removes_backends_under_load_without_an_error() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let lb = spawn_lb(&ports[..2], "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(lb.port, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Add the third backend, remove the first.
+    let config = std::fs::read_to_string(lb.config_path()).unwrap();
+    let config = config.replace(
+        &format!("  - 127.0.0.1:{}\n", ports[0]),
+        &format!("  - 127.0.0.1:{}\n", ports[2]),
+    );
+    std::fs::write(lb.config_path(), config).unwrap();
+    lb.proc.signal("HUP");
+    assert!(
+        wait_until_served_by(lb.port, &ports[2].to_string(), Duration::from_secs(5)),
+        "the added backend got no traffic:\n{}",
+        lb.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Relaxed);
+    let (ok, errors) = traffic.join().unwrap();
+    assert!(ok > 50, "too little load: {ok}");
+    assert!(
+        errors.is_empty(),
+        "{} errors during the reload: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+
+    let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(
+        !served.contains(&ports[0].to_string()),
+        "the removed backend still gets requests: {served:?}"
+    );
+}
+
+#[test]
+fn an_invalid_file_on_sighup_keeps_the_running_config() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let lb = spawn_lb(&ports, "");
+    let good = std::fs::read_to_string(lb.config_path()).unwrap();
+    std::fs::write(
+        lb.config_path(),
+        format!("{good}helth_check: {{path: /}}\n"),
+    )
+    .unwrap();
+    lb.proc.signal("HUP");
+    assert!(
+        lb.wait_for_log("reload rejected", Duration::from_secs(10)),
+        "no rejection logged:\n{}",
+        lb.log()
+    );
+    assert!(
+        lb.log().contains("helth_check"),
+        "the error does not name the key:\n{}",
+        lb.log()
+    );
+    let mut served: Vec<String> = (0..4).map(|_| served_by(&lb.get("/"))).collect();
+    served.sort();
+    served.dedup();
+    assert_eq!(served.len(), 2, "the pool changed: {served:?}");
+}
+
+/// A DNS server for one name: answers A queries with the current `records`
+/// and anything else with no answer. Runs until `stop`.
+fn fake_dns(
+    records: Arc<Mutex<Vec<Ipv4Addr>>>,
+    stop: Arc<AtomicBool>,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop.load(Relaxed) {
+            let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Some(reply) = dns_reply(&buf[..len], &records.lock().unwrap()) {
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    (port, handle)
+}
+
+/// Builds the answer to one DNS query.
+fn dns_reply(query: &[u8], records: &[Ipv4Addr]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: labels up to a zero byte, then type and class.
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + query[end] as usize;
+    }
+    let question_end = end + 5;
+    let qtype = u16::from_be_bytes([*query.get(end + 1)?, *query.get(end + 2)?]);
+    let answers: &[Ipv4Addr] = if qtype == 1 { records } else { &[] };
+    let mut reply = Vec::with_capacity(question_end + answers.len() * 16);
+    reply.extend_from_slice(&query[..2]); // id
+    reply.extend_from_slice(&[0x81, 0x80, 0, 1]); // response, recursion available; one question
+    reply.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(query.get(12..question_end)?);
+    for ip in answers {
+        reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some(reply)
+}
+
+#[test]
+fn dns_discovery_follows_the_records() {
+    let port = free_port();
+    let spawn_on = |ip: &str, name: &str| {
+        let proc = Proc::spawn(
+            std::process::Command::new(env!("CARGO_BIN_EXE_be"))
+                .args(["--quiet", "--bind", ip, "--name", name, "--port"])
+                .arg(port.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            assert!(Instant::now() < deadline, "be on {ip} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proc
+    };
+    let _two = spawn_on("127.0.0.2", "two");
+    let _three = spawn_on("127.0.0.3", "three");
+
+    let records = Arc::new(Mutex::new(vec![Ipv4Addr::new(127, 0, 0, 2)]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dns_port, dns) = fake_dns(records.clone(), stop.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let lb_port = free_port();
+    let config = format!(
+        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{dns_port}}}\n",
+        base_config(dir.path(), lb_port)
+    );
+    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    assert!(
+        wait_until_served_by(lb_port, "two", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+
+    // A second record: both serve. Then only the second: the first drains.
+    records.lock().unwrap().push(Ipv4Addr::new(127, 0, 0, 3));
+    assert!(
+        wait_until_served_by(lb_port, "three", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    *records.lock().unwrap() = vec![Ipv4Addr::new(127, 0, 0, 3)];
+    assert!(
+        lb.wait_for_log("backend 127.0.0.2", Duration::from_secs(10))
+            && lb.wait_for_log("removed", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(served.iter().all(|s| s == "three"), "{served:?}");
+    stop.store(true, Relaxed);
+    dns.join().unwrap();
+}
+
+/// Sends an admin request and returns its status and body.
+fn admin(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> Response {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    request(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn admin_api_lists_adds_drains_enables_and_removes_backends() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports[..2],
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+
+    assert_eq!(admin(admin_port, "GET", "/healthz", None, "").status, 200);
+    let list = admin(admin_port, "GET", "/api/backends", None, "");
+    assert_eq!(list.status, 200);
+    let backends: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    assert_eq!(backends.as_array().map(Vec::len), Some(2), "{}", list.body);
+    for field in [
+        "address",
+        "weight",
+        "healthy",
+        "ejected",
+        "draining",
+        "in_flight",
+        "requests",
+        "errors",
+        "last_health_check",
+    ] {
+        assert!(
+            backends[0].get(field).is_some(),
+            "no {field} in {}",
+            list.body
+        );
+    }
+
+    // Add the third: it gets traffic.
+    let added = admin(
+        admin_port,
+        "POST",
+        "/api/backends",
+        None,
+        &format!("{{\"address\": \"127.0.0.1:{}\"}}", ports[2]),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    assert_eq!(
+        admin(
+            admin_port,
+            "POST",
+            "/api/backends",
+            None,
+            &format!("{{\"address\": \"127.0.0.1:{}\"}}", ports[2])
+        )
+        .status,
+        409
+    );
+    assert_eq!(
+        admin(
+            admin_port,
+            "POST",
+            "/api/backends",
+            None,
+            "{\"address\": \"nowhere\"}"
+        )
+        .status,
+        400
+    );
+    assert!(wait_until_served_by(
+        lb.port,
+        &ports[2].to_string(),
+        Duration::from_secs(5)
+    ));
+
+    // Drain the first: no more requests; enable: back.
+    let first = format!("127.0.0.1:{}", ports[0]);
+    let drained = admin(
+        admin_port,
+        "POST",
+        &format!("/api/backends/{first}/drain"),
+        None,
+        "",
+    );
+    assert_eq!(drained.status, 200, "{drained:?}");
+    assert!(
+        drained.body.contains("\"draining\": true"),
+        "{}",
+        drained.body
+    );
+    let served: Vec<String> = (0..9).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(
+        !served.contains(&ports[0].to_string()),
+        "a drained backend got requests: {served:?}"
+    );
+    assert_eq!(
+        admin(
+            admin_port,
+            "POST",
+            &format!("/api/backends/{first}/enable"),
+            None,
+            ""
+        )
+        .status,
+        200
+    );
+    assert!(wait_until_served_by(
+        lb.port,
+        &ports[0].to_string(),
+        Duration::from_secs(5)
+    ));
+
+    // Delete it: gone from the list and from rotation.
+    assert_eq!(
+        admin(
+            admin_port,
+            "DELETE",
+            &format!("/api/backends/{first}"),
+            None,
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        admin(
+            admin_port,
+            "DELETE",
+            &format!("/api/backends/{first}"),
+            None,
+            ""
+        )
+        .status,
+        404
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin(admin_port, "GET", "/api/backends", None, "")
+        .body
+        .contains(&first)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted backend is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let served: Vec<String> = (0..9).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(!served.contains(&ports[0].to_string()), "{served:?}");
+
+    // Reload: runtime changes end, the file's pool is back.
+    let reloaded = admin(admin_port, "POST", "/api/reload", None, "");
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    assert!(wait_until_served_by(
+        lb.port,
+        &ports[0].to_string(),
+        Duration::from_secs(5)
+    ));
+    assert_eq!(admin(admin_port, "GET", "/nope", None, "").status, 404);
+}
+
+#[test]
+fn admin_api_requires_its_token() {
+    let port = free_port();
+    let _backend = spawn_be(port, "only");
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &[port],
+        &format!("admin: {{listen: 0.0.0.0:{admin_port}, token: s3cret}}\n"),
+    );
+    wait_for_port(admin_port);
+    assert_eq!(
+        admin(admin_port, "GET", "/api/backends", None, "").status,
+        401
+    );
+    assert_eq!(
+        admin(admin_port, "GET", "/api/backends", Some("wrong"), "").status,
+        401
+    );
+    assert_eq!(
+        admin(admin_port, "POST", "/api/reload", None, "").status,
+        401
+    );
+    assert_eq!(
+        admin(admin_port, "GET", "/api/backends", Some("s3cret"), "").status,
+        200
+    );
+    assert_eq!(
+        admin(admin_port, "GET", "/healthz", None, "").status,
+        200,
+        "probes need no token"
+    );
+    drop(lb);
+
+    // Beyond loopback without a token: refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(
+        &path,
+        format!("backends: [127.0.0.1:{port}]\nadmin: {{listen: 0.0.0.0:{admin_port}}}\n"),
+    )
+    .unwrap();
+    let (status, stderr) = run_lb(&["-t", "-c", path.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(stderr.contains("admin.token"), "{stderr}");
+}

@@ -66,6 +66,11 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
+    if !server.configuration.daemon {
+        // Pingora writes the pid file only in daemon mode; lb-upgrade and
+        // operators need it either way.
+        write_pid_file(&server.configuration.pid_file);
+    }
 
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
@@ -112,8 +117,15 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     server.run_forever()
 }
 
+fn write_pid_file(path: &str) {
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write the pid file {path}: {e}");
+    }
+}
+
 fn check_listeners(config: &Config) -> Result<(), StartError> {
-    for &addr in &config.listeners {
+    let admin = config.admin.as_ref().map(|a| a.listen);
+    for &addr in config.listeners.iter().chain(admin.iter()) {
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
     }
     Ok(())

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::keepalive::KeepAliveClient;
 use common::*;
@@ -65,18 +65,6 @@ fn keep_alive_load(
     })
 }
 
-fn wait_for_file(path: &std::path::Path) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_graceful_upgrade_under_keep_alive_load_loses_no_request() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -86,19 +74,38 @@ fn a_graceful_upgrade_under_keep_alive_load_loses_no_request() {
     let load = keep_alive_load(old.port, 16, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
 
-    let new_log = std::fs::File::create(old.dir.path().join("new.log")).unwrap();
-    let _new = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_lb"))
-            .arg("-u")
-            .arg("-c")
-            .arg(old.config_path())
-            .stdout(Stdio::null())
-            .stderr(new_log),
+    // The shipped one-command upgrade: new process, SIGQUIT, wait, report.
+    let new_log = old.dir.path().join("new.log");
+    let upgrade = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
+        .arg("-c")
+        .arg(old.config_path())
+        .args(["--lb", env!("CARGO_BIN_EXE_lb"), "--timeout", "30", "--log"])
+        .arg(&new_log)
+        .output()
+        .expect("run scripts/lb-upgrade");
+    let report = String::from_utf8_lossy(&upgrade.stdout).to_string()
+        + &String::from_utf8_lossy(&upgrade.stderr);
+    assert!(upgrade.status.success(), "lb-upgrade failed: {report}");
+    assert!(report.contains("done"), "{report}");
+    assert!(
+        old.proc.wait_exit(Duration::from_secs(5)).is_some(),
+        "the old lb is still running"
     );
-    wait_for_file(&old.dir.path().join("upgrade.sock"));
-    old.proc.signal("QUIT");
-    let status = old.proc.wait_exit(Duration::from_secs(30));
-    assert!(status.is_some(), "the old lb did not exit after SIGQUIT");
+    let new_pid: u32 = std::fs::read_to_string(old.dir.path().join("lb.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The new lb is not our child: stop it when the test ends.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _new = KillOnDrop(new_pid);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Relaxed);
 

@@ -15,6 +15,7 @@ use crate::connection::LbApp;
 use crate::pool::{Pool, PoolService};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadOnHangup, Reloader};
+use crate::stats::{Sampler, Stats};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.
@@ -30,6 +31,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The access log file cannot be opened.
+    #[error("access_log.path: cannot open the access log")]
+    AccessLog(#[source] std::io::Error),
     /// Building the backend pool failed.
     #[error("backend pool: {0}")]
     Pool(String),
@@ -66,6 +70,14 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
+    // After bootstrap: in daemon mode it forks, and a thread started before would not survive.
+    if let Some(access_log) = &config.access_log {
+        crate::access_log::start(access_log).map_err(StartError::AccessLog)?;
+        server.add_service(background_service(
+            "access log reopen on SIGUSR1",
+            crate::access_log::ReopenOnUsr1,
+        ));
+    }
     if !server.configuration.daemon {
         // Pingora writes the pid file only in daemon mode; lb-upgrade and
         // operators need it either way.
@@ -97,11 +109,14 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
     if let Some(admin) = &config.admin {
-        server.add_service(admin::service(
-            admin,
-            Arc::clone(&pool),
-            Arc::clone(&reloader),
-        ));
+        let stats = Arc::new(Stats::default());
+        let sampler = Sampler {
+            pool: Arc::clone(&pool),
+            stats: Arc::clone(&stats),
+        };
+        server.add_service(background_service("status page sampler", sampler));
+        let admin_service = admin::service(admin, Arc::clone(&pool), Arc::clone(&reloader), stats);
+        server.add_service(admin_service);
         log::info!("admin API on http://{}", admin.listen);
     }
     server.add_service(proxy);

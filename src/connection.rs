@@ -37,6 +37,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::metrics;
+
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy).
 pub struct LbApp<A> {
@@ -88,6 +90,7 @@ struct OpenConnection<'a>(&'a AtomicUsize);
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
+        metrics().client_connections.dec();
     }
 }
 
@@ -99,6 +102,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let open = self.open.fetch_add(1, Relaxed) + 1;
+        metrics().client_connections.inc();
         let _counted = OpenConnection(&self.open);
         if open > self.max_connections {
             log::warn!(

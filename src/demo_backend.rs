@@ -262,7 +262,7 @@ impl RequestHead {
 
     /// `GET /health`: never faulty, never recorded.
     fn is_health_check(&self) -> bool {
-        self.method == "GET" && self.path == "/health"
+        self.method == "GET" && route(&self.path) == "/health"
     }
 
     fn head_only(&self) -> bool {
@@ -318,7 +318,7 @@ impl Backend {
 
     /// The body of the normal answer to `head`.
     fn body(&self, head: &RequestHead) -> Cow<'_, [u8]> {
-        match head.path.as_str() {
+        match route(&head.path) {
             "/health" => Cow::Borrowed(b"ok\n"),
             "/headers" => Cow::Owned(
                 head.headers
@@ -333,7 +333,7 @@ impl Backend {
 
     /// The whole normal answer to `head`; prebuilt for the common requests.
     fn normal_response(&self, head: &RequestHead, keep_alive: bool) -> Cow<'_, [u8]> {
-        match head.path.as_str() {
+        match route(&head.path) {
             _ if head.head_only() => Cow::Owned(response_bytes(
                 200,
                 "OK",
@@ -623,6 +623,11 @@ fn log_request(peer: SocketAddr, head: &RequestHead) {
         text.push_str(&format!("\n{name}: {value}"));
     }
     log::info!("{text}");
+}
+
+/// The path a request is routed by: its target without the query.
+fn route(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
 }
 
 #[cfg(test)]

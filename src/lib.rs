@@ -15,8 +15,13 @@
 //! - [`admin`]: the admin API (JSON over HTTP) on its own listener.
 //! - [`app`]: assembles the Pingora `Server` from a `Config` and runs it.
 //! - [`demo_backend`]: `be`, the small demo backend server.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`access_log`]: the access log and its writer thread.
+//! - [`request_id`]: `X-Request-Id` kept or made.
+//! - [`stats`]: per-second samples for the status page.
 //! - [`logging`]: log set-up shared by both binaries.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod budget;
@@ -25,6 +30,9 @@ pub mod config;
 pub mod connection;
 pub mod demo_backend;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod request_id;
+pub mod stats;

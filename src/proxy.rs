@@ -18,10 +18,14 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::access_log;
 use crate::budget::{RequestTicket, RetryBudget};
 use crate::config::{Config, LimitsConfig, TimeoutsConfig};
+use crate::metrics::metrics;
 use crate::pool::members::BackendState;
 use crate::pool::{Pool, Selection};
+use crate::request_id;
+use http::HeaderValue;
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
@@ -184,6 +188,10 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     /// Time from picking the backend to its response headers.
     upstream_elapsed: Option<Duration>,
+    /// Time from picking the backend to a connection to it.
+    connect_elapsed: Option<Duration>,
+    /// The request's `X-Request-Id`: the client's, or one lb made.
+    request_id: Option<HeaderValue>,
 }
 
 #[async_trait]
@@ -199,10 +207,12 @@ impl ProxyHttp for Proxy {
             tried: Vec::new(),
             upstream_started: None,
             upstream_elapsed: None,
+            connect_elapsed: None,
+            request_id: None,
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if log::log_enabled!(log::Level::Debug) {
             log_received_request(session);
         }
@@ -213,6 +223,7 @@ impl ProxyHttp for Proxy {
             respond_plain_error(session, status).await?;
             return Ok(true);
         }
+        ctx.request_id = Some(request_id::of(session.req_header()));
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
         if session.get_keepalive().is_some() {
@@ -291,6 +302,9 @@ impl ProxyHttp for Proxy {
             self.pool.record_failure(&attempt.0, &e.etype().as_str());
             ctx.tried.push(attempt.0.addr);
         }
+        if retry {
+            metrics().retry("connect_failure");
+        }
         e.set_retry(retry);
         e
     }
@@ -313,6 +327,11 @@ impl ProxyHttp for Proxy {
         }
         let retry = self.may_retry(session, &e, ctx, client_reused);
         if retry {
+            metrics().retry(if client_reused {
+                "dead_keepalive_connection"
+            } else {
+                "reset_before_response"
+            });
             log::warn!(
                 "request to backend {} failed: {}; retrying on another",
                 peer._address,
@@ -338,7 +357,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
@@ -351,6 +370,9 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         }
         upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+        }
         let host = upstream_request
             .headers
             .get(http::header::HOST)
@@ -403,10 +425,92 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(request_id::HEADER, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        metrics().upstream_connection(reused);
+        ctx.connect_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if log::log_enabled!(target: "lb::access", log::Level::Info) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let total = ctx.received.elapsed();
+        let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
+        match &ctx.backend {
+            Some(attempt) => attempt
+                .0
+                .metrics
+                .observe(status, total.as_secs_f64(), upstream),
+            None => metrics()
+                .unrouted()
+                .observe(status, total.as_secs_f64(), upstream),
+        }
+        if let Some(log) = access_log::access_log() {
+            log.write(
+                access_entry(session, ctx, status, total, &client_ip(session)).line(log.format()),
+            );
+        } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
             log_access(session, ctx);
         }
+    }
+}
+
+/// The access log's view of a finished request.
+fn access_entry<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    status: u16,
+    total: Duration,
+    client: &'a str,
+) -> access_log::Entry<'a> {
+    let req = session.req_header();
+    access_log::Entry {
+        client,
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        protocol: version_name(req.version),
+        status,
+        bytes_sent: session.body_bytes_sent(),
+        backend: ctx.backend.as_ref().map(|b| b.0.addr),
+        connect: ctx.connect_elapsed,
+        upstream: ctx.upstream_elapsed,
+        total,
+        retries: ctx.tried.len(),
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-"),
+    }
+}
+
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 

@@ -15,6 +15,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{Config, Overrides};
+use crate::metrics::metrics;
 use crate::pool::Pool;
 use crate::proxy::ProxyControl;
 
@@ -68,6 +69,12 @@ impl Reloader {
 
     /// Reloads; `Ok` says what happened, `Err` why nothing changed.
     pub fn reload(&self) -> Result<String, String> {
+        let outcome = self.apply();
+        metrics().reload(outcome.is_ok());
+        outcome
+    }
+
+    fn apply(&self) -> Result<String, String> {
         let config = Config::load(self.path.as_deref(), &self.overrides).map_err(|e| {
             let message = format!("reload rejected, the running config stays: {e}");
             log::error!("{message}");

@@ -36,6 +36,29 @@ pub struct FileConfig {
     pub discovery: Option<DiscoveryFile>,
     /// The admin API's listener.
     pub admin: Option<AdminFile>,
+    /// The access log.
+    pub access_log: Option<AccessLogFile>,
+}
+
+/// The `access_log:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// `text` or `json`.
+    pub format: Option<AccessLogFormat>,
+    /// `stdout` or a file path.
+    pub path: Option<String>,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One line of `key=value` fields after the request line.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The `discovery:` section.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use file::{AdminFile, BackendFile, DiscoveryFile, FileConfig, HealthCheckFile};
 use pingora::server::configuration::ServerConf;
 
-pub use file::WhenAllUnhealthy;
+pub use file::{AccessLogFormat, WhenAllUnhealthy};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 
 /// Where lb listens when neither the file nor `--listen` says.
@@ -51,8 +51,25 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The admin API, when it has a listener.
     pub admin: Option<AdminConfig>,
+    /// The access log; when absent, requests are logged through `RUST_LOG`
+    /// (target `lb::access`).
+    pub access_log: Option<AccessLogConfig>,
     /// Things worth saying that do not stop lb (`lb -t` prints them).
     pub warnings: Vec<String>,
+}
+
+/// The access log's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    pub target: AccessLogTarget,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
 }
 
 /// How backend host names are resolved.
@@ -223,6 +240,13 @@ impl Config {
                 limits,
                 discovery,
                 admin,
+                access_log: file.access_log.map(|a| AccessLogConfig {
+                    format: a.format.unwrap_or_default(),
+                    target: match a.path.as_deref() {
+                        None | Some("stdout") | Some("-") => AccessLogTarget::Stdout,
+                        Some(path) => AccessLogTarget::File(PathBuf::from(path)),
+                    },
+                }),
                 warnings,
             })
         } else {
@@ -522,103 +546,169 @@ fn describe(value: &serde_yaml_ng::Value) -> &'static str {
     }
 }
 
-impl fmt::Display for Config {
-    /// The short summary `lb -t` prints.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let listeners: Vec<String> = self.listeners.iter().map(|l| l.to_string()).collect();
-        writeln!(f, "listeners: {}", listeners.join(", "))?;
-        writeln!(f, "backends:")?;
+impl Config {
+    /// The settings as (name, value) rows, in the order `lb -t` shows them.
+    pub fn summary_rows(&self) -> Vec<(String, String)> {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let mut rows = vec![(
+            "listeners".to_string(),
+            self.listeners
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )];
         for b in &self.backends {
-            writeln!(f, "  {}:{} weight {}", b.host, b.port, b.weight)?;
+            rows.push((
+                "backend".into(),
+                format!("{}:{} weight {}", b.host, b.port, b.weight),
+            ));
         }
         let hc = &self.health_check;
-        writeln!(
-            f,
-            "health check: GET {} (Host: {}) every {}, timeout {}, pass on {:?}, up after {} pass(es), down after {} failure(s)",
-            hc.path,
-            hc.host,
-            humantime::format_duration(hc.interval),
-            humantime::format_duration(hc.timeout),
-            hc.expected_status,
-            hc.healthy_threshold,
-            hc.unhealthy_threshold
-        )?;
-        let r = &self.retry;
-        writeln!(
-            f,
-            "retry: {} attempt(s), budget {}% of active requests (at least {})",
-            r.attempts, r.budget_percent, r.budget_min_retries
-        )?;
-        let p = &self.passive_health;
-        writeln!(
-            f,
-            "passive health: eject after {} failure(s) in a row for {} (up to {}), at most {}% of the pool, 5xx {}; when all unhealthy: {:?}",
-            p.consecutive_failures,
-            humantime::format_duration(p.ejection_time),
-            humantime::format_duration(p.max_ejection_time),
-            p.max_ejected_percent,
-            if p.count_5xx { "counts" } else { "does not count" },
-            self.when_all_unhealthy
-        )?;
+        rows.push((
+            "health check".into(),
+            format!(
+                "GET {} (Host: {}) every {}, timeout {}, pass on {:?}, up after {}, down after {}",
+                hc.path,
+                hc.host,
+                d(hc.interval),
+                d(hc.timeout),
+                hc.expected_status,
+                hc.healthy_threshold,
+                hc.unhealthy_threshold
+            ),
+        ));
         let t = &self.timeouts;
-        writeln!(
-            f,
-            "timeouts: connect {}, upstream response {}, upstream idle {}, client header {}, client idle {}, request {}",
-            humantime::format_duration(t.connect),
-            humantime::format_duration(t.upstream_response),
-            humantime::format_duration(t.upstream_idle),
-            humantime::format_duration(t.client_header),
-            humantime::format_duration(t.client_idle),
-            humantime::format_duration(t.request)
-        )?;
-        let l = &self.limits;
-        writeln!(
-            f,
-            "limits: header {} bytes, URI {} bytes, body {}, {} connections",
-            l.max_header_bytes,
-            l.max_uri_bytes,
-            if l.max_body_bytes == 0 {
-                "unlimited".to_string()
+        rows.push((
+            "timeouts".into(),
+            format!(
+                "connect {}, upstream response {}, upstream idle {}, client header {}, client idle {}, request {}",
+                d(t.connect),
+                d(t.upstream_response),
+                d(t.upstream_idle),
+                d(t.client_header),
+                d(t.client_idle),
+                if t.request.is_zero() { "none".into() } else { d(t.request) }
+            ),
+        ));
+        let r = &self.retry;
+        rows.push((
+            "retry".into(),
+            format!(
+                "{} attempt(s), budget {}% of active requests (at least {})",
+                r.attempts, r.budget_percent, r.budget_min_retries
+            ),
+        ));
+        let p = &self.passive_health;
+        rows.push((
+            "passive health".into(),
+            if p.consecutive_failures == 0 {
+                "off".into()
             } else {
-                format!("{} bytes", l.max_body_bytes)
+                format!(
+                    "eject after {} failures in a row for {} (up to {}), at most {}% of the pool, 5xx {}",
+                    p.consecutive_failures,
+                    d(p.ejection_time),
+                    d(p.max_ejection_time),
+                    p.max_ejected_percent,
+                    if p.count_5xx { "counts" } else { "does not count" }
+                )
             },
-            l.max_connections
-        )?;
-        writeln!(
-            f,
-            "discovery: host names resolved every {} by {}",
-            humantime::format_duration(self.discovery.interval),
-            self.discovery.resolver.map_or_else(
-                || "the system resolver".to_string(),
-                |r| format!("DNS server {r}")
-            )
-        )?;
-        match &self.admin {
-            Some(admin) => writeln!(
-                f,
-                "admin: http://{} ({})",
-                admin.listen,
-                if admin.token.is_some() {
-                    "bearer token required"
+        ));
+        rows.push((
+            "when all unhealthy".into(),
+            match self.when_all_unhealthy {
+                WhenAllUnhealthy::Fail => "fail (503)".into(),
+                WhenAllUnhealthy::TryAll => "try_all".into(),
+            },
+        ));
+        let l = &self.limits;
+        rows.push((
+            "limits".into(),
+            format!(
+                "header {} B, URI {} B, body {}, {} connections",
+                l.max_header_bytes,
+                l.max_uri_bytes,
+                if l.max_body_bytes == 0 {
+                    "unlimited".to_string()
                 } else {
-                    "no token"
-                }
-            )?,
-            None => writeln!(f, "admin: off")?,
-        }
-        for warning in &self.warnings {
-            writeln!(f, "warning: {warning}")?;
-        }
+                    format!("{} B", l.max_body_bytes)
+                },
+                l.max_connections
+            ),
+        ));
+        rows.push((
+            "discovery".into(),
+            format!(
+                "every {} by {}",
+                d(self.discovery.interval),
+                self.discovery.resolver.map_or_else(
+                    || "the system resolver".to_string(),
+                    |r| format!("DNS server {r}")
+                )
+            ),
+        ));
+        rows.push((
+            "admin".into(),
+            match &self.admin {
+                Some(a) => format!(
+                    "http://{} ({})",
+                    a.listen,
+                    if a.token.is_some() {
+                        "bearer token required"
+                    } else {
+                        "no token"
+                    }
+                ),
+                None => "off".into(),
+            },
+        ));
+        rows.push((
+            "access log".into(),
+            match &self.access_log {
+                Some(a) => format!(
+                    "{:?} to {}",
+                    a.format,
+                    match &a.target {
+                        AccessLogTarget::Stdout => "stdout".to_string(),
+                        AccessLogTarget::File(p) => p.display().to_string(),
+                    }
+                )
+                .to_lowercase(),
+                None => "through RUST_LOG (target lb::access)".into(),
+            },
+        ));
         let s = &self.server;
-        write!(
-            f,
-            "server: {} thread(s), grace period {}s, shutdown timeout {}s, pid file {}, upgrade socket {}",
-            s.threads,
-            s.grace_period_seconds.unwrap_or_default(),
-            s.graceful_shutdown_timeout_seconds.unwrap_or_default(),
-            s.pid_file,
-            s.upgrade_sock
-        )
+        rows.push(("threads".into(), s.threads.to_string()));
+        rows.push((
+            "grace period".into(),
+            format!(
+                "{}s, then {}s to shut down",
+                s.grace_period_seconds.unwrap_or_default(),
+                s.graceful_shutdown_timeout_seconds.unwrap_or_default()
+            ),
+        ));
+        rows.push(("pid file".into(), s.pid_file.clone()));
+        rows.push(("upgrade socket".into(), s.upgrade_sock.clone()));
+        for warning in &self.warnings {
+            rows.push(("warning".into(), warning.clone()));
+        }
+        rows
+    }
+}
+
+impl fmt::Display for Config {
+    /// The table `lb -t` prints: one setting a row, names aligned.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = self.summary_rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (i, (key, value)) in rows.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{key:width$}  {value}")?;
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use pingora::prelude::*;
 use super::members::{CheckRecord, Members};
 use super::outlier::OutlierDetector;
 use crate::config::HealthCheckConfig;
+use crate::metrics::metrics;
 
 /// One version of the probe's settings.
 struct ProbeSettings {
@@ -63,6 +64,7 @@ impl HttpProbe {
         else {
             return;
         };
+        metrics().health_check(&state.addr.to_string(), passed);
         let record = CheckRecord {
             at: SystemTime::now(),
             passed,
@@ -146,6 +148,15 @@ impl HealthCheck for HttpProbe {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(state) = target
+            .addr
+            .as_inet()
+            .and_then(|addr| self.members.state(addr))
+        {
+            if let Ok(mut since) = state.health_since.lock() {
+                *since = SystemTime::now();
+            }
+        }
         if healthy {
             log::info!("backend {} up", target.addr);
             if let Some(state) = target

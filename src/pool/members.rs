@@ -22,6 +22,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
 use super::resolve::Resolver;
 use crate::config::BackendConfig;
+use crate::metrics::{metrics, BackendMetrics};
 
 /// Where a backend entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,10 @@ pub struct BackendState {
     pub(super) returned_at: AtomicU64,
     /// The last active check, for the admin API.
     pub last_check: Mutex<Option<CheckRecord>>,
+    /// Its request counters and latency histograms.
+    pub metrics: BackendMetrics,
+    /// When its active health last changed (healthy or not), for the status page.
+    pub health_since: Mutex<SystemTime>,
 }
 
 impl BackendState {
@@ -90,6 +95,8 @@ impl BackendState {
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             last_check: Mutex::new(None),
+            metrics: metrics().for_backend(&addr.to_string()),
+            health_since: Mutex::new(SystemTime::now()),
         }
     }
 }

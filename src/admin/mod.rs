@@ -1,6 +1,9 @@
 //! The admin API: JSON over HTTP on its own listener.
 //!
 //! - `GET /healthz`: 200 while lb serves (no token needed: probes use it).
+//! - `GET /`: the live status page (static; its data comes from `/api/stats`).
+//! - `GET /api/stats`: per-backend rates, latencies and a minute of history.
+//! - `GET /metrics`: Prometheus metrics.
 //! - `GET /api/backends`: every backend with its health, ejection, draining,
 //!   in-flight and total requests, errors and last health check.
 //! - `POST /api/backends` (`{"address": "host:port", "weight": 1}`): adds one.
@@ -23,17 +26,23 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{AdminConfig, BackendConfig};
+use crate::metrics::metrics;
 use crate::pool::members::BackendState;
 use crate::pool::Pool;
 use crate::reload::Reloader;
+use crate::stats::Stats;
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The status page, embedded so lb needs no files or network to show it.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The admin API's application.
 pub struct AdminApp {
     pool: Arc<Pool>,
     reloader: Arc<Reloader>,
+    stats: Arc<Stats>,
     token: Option<String>,
 }
 
@@ -42,10 +51,12 @@ pub fn service(
     config: &AdminConfig,
     pool: Arc<Pool>,
     reloader: Arc<Reloader>,
+    stats: Arc<Stats>,
 ) -> Service<AdminApp> {
     let app = AdminApp {
         pool,
         reloader,
+        stats,
         token: config.token.clone(),
     };
     let mut service = Service::new("admin API".to_string(), app);
@@ -126,6 +137,73 @@ impl AdminApp {
             "errors": state.errors.load(Relaxed),
             "last_health_check": last_check,
         })
+    }
+
+    fn stats(&self) -> Response<Vec<u8>> {
+        let states = self.pool.members().states();
+        let mut backends: Vec<&Arc<BackendState>> = states.values().collect();
+        backends.sort_by_key(|s| s.addr);
+        let list: Vec<Value> = backends
+            .iter()
+            .map(|state| {
+                let (sample, history) = self.stats.of(&state.addr);
+                let since = state
+                    .health_since
+                    .lock()
+                    .map(|s| *s)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let mut entry = self.backend_json(state);
+                if let Value::Object(fields) = &mut entry {
+                    fields.insert(
+                        "health_since".into(),
+                        json!(humantime::format_rfc3339_seconds(since).to_string()),
+                    );
+                    fields.insert("rps".into(), json!(sample.rps));
+                    fields.insert("error_rate".into(), json!(sample.error_rate));
+                    fields.insert("p50_ms".into(), json!(sample.p50_ms));
+                    fields.insert("p99_ms".into(), json!(sample.p99_ms));
+                    fields.insert("history".into(), json!(history));
+                }
+                entry
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({ "backends": list }))
+    }
+
+    /// Prometheus text, with the pool's gauges read now.
+    fn metrics(&self) -> Response<Vec<u8>> {
+        let m = metrics();
+        for gauge in [
+            &m.backend_healthy,
+            &m.backend_ejected,
+            &m.backend_draining,
+            &m.backend_in_flight,
+        ] {
+            gauge.reset();
+        }
+        for state in self.pool.members().states().values() {
+            let label = [state.addr.to_string()];
+            let label = [label[0].as_str()];
+            m.backend_healthy
+                .with_label_values(&label)
+                .set(i64::from(self.pool.is_healthy(&state.addr)));
+            m.backend_ejected
+                .with_label_values(&label)
+                .set(i64::from(self.pool.outliers().ejected_now(state)));
+            m.backend_draining
+                .with_label_values(&label)
+                .set(i64::from(state.draining.load(Relaxed)));
+            m.backend_in_flight
+                .with_label_values(&label)
+                .set(state.in_flight.load(Relaxed) as i64);
+        }
+        let body = m.render();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_default()
     }
 
     fn list_backends(&self) -> Response<Vec<u8>> {
@@ -228,12 +306,24 @@ impl ServeHttp for AdminApp {
         if method == Method::GET && path == "/healthz" {
             return json_response(StatusCode::OK, &json!({ "status": "ok" }));
         }
+        if method == Method::GET && path == "/" {
+            // Static HTML: its data needs the token, the page does not.
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(http::header::CONTENT_LENGTH, STATUS_PAGE.len())
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .body(STATUS_PAGE.as_bytes().to_vec())
+                .unwrap_or_default();
+        }
         if !self.authorized(session) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["api", "backends"]) => self.list_backends(),
+            (&Method::GET, ["api", "stats"]) => self.stats(),
+            (&Method::GET, ["metrics"]) => self.metrics(),
             (&Method::POST, ["api", "backends"]) => self.add_backend(session).await,
             (&Method::DELETE, ["api", "backends", address]) => self.remove_backend(address),
             (&Method::POST, ["api", "backends", address, "drain"]) => {

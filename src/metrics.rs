@@ -1,0 +1,235 @@
+//! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
+//!
+//! One process-wide registry. Counters a request touches are resolved to
+//! their label values once (per backend, when its state is made) so the
+//! request path pays an atomic add, not a label lookup. Gauges that describe
+//! the pool (health, ejection, draining, in-flight) are read from the pool
+//! when scraped.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Bucket bounds of the latency histograms, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status classes, indexed by `status / 100` (0 for "no response").
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every metric lb exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    pub backend_healthy: IntGaugeVec,
+    pub backend_ejected: IntGaugeVec,
+    pub backend_draining: IntGaugeVec,
+    pub backend_in_flight: IntGaugeVec,
+    retries: IntCounterVec,
+    pub retry_budget_refusals: IntCounter,
+    health_checks: IntCounterVec,
+    pub client_connections: IntGauge,
+    upstream_connections: IntCounterVec,
+    reloads: IntCounterVec,
+    /// Requests no backend answered (lb's own 4xx/5xx), by status class.
+    unrouted: BackendMetrics,
+}
+
+/// The handles one backend's requests update.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    by_class: [IntCounter; 6],
+    duration: Histogram,
+    upstream: Histogram,
+}
+
+impl BackendMetrics {
+    /// Counts one finished request with its status (0: none sent) and
+    /// times in seconds.
+    pub fn observe(&self, status: u16, total: f64, upstream: Option<f64>) {
+        let class = usize::from(status / 100).min(5);
+        self.by_class[class].inc();
+        self.duration.observe(total);
+        if let Some(upstream) = upstream {
+            self.upstream.observe(upstream);
+        }
+    }
+
+    /// This backend's latency histogram (for the status page's percentiles).
+    pub fn duration(&self) -> &Histogram {
+        &self.duration
+    }
+
+    /// Requests counted so far, and those of them with a 5xx status.
+    pub fn totals(&self) -> (u64, u64) {
+        let all = self.by_class.iter().map(IntCounter::get).sum();
+        (all, self.by_class[5].get())
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed and distinct: registering cannot collide.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    register(
+        registry,
+        HistogramVec::new(opts, &["backend"]).expect("valid metric"),
+    )
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "lb_requests_total",
+            "Requests through lb, by backend (none: lb answered itself) and status class.",
+            &["backend", "class"],
+        );
+        let request_duration = histogram_vec(
+            &registry,
+            "lb_request_duration_seconds",
+            "Time from a request's headers to the end of its response, by backend.",
+        );
+        let upstream_duration = histogram_vec(
+            &registry,
+            "lb_upstream_duration_seconds",
+            "Time from choosing a backend to its response headers, by backend.",
+        );
+        let unrouted = backend_handles(&requests, &request_duration, &upstream_duration, "none");
+        let client_connections = register(
+            &registry,
+            IntGauge::new("lb_client_connections", "Client connections open now.")
+                .expect("valid metric"),
+        );
+        let retry_budget_refusals = register(
+            &registry,
+            IntCounter::new(
+                "lb_retry_budget_refusals_total",
+                "Retries refused because the retry budget was spent.",
+            )
+            .expect("valid metric"),
+        );
+        Metrics {
+            backend_healthy: gauge_vec(&registry, "lb_backend_healthy", "1 if the active health checks pass.", &["backend"]),
+            backend_ejected: gauge_vec(&registry, "lb_backend_ejected", "1 if passive health ejected the backend.", &["backend"]),
+            backend_draining: gauge_vec(&registry, "lb_backend_draining", "1 if the backend is drained.", &["backend"]),
+            backend_in_flight: gauge_vec(&registry, "lb_backend_in_flight", "Requests in flight to the backend.", &["backend"]),
+            retries: counter_vec(&registry, "lb_retries_total", "Retries on another backend, by reason.", &["reason"]),
+            health_checks: counter_vec(
+                &registry,
+                "lb_health_checks_total",
+                "Active health checks, by backend and outcome.",
+                &["backend", "outcome"],
+            ),
+            upstream_connections: counter_vec(
+                &registry,
+                "lb_upstream_connections_total",
+                "Connections to backends used for a request: reused from the keep-alive pool or new.",
+                &["reused"],
+            ),
+            reloads: counter_vec(&registry, "lb_config_reloads_total", "Config reloads, by outcome.", &["outcome"]),
+            requests,
+            request_duration,
+            upstream_duration,
+            retry_budget_refusals,
+            client_connections,
+            unrouted,
+            registry,
+        }
+    }
+
+    /// The handles for requests to `backend` (an address).
+    pub fn for_backend(&self, backend: &str) -> BackendMetrics {
+        backend_handles(
+            &self.requests,
+            &self.request_duration,
+            &self.upstream_duration,
+            backend,
+        )
+    }
+
+    /// The handles for requests no backend answered.
+    pub fn unrouted(&self) -> &BackendMetrics {
+        &self.unrouted
+    }
+
+    /// Counts a retry; `reason` is one of a few fixed words.
+    pub fn retry(&self, reason: &str) {
+        self.retries.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts an active health check.
+    pub fn health_check(&self, backend: &str, passed: bool) {
+        let outcome = if passed { "pass" } else { "fail" };
+        self.health_checks
+            .with_label_values(&[backend, outcome])
+            .inc();
+    }
+
+    /// Counts a connection to a backend used for a request.
+    pub fn upstream_connection(&self, reused: bool) {
+        self.upstream_connections
+            .with_label_values(&[if reused { "true" } else { "false" }])
+            .inc();
+    }
+
+    /// Counts a config reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Every metric in Prometheus' text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::warn!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+fn backend_handles(
+    requests: &IntCounterVec,
+    duration: &HistogramVec,
+    upstream: &HistogramVec,
+    backend: &str,
+) -> BackendMetrics {
+    BackendMetrics {
+        by_class: STATUS_CLASSES.map(|class| requests.with_label_values(&[backend, class])),
+        duration: duration.with_label_values(&[backend]),
+        upstream: upstream.with_label_values(&[backend]),
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

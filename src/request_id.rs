@@ -1,0 +1,61 @@
+//! Request IDs: an incoming `X-Request-Id` is kept (when it is short and
+//! printable), otherwise lb makes one. lb passes it to the backend, returns
+//! it to the client and writes it in the access log.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+
+/// The header's name.
+pub const HEADER: &str = "x-request-id";
+
+/// Longest client-given ID lb keeps.
+const MAX_LEN: usize = 128;
+
+/// The request's ID: the client's if acceptable, else a new one.
+pub fn of(req: &RequestHeader) -> HeaderValue {
+    req.headers
+        .get(HEADER)
+        .filter(|v| acceptable(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(generate)
+}
+
+fn acceptable(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A new ID: 16 hex digits unique to this process start, then a counter.
+/// Unique across restarts and processes without asking the OS each time.
+fn generate() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    let n = COUNTER.fetch_add(1, Relaxed);
+    let text = format!("{prefix:016x}-{n:012x}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_good_client_id_and_replaces_a_bad_one() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(HEADER, "abc-123").unwrap();
+        assert_eq!(of(&req), "abc-123");
+        req.insert_header(HEADER, "x".repeat(300)).unwrap();
+        assert_ne!(of(&req).len(), 300);
+        let fresh = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_ne!(of(&fresh), of(&fresh), "two requests, two ids");
+    }
+}

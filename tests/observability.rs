@@ -1,0 +1,382 @@
+//! What an operator sees: exact Prometheus counters, the access log in both
+//! formats with request IDs, log reopening on SIGUSR1, the live status page
+//! in a real browser, and `lb -t`'s table.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Reads one metric's value from Prometheus text: the sum over every line
+/// whose name and labels start with `prefix`.
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn scrape(admin_port: u16) -> String {
+    let response = get(admin_port, "/metrics");
+    assert_eq!(response.status, 200);
+    response.body
+}
+
+fn three_backends() -> (Vec<u16>, Vec<Proc>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    (ports, procs)
+}
+
+#[test]
+fn request_counters_rise_by_exactly_the_requests_sent() {
+    let (ports, _backends) = three_backends();
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports,
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let before = scrape(admin_port);
+    for i in 0..37 {
+        assert_eq!(lb.get(&format!("/n{i}")).status, 200);
+    }
+    // lb's own answers count too: a 414 no backend served.
+    assert_eq!(lb.get(&format!("/{}", "u".repeat(9000))).status, 414);
+    let after = scrape(admin_port);
+    let sent = metric_sum(&after, "lb_requests_total{") - metric_sum(&before, "lb_requests_total{");
+    assert_eq!(sent, 38.0, "{after}");
+    let routed_2xx: f64 = ports
+        .iter()
+        .map(|p| {
+            metric_sum(
+                &after,
+                &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
+            )
+        })
+        .sum::<f64>()
+        - ports
+            .iter()
+            .map(|p| {
+                metric_sum(
+                    &before,
+                    &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
+                )
+            })
+            .sum::<f64>();
+    assert_eq!(routed_2xx, 37.0);
+    assert_eq!(
+        metric_sum(&after, "lb_requests_total{backend=\"none\",class=\"4xx\"}"),
+        1.0
+    );
+    for name in [
+        "lb_request_duration_seconds_bucket",
+        "lb_upstream_duration_seconds_bucket",
+        "lb_backend_healthy",
+        "lb_backend_in_flight",
+        "lb_health_checks_total",
+        "lb_client_connections",
+        "lb_upstream_connections_total",
+    ] {
+        assert!(after.contains(name), "{name} missing:\n{after}");
+    }
+    for p in &ports {
+        assert_eq!(
+            metric_sum(
+                &after,
+                &format!("lb_backend_healthy{{backend=\"127.0.0.1:{p}\"}}")
+            ),
+            1.0
+        );
+    }
+    assert!(metric_sum(&after, "lb_health_checks_total{") > 0.0);
+}
+
+#[test]
+fn retries_reloads_and_connection_reuse_are_counted() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let _good = spawn_be(ports[0], "good");
+    let _bad = spawn_be_with(ports[1], "bad", &["--fault", "reset"]);
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports,
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\npassive_health: {{consecutive_failures: 0}}\n"),
+    );
+    wait_for_port(admin_port);
+    // Sequential keep-alive requests reuse upstream connections to the good backend.
+    let mut client = common::keepalive::KeepAliveClient::new(lb.port);
+    for _ in 0..20 {
+        assert_eq!(client.get(), Ok(200));
+    }
+    lb.proc.signal("HUP");
+    assert!(
+        lb.wait_for_log("reloaded", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let text = scrape(admin_port);
+    assert!(
+        metric_sum(&text, "lb_retries_total{reason=\"reset_before_response\"}") >= 5.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "lb_config_reloads_total{outcome=\"success\"}"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        metric_sum(&text, "lb_upstream_connections_total{reused=\"true\"}") > 0.0,
+        "{text}"
+    );
+    assert!(metric_sum(&text, "lb_client_connections") >= 1.0, "{text}");
+}
+
+fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn json_access_log_has_every_field_and_request_ids_travel() {
+    let (ports, _backends) = three_backends();
+    let log_dir = tempfile::tempdir().unwrap();
+    let path = log_dir.path().join("access.log");
+    let lb = spawn_lb(
+        &ports,
+        &format!("access_log: {{format: json, path: {}}}\n", path.display()),
+    );
+
+    let given = request(
+        lb.port,
+        "GET /headers?x=1 HTTP/1.1\r\nHost: t\r\nX-Request-Id: test-id-42\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(given.status, 200);
+    assert!(
+        given
+            .body
+            .to_ascii_lowercase()
+            .contains("x-request-id: test-id-42"),
+        "not passed on: {}",
+        given.body
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", lb.port)).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let made = raw
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-request-id: ")
+                .map(str::to_string)
+        })
+        .expect("lb returns a request id");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains(&format!("x-request-id: {made}")),
+        "the backend saw another id"
+    );
+
+    let lines = wait_for_lines(&path, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    for field in [
+        "time",
+        "client",
+        "method",
+        "path",
+        "protocol",
+        "status",
+        "bytes_sent",
+        "backend",
+        "upstream_connect_ms",
+        "upstream_response_ms",
+        "total_ms",
+        "retries",
+        "request_id",
+    ] {
+        assert!(first.get(field).is_some(), "{field} missing: {first}");
+    }
+    assert_eq!(first["request_id"], "test-id-42");
+    assert_eq!(first["path"], "/headers?x=1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["client"], "127.0.0.1");
+    assert!(first["bytes_sent"].as_u64().unwrap() > 0);
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(second["request_id"].as_str(), Some(made.as_str()));
+}
+
+#[test]
+fn text_access_log_reopens_on_sigusr1() {
+    let (ports, _backends) = three_backends();
+    let log_dir = tempfile::tempdir().unwrap();
+    let path = log_dir.path().join("access.log");
+    let rotated = log_dir.path().join("access.log.1");
+    let lb = spawn_lb(
+        &ports,
+        &format!("access_log: {{format: text, path: {}}}\n", path.display()),
+    );
+    assert_eq!(lb.get("/before").status, 200);
+    assert_eq!(wait_for_lines(&path, 1).len(), 1);
+    std::fs::rename(&path, &rotated).unwrap();
+    lb.proc.signal("USR1");
+    assert!(
+        lb.wait_for_log("reopened", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(lb.get("/after").status, 200);
+    let new_lines = wait_for_lines(&path, 1);
+    assert_eq!(new_lines.len(), 1, "{new_lines:?}");
+    assert!(
+        new_lines[0].contains("\"GET /after HTTP/1.1\" 200"),
+        "{}",
+        new_lines[0]
+    );
+    assert!(new_lines[0].contains("request_id="), "{}", new_lines[0]);
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/before") && !old.contains("/after"), "{old}");
+}
+
+/// Chromium's command with the flags that work on a closed network as root.
+fn chromium(profile: &Path) -> Option<Command> {
+    let binary = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })?;
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    Some(command)
+}
+
+#[test]
+fn the_status_page_shows_every_backend_in_a_real_browser() {
+    let profile = tempfile::tempdir().unwrap();
+    let Some(mut dump) = chromium(&profile.path().join("dump")) else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let (ports, _backends) = three_backends();
+    let down = free_port(); // nothing listens: its health check fails
+    let admin_port = free_port();
+    let mut all = ports.clone();
+    all.push(down);
+    let lb = spawn_lb(
+        &all,
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    assert!(lb.wait_for_log(
+        &format!("backend 127.0.0.1:{down} down"),
+        Duration::from_secs(10)
+    ));
+    let drained = format!("127.0.0.1:{}", ports[2]);
+    let response = request(
+        admin_port,
+        &format!("POST /api/backends/{drained}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(response.status, 200);
+    for i in 0..20 {
+        lb.get(&format!("/{i}"));
+    }
+
+    let url = format!("http://127.0.0.1:{admin_port}/");
+    let output = dump
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let expect = [
+        (format!("127.0.0.1:{}", ports[0]), "healthy"),
+        (format!("127.0.0.1:{}", ports[1]), "healthy"),
+        (drained.clone(), "draining"),
+        (format!("127.0.0.1:{down}"), "down"),
+    ];
+    for (address, state) in &expect {
+        let row = format!("data-backend=\"{address}\" data-state=\"{state}\"");
+        assert!(dom.contains(&row), "{row} not in the page:\n{dom}");
+    }
+    assert!(dom.contains("<svg class=\"chart\""), "no chart:\n{dom}");
+    assert!(
+        dom.contains(">Enable<"),
+        "no enable button for the drained backend"
+    );
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let shot = chromium(&profile.path().join("shot"))
+        .expect("chromium")
+        .arg("--window-size=1200,500")
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000),
+        "no screenshot"
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+}
+
+#[test]
+fn test_mode_prints_the_configuration_as_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [127.0.0.1:8000]\nbackends: [127.0.0.1:8080, {address: 127.0.0.1:8081, weight: 3}]\n\
+         admin: {listen: 127.0.0.1:9000}\nretry: {attempts: 1}\ntimeouts: {connect: 1s}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "listeners           127.0.0.1:8000",
+        "backend             127.0.0.1:8081 weight 3",
+        "health check        GET /",
+        "timeouts            connect 1s",
+        "retry               1 attempt(s)",
+        "admin               http://127.0.0.1:9000",
+    ] {
+        assert!(table.contains(expected), "{expected:?} not in:\n{table}");
+    }
+}

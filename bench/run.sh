@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# The benchmark: lb against nginx and HAProxy as proxies on one machine,
+# side by side, one worker each, round robin over three backends with health
+# checks on, rounds interleaved so drift hits all alike.
+#
+#   bench/run.sh [--rounds N] [--duration SECS] [--connections N] [--quick]
+#
+# - backends: one nginx process answering `return 200` on three ports;
+# - proxies: nginx (proxy_pass, upstream keepalive), HAProxy (balance
+#   roundrobin, http-reuse always, checks) and lb (conf generated here);
+# - the proxy under test is pinned to CPU 1, wrk and the backends to CPU 0;
+# - closed loop: wrk, medians over the rounds of requests/s, p50, p99;
+# - open loop: oha at 50% and 80% of the slowest proxy's maximum, with
+#   latency correction (coordinated omission): p50, p99, p99.9;
+# - memory: RSS of each proxy holding 10,000 idle keep-alive connections;
+# - lb's upstream keep-alive reuse ratio under steady load, from its metrics.
+# Prints markdown tables. Needs nginx, haproxy, wrk (Debian packages) and
+# oha (cargo install oha); installs what is missing. Traffic stays on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=3
+duration=10
+connections=64
+idle_connections=10000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --quick) rounds=1; duration=5; idle_connections=2000; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 1 ;;
+  esac
+done
+
+# ---- tools ----
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v cmake >/dev/null || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench: installing ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+if ! command -v oha >/dev/null; then
+  echo "bench: installing oha (cargo install oha), once" >&2
+  cargo install --locked oha >/dev/null 2>&1 || echo "bench: oha could not be installed; open-loop latency is skipped" >&2
+fi
+cargo build --release --bins >/dev/null 2>&1 || cargo build --release --bins
+LB=$PWD/target/release/lb
+
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ]; then proxy_cpu=1; load_cpu=0; else proxy_cpu=0; load_cpu=0; fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d /tmp/lb-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  nginx -p "$work/backends" -c "$work/backends/nginx.conf" -s stop 2>/dev/null || true
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -s stop 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+B1=19101; B2=19102; B3=19103
+P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; LB_ADMIN=19209
+
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench: nothing listens on $1" >&2; exit 1
+}
+
+# ---- backends: one nginx, three ports ----
+mkdir -p "$work/backends/logs" "$work/nginx/logs"
+cat > "$work/backends/nginx.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $work/backends/nginx.pid;
+error_log $work/backends/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$B1; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$B2; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$B3; location / { return 200 "ok\n"; } }
+}
+EOF
+taskset -c "$load_cpu" nginx -p "$work/backends" -c "$work/backends/nginx.conf"
+wait_port $B1; wait_port $B2; wait_port $B3
+
+# ---- nginx as a proxy ----
+cat > "$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon on;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream backends {
+    server 127.0.0.1:$B1 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:$B2 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:$B3 max_fails=3 fail_timeout=10s;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+taskset -c "$proxy_cpu" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+
+# ---- HAProxy ----
+cat > "$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 30000
+  log stderr format short local0 err
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 120s
+  timeout server 30s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  maxconn 30000
+  default_backend be
+backend be
+  balance roundrobin
+  http-reuse always
+  option httpchk GET /
+  server b1 127.0.0.1:$B1 check inter 2s
+  server b2 127.0.0.1:$B2 check inter 2s
+  server b3 127.0.0.1:$B3 check inter 2s
+EOF
+taskset -c "$proxy_cpu" haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!); haproxy_pid=$!
+
+# ---- lb ----
+cat > "$work/lb.yaml" <<EOF
+server:
+  threads: 1
+  pid_file: $work/lb.pid
+  upgrade_sock: $work/lb_upgrade.sock
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 1
+listeners: [127.0.0.1:$P_LB]
+backends: [127.0.0.1:$B1, 127.0.0.1:$B2, 127.0.0.1:$B3]
+health_check: {path: /, interval: 2s}
+timeouts: {client_idle: 120s}
+limits: {max_connections: 30000}
+admin: {listen: 127.0.0.1:$LB_ADMIN}
+EOF
+RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb.yaml" >"$work/lb.log" 2>&1 &
+pids+=($!); lb_pid=$!
+
+wait_port $P_NGINX; wait_port $P_HAPROXY; wait_port $P_LB
+nginx_pid=$(cat "$work/nginx/nginx.pid")
+nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+names=(nginx haproxy lb)
+declare -A port=([nginx]=$P_NGINX [haproxy]=$P_HAPROXY [lb]=$P_LB)
+declare -A pid=([nginx]=$nginx_worker [haproxy]=$haproxy_pid [lb]=$lb_pid)
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# One wrk run: prints "rps p50_ms p99_ms errors".
+run_wrk() {
+  local out
+  out=$(taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/" 2>&1)
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(",","");n+=$4+$6+$8+$10} END {print n+0}' <<<"$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $errors"
+}
+# wrk prints 1.23ms, 456.00us or 1.2s.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "warming up..." >&2
+for name in "${names[@]}"; do taskset -c "$load_cpu" wrk -t1 -c"$connections" -d2s "http://127.0.0.1:${port[$name]}/" >/dev/null 2>&1; done
+
+lb_metric() { curl -s "http://127.0.0.1:$LB_ADMIN/metrics" | awk -v m="$1" 'index($0, m) == 1 {print $2}'; }
+reused_before=$(lb_metric 'lb_upstream_connections_total{reused="true"}'); reused_before=${reused_before:-0}
+new_before=$(lb_metric 'lb_upstream_connections_total{reused="false"}'); new_before=${new_before:-0}
+
+declare -A results
+for round in $(seq "$rounds"); do
+  for name in "${names[@]}"; do
+    echo "round $round/$rounds: $name" >&2
+    results[$name]+="$(run_wrk "${port[$name]}")"$'\n'
+  done
+done
+reused_after=$(lb_metric 'lb_upstream_connections_total{reused="true"}')
+new_after=$(lb_metric 'lb_upstream_connections_total{reused="false"}')
+
+declare -A rps p50 p99 errs rss
+for name in "${names[@]}"; do
+  rps[$name]=$(awk 'NF {print $1}' <<<"${results[$name]}" | median)
+  p50[$name]=$(awk 'NF {print $2}' <<<"${results[$name]}" | median)
+  p99[$name]=$(awk 'NF {print $3}' <<<"${results[$name]}" | median)
+  errs[$name]=$(awk 'NF {n+=$4} END {print n+0}' <<<"${results[$name]}")
+  rss[$name]=$(rss_kb "${pid[$name]}")
+done
+best_peer=$(printf '%s\n' "${rps[nginx]}" "${rps[haproxy]}" | sort -g | tail -1)
+slowest=$(printf '%s\n' "${rps[nginx]}" "${rps[haproxy]}" "${rps[lb]}" | sort -g | head -1)
+
+echo
+echo "## Closed loop: wrk -t1 -c$connections, ${duration}s x $rounds rounds (medians), proxy on CPU $proxy_cpu"
+echo
+echo "| proxy | requests/s | p50 ms | p99 ms | errors | RSS MiB |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+for name in "${names[@]}"; do
+  printf "| %s | %.0f | %s | %s | %s | %.1f |\n" "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "${errs[$name]}" "$(awk -v k="${rss[$name]}" 'BEGIN{print k/1024}')"
+done
+echo
+awk -v lb="${rps[lb]}" -v best="$best_peer" 'BEGIN { printf "lb / best peer: %.2fx\n", lb/best }'
+reused=$((${reused_after%.*} - ${reused_before%.*})); fresh=$((${new_after%.*} - ${new_before%.*}))
+awk -v r="$reused" -v n="$fresh" 'BEGIN { if (r+n > 0) printf "lb upstream keep-alive reuse: %.4f%% (%d reused, %d new)\n", 100*r/(r+n), r, n }'
+
+# ---- open loop ----
+if command -v oha >/dev/null; then
+  echo
+  echo "## Open loop: oha at a fixed rate with latency correction, ${duration}s, proxy on CPU $proxy_cpu"
+  echo
+  echo "| proxy | rate | p50 ms | p99 ms | p99.9 ms | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  for share in 50 80; do
+    rate=$(awk -v s="$slowest" -v p="$share" 'BEGIN {printf "%d", s*p/100}')
+    for name in "${names[@]}"; do
+      json=$(taskset -c "$load_cpu" oha --no-tui --output-format json -z "${duration}s" -c "$connections" -q "$rate" --latency-correction "http://127.0.0.1:${port[$name]}/" 2>/dev/null || true)
+      python3 - "$name" "$rate" "$share" <<<"$json" <<'EOF'
+import json, sys
+name, rate, share = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    d = json.load(sys.stdin)
+except Exception:
+    print(f"| {name} | {rate} ({share}%) | - | - | - | oha failed |"); sys.exit()
+p = d.get("latencyPercentiles", {})
+ms = lambda k: f"{p[k]*1000:.3f}" if p.get(k) is not None else "-"
+ok = sum(d.get("statusCodeDistribution", {}).get(c, 0) for c in ("200",))
+total = sum(d.get("statusCodeDistribution", {}).values()) if d.get("statusCodeDistribution") else 0
+errors = sum(d.get("errorDistribution", {}).values()) + (total - ok)
+print(f"| {name} | {rate} ({share}%) | {ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
+EOF
+    done
+  done
+fi
+
+# ---- memory with idle keep-alive connections ----
+echo
+echo "## Memory: RSS holding $idle_connections idle keep-alive client connections"
+echo
+echo "| proxy | RSS before MiB | RSS holding MiB | per connection KiB |"
+echo "| --- | ---: | ---: | ---: |"
+for name in "${names[@]}"; do
+  before=$(rss_kb "${pid[$name]}")
+  taskset -c "$load_cpu" python3 bench/idle_connections.py "${port[$name]}" "$idle_connections" "$work/hold.$name" &
+  holder=$!
+  for _ in $(seq 600); do [ -e "$work/hold.$name" ] && break; sleep 0.1; done
+  sleep 1
+  during=$(rss_kb "${pid[$name]}")
+  kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+  awk -v n="$name" -v b="$before" -v d="$during" -v c="$idle_connections" 'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", n, b/1024, d/1024, (d-b)/c }'
+  sleep 1
+done
+echo
+echo "machine: $(nproc) CPUs, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

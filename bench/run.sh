@@ -12,7 +12,8 @@
 # - closed loop: wrk, medians over the rounds of requests/s, p50, p99;
 # - open loop: oha at 50% and 80% of the slowest proxy's maximum, with
 #   latency correction (coordinated omission): p50, p99, p99.9;
-# - memory: RSS of each proxy holding 10,000 idle keep-alive connections;
+# - memory: RSS of each proxy holding 9,500 idle keep-alive connections (the
+#   open-file limit here keeps HAProxy under 10,000);
 # - lb's upstream keep-alive reuse ratio under steady load, from its metrics.
 # Prints markdown tables. Needs nginx, haproxy, wrk (Debian packages) and
 # oha (cargo install oha); installs what is missing. Traffic stays on loopback.
@@ -22,7 +23,10 @@ cd "$(dirname "$0")/.."
 rounds=3
 duration=10
 connections=64
-idle_connections=10000
+# 10,000 in the issue; the machine's hard limit of open files (20,000 here)
+# lets HAProxy (two descriptors a connection) hold about 9,990, so every
+# proxy is measured at the same 9,500.
+idle_connections=9500
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -128,7 +132,6 @@ taskset -c "$proxy_cpu" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
 cat > "$work/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 30000
   log stderr format short local0 err
 defaults
   mode http
@@ -139,7 +142,6 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
-  maxconn 30000
   default_backend be
 backend be
   balance roundrobin

@@ -8,23 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Which backend answered: the name at the end of be's hello message.
-fn served_by(response: &Response) -> String {
-    assert_eq!(response.status, 200, "unexpected response: {response:?}");
-    response
-        .body
-        .trim()
-        .strip_prefix("Hello From Backend Server ")
-        .unwrap_or_else(|| panic!("not a be hello: {:?}", response.body))
-        .to_string()
-}
-
-fn three_backends() -> (Vec<u16>, Vec<Proc>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
-    (ports, procs)
-}
-
 #[test]
 fn six_requests_go_round_robin_a_b_c_a_b_c() {
     let (ports, _backends) = three_backends();

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::keepalive::KeepAliveClient;
+use common::keepalive::{keep_alive_load, KeepAliveClient};
 use common::*;
 
 fn recorded(path: &Path) -> Vec<String> {
@@ -237,6 +237,33 @@ fn when_all_unhealthy_try_all_still_serves() {
 }
 
 #[test]
+fn a_reset_mid_response_is_not_retried_and_the_client_sees_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, _procs, records) = backends(dir.path(), &["reset-mid"]);
+    let lb = spawn_lb(&ports, "");
+    // Status and headers reached the client before the reset: no retry may
+    // send a second response, and the client must not see a whole one.
+    let mut stream = TcpStream::connect(("127.0.0.1", lb.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let complete = text.contains("Hello From Backend Server reset-mid0\n");
+    assert!(
+        !complete,
+        "a cut response reached the client whole: {text:?}"
+    );
+    assert_eq!(recorded(&records[0]).len(), 1, "the request was sent again");
+    let mut lb = lb;
+    assert!(lb.proc.exited().is_none(), "lb died");
+}
+
+#[test]
 fn a_dripping_response_arrives_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (ports, _procs, _records) = backends(dir.path(), &["drip"]);
@@ -387,30 +414,7 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
     let lb = spawn_lb(&ports, "");
     let port = lb.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut client = KeepAliveClient::new(port);
-                let (mut ok, mut errors) = (0usize, Vec::new());
-                // Bounded in count as well as by the stop flag.
-                for _ in 0..200_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    match client.get() {
-                        Ok(200) => ok += 1,
-                        Ok(status) => errors.push(format!("status {status}")),
-                        Err(e) => {
-                            errors.push(e);
-                            client.reset();
-                        }
-                    }
-                }
-                (ok, errors)
-            })
-        })
-        .collect();
+    let load = keep_alive_load(port, 16, stop.clone());
     std::thread::sleep(Duration::from_millis(700));
     let victim = procs[1].pid();
     std::process::Command::new("kill")
@@ -426,13 +430,7 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
     ));
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    let mut all_errors = Vec::new();
-    for client in clients {
-        let (ok, errors) = client.join().unwrap();
-        total += ok;
-        all_errors.extend(errors);
-    }
+    let (total, all_errors) = load.join().unwrap();
     eprintln!("{total} requests succeeded, {} failed", all_errors.len());
     assert!(total > 100, "too little load to test anything: {total}");
     assert!(

@@ -25,12 +25,6 @@ fn scrape(admin_port: u16) -> String {
     response.body
 }
 
-fn three_backends() -> (Vec<u16>, Vec<Proc>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
-    (ports, procs)
-}
-
 #[test]
 fn request_counters_rise_by_exactly_the_requests_sent() {
     let (ports, _backends) = three_backends();

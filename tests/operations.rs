@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::keepalive::KeepAliveClient;
+use common::keepalive::keep_alive_load;
 use common::*;
 
 /// Starts lb with a grace period long enough to drain, in front of three `be`.
@@ -21,48 +21,6 @@ fn lb_with_grace(ports: &[u16]) -> Lb {
         backends_yaml(ports)
     );
     spawn_lb_with_config(dir, port, &config)
-}
-
-/// Runs `clients` keep-alive clients against `port` until `stop` is set;
-/// returns the successes and every error a client saw.
-fn keep_alive_load(
-    port: u16,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let workers: Vec<_> = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut client = KeepAliveClient::new(port);
-                    let (mut ok, mut errors) = (0usize, Vec::new());
-                    for _ in 0..500_000 {
-                        if stop.load(Relaxed) {
-                            break;
-                        }
-                        match client.get() {
-                            Ok(200) => ok += 1,
-                            Ok(status) => errors.push(format!("status {status}")),
-                            Err(e) => {
-                                errors.push(e);
-                                client.reset();
-                            }
-                        }
-                    }
-                    (ok, errors)
-                })
-            })
-            .collect();
-        let mut total = 0;
-        let mut all_errors = Vec::new();
-        for worker in workers {
-            let (ok, errors) = worker.join().expect("client thread");
-            total += ok;
-            all_errors.extend(errors);
-        }
-        (total, all_errors)
-    })
 }
 
 #[test]

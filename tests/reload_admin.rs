@@ -9,19 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::keepalive::KeepAliveClient;
+use common::keepalive::keep_alive_load;
 use common::*;
-
-fn served_by(response: &Response) -> String {
-    assert_eq!(response.status, 200, "{response:?}");
-    response
-        .body
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// Polls until some request is served by `name`; false after `limit`.
 fn wait_until_served_by(port: u16, name: &str, limit: Duration) -> bool {
@@ -35,49 +24,13 @@ fn wait_until_served_by(port: u16, name: &str, limit: Duration) -> bool {
     false
 }
 
-/// Keep-alive load until `stop`; returns successes and errors.
-fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut client = KeepAliveClient::new(port);
-                    let (mut ok, mut errors) = (0, Vec::new());
-                    for _ in 0..500_000 {
-                        if stop.load(Relaxed) {
-                            break;
-                        }
-                        match client.get() {
-                            Ok(200) => ok += 1,
-                            Ok(s) => errors.push(format!("status {s}")),
-                            Err(e) => {
-                                errors.push(e);
-                                client.reset();
-                            }
-                        }
-                    }
-                    (ok, errors)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .fold((0, Vec::new()), |(ok, mut errors), w| {
-                let (o, e) = w.join().expect("load thread");
-                errors.extend(e);
-                (ok + o, errors)
-            })
-    })
-}
-
 #[test]
 fn sighup_adds_and_removes_backends_under_load_without_an_error() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
     let lb = spawn_lb(&ports[..2], "");
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = load(lb.port, stop.clone());
+    let traffic = keep_alive_load(lb.port, 8, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
 
     // Add the third backend, remove the first.

@@ -3,7 +3,52 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Runs `clients` keep-alive clients against `port` until `stop` is set (or
+/// 500,000 requests each); returns the successes and every error a client
+/// saw. A client whose request failed reconnects and goes on.
+pub fn keep_alive_load(
+    port: u16,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut client = KeepAliveClient::new(port);
+                    let (mut ok, mut errors) = (0usize, Vec::new());
+                    for _ in 0..500_000 {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        match client.get() {
+                            Ok(200) => ok += 1,
+                            Ok(status) => errors.push(format!("status {status}")),
+                            Err(e) => {
+                                errors.push(e);
+                                client.reset();
+                            }
+                        }
+                    }
+                    (ok, errors)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .fold((0, Vec::new()), |(ok, mut errors), worker| {
+                let (o, e) = worker.join().expect("client thread");
+                errors.extend(e);
+                (ok + o, errors)
+            })
+    })
+}
 
 /// A keep-alive client: sends GETs on one connection, reconnecting only
 /// when the server closed it after a complete response.

@@ -453,3 +453,21 @@ impl Proc {
         self.child.try_wait().expect("try_wait")
     }
 }
+
+/// Which `be` answered: the name at the end of its hello message.
+pub fn served_by(response: &Response) -> String {
+    assert_eq!(response.status, 200, "unexpected response: {response:?}");
+    response
+        .body
+        .trim()
+        .strip_prefix("Hello From Backend Server ")
+        .unwrap_or_else(|| panic!("not a be hello: {:?}", response.body))
+        .to_string()
+}
+
+/// Three `be` named after their ports.
+pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    (ports, procs)
+}

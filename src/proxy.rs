@@ -360,13 +360,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
-                Some(previous) => {
-                    let previous = String::from_utf8_lossy(previous.as_bytes());
-                    format!("{previous}, {}", client.ip())
-                }
-                None => client.ip().to_string(),
-            };
+            let forwarded_for =
+                forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
             upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         }
         upstream_request.insert_header("X-Forwarded-Proto", "http")?;
@@ -514,6 +509,33 @@ fn version_name(version: http::Version) -> &'static str {
     }
 }
 
+/// `X-Forwarded-For` with `client` appended, built in a stack buffer (this
+/// runs for every request).
+fn forwarded_for(previous: Option<&HeaderValue>, client: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = match previous {
+        // A long chain goes through the heap; the common case does not.
+        Some(previous) if previous.len() > 16 => {
+            let mut value = previous.as_bytes().to_vec();
+            let _ = write!(value, ", {client}");
+            return HeaderValue::from_bytes(&value).unwrap_or_else(|_| previous.clone());
+        }
+        Some(previous) => cursor
+            .write_all(previous.as_bytes())
+            .and_then(|()| write!(cursor, ", {client}")),
+        None => write!(cursor, "{client}"),
+    };
+    let len = cursor.position() as usize;
+    match written {
+        Ok(()) => {
+            HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
+        Err(_) => HeaderValue::from_static("-"),
+    }
+}
+
 /// 400 for what Pingora's parser lets through but RFC 9112 forbids: a
 /// request target that is neither origin-form (`/...`), asterisk-form
 /// (`OPTIONS *`) nor absolute-form (`http://...`), and an HTTP/1.1 request
@@ -632,6 +654,21 @@ fn client_ip(session: &Session) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(forwarded_for(None, ip), "10.0.0.1");
+        let short = HeaderValue::from_static("1.2.3.4");
+        assert_eq!(forwarded_for(Some(&short), ip), "1.2.3.4, 10.0.0.1");
+        let long = HeaderValue::from_static("203.0.113.7, 198.51.100.2, 192.0.2.44");
+        assert_eq!(
+            forwarded_for(Some(&long), ip),
+            "203.0.113.7, 198.51.100.2, 192.0.2.44, 10.0.0.1"
+        );
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(Some(&short), v6), "1.2.3.4, 2001:db8::1");
+    }
 
     #[test]
     fn error_body_names_the_status() {

@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: a proxy allocates and frees
+/// small buffers on every request, and glibc's malloc took about 12% of
+/// lb's CPU under load in `perf` (see bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     lb::logging::init();
     let cli = lb::cli::Cli::parse();

@@ -342,6 +342,17 @@ impl ProxyHttp for Proxy {
         e
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A client that went away mid-request is routine (a closed browser
+        // tab, a load generator stopping), not an error of lb's; the access
+        // log records it with status 0.
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
@@ -480,6 +491,7 @@ fn access_entry<'a>(
 ) -> access_log::Entry<'a> {
     let req = session.req_header();
     access_log::Entry {
+        time: None,
         client,
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),

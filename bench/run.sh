@@ -72,7 +72,7 @@ cleanup() {
 trap cleanup EXIT
 
 B1=19101; B2=19102; B3=19103
-P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; LB_ADMIN=19209
+P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; P_LB_LOG=19204; LB_ADMIN=19209
 
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
@@ -171,13 +171,22 @@ admin: {listen: 127.0.0.1:$LB_ADMIN}
 EOF
 RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb.yaml" >"$work/lb.log" 2>&1 &
 pids+=($!); lb_pid=$!
+# The same lb with its JSON access log written to a file: the log's cost.
+sed -e "s/127.0.0.1:$P_LB/127.0.0.1:$P_LB_LOG/" -e "s/127.0.0.1:$LB_ADMIN/127.0.0.1:$((LB_ADMIN - 1))/" \
+    -e "s#$work/lb.pid#$work/lb-log.pid#" -e "s#$work/lb_upgrade.sock#$work/lb-log_upgrade.sock#" \
+    "$work/lb.yaml" > "$work/lb-log.yaml"
+echo "access_log: {format: json, path: $work/access.log}" >> "$work/lb-log.yaml"
+RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb-log.yaml" >"$work/lb-log.log" 2>&1 &
+pids+=($!); lb_log_pid=$!
 
-wait_port $P_NGINX; wait_port $P_HAPROXY; wait_port $P_LB
+wait_port $P_NGINX; wait_port $P_HAPROXY; wait_port $P_LB; wait_port $P_LB_LOG
 nginx_pid=$(cat "$work/nginx/nginx.pid")
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
-names=(nginx haproxy lb)
-declare -A port=([nginx]=$P_NGINX [haproxy]=$P_HAPROXY [lb]=$P_LB)
-declare -A pid=([nginx]=$nginx_worker [haproxy]=$haproxy_pid [lb]=$lb_pid)
+names=(nginx haproxy lb lb+accesslog)
+declare -A port=([nginx]=$P_NGINX [haproxy]=$P_HAPROXY [lb]=$P_LB [lb+accesslog]=$P_LB_LOG)
+declare -A pid=([nginx]=$nginx_worker [haproxy]=$haproxy_pid [lb]=$lb_pid [lb+accesslog]=$lb_log_pid)
+# The open-loop and memory runs compare the three proxies only.
+proxies=(nginx haproxy lb)
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -236,6 +245,7 @@ for name in "${names[@]}"; do
 done
 echo
 awk -v lb="${rps[lb]}" -v best="$best_peer" 'BEGIN { printf "lb / best peer: %.2fx\n", lb/best }'
+awk -v a="${rps[lb]}" -v b="${rps[lb+accesslog]}" 'BEGIN { printf "access log cost (JSON to a file): %.1f%% of requests/s\n", 100*(a-b)/a }'
 reused=$((${reused_after%.*} - ${reused_before%.*})); fresh=$((${new_after%.*} - ${new_before%.*}))
 awk -v r="$reused" -v n="$fresh" 'BEGIN { if (r+n > 0) printf "lb upstream keep-alive reuse: %.4f%% (%d reused, %d new)\n", 100*r/(r+n), r, n }'
 
@@ -248,22 +258,9 @@ if command -v oha >/dev/null; then
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"
   for share in 50 80; do
     rate=$(awk -v s="$slowest" -v p="$share" 'BEGIN {printf "%d", s*p/100}')
-    for name in "${names[@]}"; do
+    for name in "${proxies[@]}"; do
       json=$(taskset -c "$load_cpu" oha --no-tui --output-format json -z "${duration}s" -c "$connections" -q "$rate" --latency-correction "http://127.0.0.1:${port[$name]}/" 2>/dev/null || true)
-      python3 - "$name" "$rate" "$share" <<<"$json" <<'EOF'
-import json, sys
-name, rate, share = sys.argv[1], sys.argv[2], sys.argv[3]
-try:
-    d = json.load(sys.stdin)
-except Exception:
-    print(f"| {name} | {rate} ({share}%) | - | - | - | oha failed |"); sys.exit()
-p = d.get("latencyPercentiles", {})
-ms = lambda k: f"{p[k]*1000:.3f}" if p.get(k) is not None else "-"
-ok = sum(d.get("statusCodeDistribution", {}).get(c, 0) for c in ("200",))
-total = sum(d.get("statusCodeDistribution", {}).values()) if d.get("statusCodeDistribution") else 0
-errors = sum(d.get("errorDistribution", {}).values()) + (total - ok)
-print(f"| {name} | {rate} ({share}%) | {ms('p50')} | {ms('p99')} | {ms('p99.9')} | {errors} |")
-EOF
+      python3 bench/oha_row.py "$name" "$rate" "$share" <<<"$json"
     done
   done
 fi
@@ -274,7 +271,7 @@ echo "## Memory: RSS holding $idle_connections idle keep-alive client connection
 echo
 echo "| proxy | RSS before MiB | RSS holding MiB | per connection KiB |"
 echo "| --- | ---: | ---: | ---: |"
-for name in "${names[@]}"; do
+for name in "${proxies[@]}"; do
   before=$(rss_kb "${pid[$name]}")
   taskset -c "$load_cpu" python3 bench/idle_connections.py "${port[$name]}" "$idle_connections" "$work/hold.$name" &
   holder=$!

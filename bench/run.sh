@@ -14,7 +14,9 @@
 #   latency correction (coordinated omission): p50, p99, p99.9;
 # - memory: RSS of each proxy holding 9,500 idle keep-alive connections (the
 #   open-file limit here keeps HAProxy under 10,000);
-# - lb's upstream keep-alive reuse ratio under steady load, from its metrics.
+# - lb's upstream keep-alive reuse ratio under steady load, from its metrics;
+# - beside them, lb with a JSON access log (its cost) and a bare Pingora
+#   round-robin proxy (examples/bare_pingora.rs: the floor lb builds on).
 # Prints markdown tables. Needs nginx, haproxy, wrk (Debian packages) and
 # oha (cargo install oha); installs what is missing. Traffic stays on loopback.
 set -euo pipefail
@@ -53,8 +55,9 @@ if ! command -v oha >/dev/null; then
   echo "bench: installing oha (cargo install oha), once" >&2
   cargo install --locked oha >/dev/null 2>&1 || echo "bench: oha could not be installed; open-loop latency is skipped" >&2
 fi
-cargo build --release --bins >/dev/null 2>&1 || cargo build --release --bins
+cargo build --release --bins --examples >/dev/null 2>&1 || cargo build --release --bins --examples
 LB=$PWD/target/release/lb
+BARE=$PWD/target/release/examples/bare_pingora
 
 cpus=$(nproc)
 if [ "$cpus" -ge 2 ]; then proxy_cpu=1; load_cpu=0; else proxy_cpu=0; load_cpu=0; fi
@@ -72,7 +75,7 @@ cleanup() {
 trap cleanup EXIT
 
 B1=19101; B2=19102; B3=19103
-P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; P_LB_LOG=19204; LB_ADMIN=19209
+P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; P_LB_LOG=19204; P_BARE=19205; LB_ADMIN=19209
 
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
@@ -179,12 +182,16 @@ echo "access_log: {format: json, path: $work/access.log}" >> "$work/lb-log.yaml"
 RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb-log.yaml" >"$work/lb-log.log" 2>&1 &
 pids+=($!); lb_log_pid=$!
 
-wait_port $P_NGINX; wait_port $P_HAPROXY; wait_port $P_LB; wait_port $P_LB_LOG
+# A bare Pingora round-robin proxy: the floor lb's features add to.
+taskset -c "$proxy_cpu" "$BARE" 127.0.0.1:$P_BARE 127.0.0.1:$B1 127.0.0.1:$B2 127.0.0.1:$B3 >"$work/bare.log" 2>&1 &
+pids+=($!); bare_pid=$!
+
+wait_port $P_NGINX; wait_port $P_HAPROXY; wait_port $P_LB; wait_port $P_LB_LOG; wait_port $P_BARE
 nginx_pid=$(cat "$work/nginx/nginx.pid")
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
-names=(nginx haproxy lb lb+accesslog)
-declare -A port=([nginx]=$P_NGINX [haproxy]=$P_HAPROXY [lb]=$P_LB [lb+accesslog]=$P_LB_LOG)
-declare -A pid=([nginx]=$nginx_worker [haproxy]=$haproxy_pid [lb]=$lb_pid [lb+accesslog]=$lb_log_pid)
+names=(nginx haproxy lb lb+accesslog pingora-bare)
+declare -A port=([nginx]=$P_NGINX [haproxy]=$P_HAPROXY [lb]=$P_LB [lb+accesslog]=$P_LB_LOG [pingora-bare]=$P_BARE)
+declare -A pid=([nginx]=$nginx_worker [haproxy]=$haproxy_pid [lb]=$lb_pid [lb+accesslog]=$lb_log_pid [pingora-bare]=$bare_pid)
 # The open-loop and memory runs compare the three proxies only.
 proxies=(nginx haproxy lb)
 
@@ -245,6 +252,7 @@ for name in "${names[@]}"; do
 done
 echo
 awk -v lb="${rps[lb]}" -v best="$best_peer" 'BEGIN { printf "lb / best peer: %.2fx\n", lb/best }'
+awk -v lb="${rps[lb]}" -v bare="${rps[pingora-bare]}" 'BEGIN { printf "lb / bare Pingora: %.2fx\n", lb/bare }'
 awk -v a="${rps[lb]}" -v b="${rps[lb+accesslog]}" 'BEGIN { printf "access log cost (JSON to a file): %.1f%% of requests/s\n", 100*(a-b)/a }'
 reused=$((${reused_after%.*} - ${reused_before%.*})); fresh=$((${new_after%.*} - ${new_before%.*}))
 awk -v r="$reused" -v n="$fresh" 'BEGIN { if (r+n > 0) printf "lb upstream keep-alive reuse: %.4f%% (%d reused, %d new)\n", 100*r/(r+n), r, n }'

@@ -207,9 +207,10 @@ impl AsyncRead for HeaderDeadline {
                 if this.phase == Phase::Head {
                     let filled = &buf.filled()[before..];
                     if this.deadline.is_none() && !filled.is_empty() {
-                        let deadline = Instant::now() + this.limit;
-                        this.deadline = Some(deadline);
-                        this.timer.as_mut().reset(deadline);
+                        // The timer itself is only armed if the head is
+                        // incomplete and a read has to wait (below): most
+                        // heads arrive whole, and never touch it.
+                        this.deadline = Some(Instant::now() + this.limit);
                     }
                     if ends_head(&mut this.blank_line, filled) {
                         this.phase = Phase::AfterHead;
@@ -219,10 +220,13 @@ impl AsyncRead for HeaderDeadline {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.phase == Phase::Head
-                    && this.deadline.is_some()
-                    && this.timer.as_mut().poll(cx).is_ready()
-                {
+                let Some(deadline) = this.deadline.filter(|_| this.phase == Phase::Head) else {
+                    return Poll::Pending;
+                };
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request headers took longer than timeouts.client_header",

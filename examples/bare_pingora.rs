@@ -1,0 +1,52 @@
+//! A bare Pingora round-robin proxy, for `bench/run.sh` only: the floor
+//! that lb's own features (limits, retries, passive health, metrics,
+//! request ids, the header deadline) add to. One worker thread, HTTP
+//! health checks every 2 s, nothing else.
+//!
+//!     bare_pingora LISTEN BACKEND...
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::prelude::*;
+use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+struct Bare(Arc<LoadBalancer<RoundRobin>>);
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        let backend = self
+            .0
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no backend"))?;
+        Ok(Box::new(HttpPeer::new(backend, false, String::new())))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().expect("usage: bare_pingora LISTEN BACKEND...");
+    let backends: Vec<String> = args.collect();
+    let mut server = Server::new(None).expect("a Pingora server");
+    server.bootstrap();
+    let mut balancer = LoadBalancer::try_from_iter(backends).expect("backend addresses");
+    balancer.set_health_check(Box::new(HttpHealthCheck::new("localhost", false)));
+    balancer.health_check_frequency = Some(Duration::from_secs(2));
+    let health = background_service("health check", balancer);
+    let mut proxy = http_proxy_service(&server.configuration, Bare(health.task()));
+    proxy.add_tcp(&listen);
+    server.add_service(health);
+    server.add_service(proxy);
+    server.run_forever();
+}

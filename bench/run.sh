@@ -77,6 +77,12 @@ trap cleanup EXIT
 B1=19101; B2=19102; B3=19103
 P_NGINX=19201; P_HAPROXY=19202; P_LB=19203; P_LB_LOG=19204; P_BARE=19205; LB_ADMIN=19209
 
+for p in $B1 $B2 $B3 $P_NGINX $P_HAPROXY $P_LB $P_LB_LOG $P_BARE $LB_ADMIN $((LB_ADMIN - 1)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "bench: port $p is already in use; stop what listens there first" >&2; exit 1
+  fi
+done
+
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
   echo "bench: nothing listens on $1" >&2; exit 1

@@ -214,17 +214,7 @@ fn when_all_unhealthy_try_all_still_serves() {
     let dir = tempfile::tempdir().unwrap();
     let (ports, _procs, _records) = backends(dir.path(), &["none", "none"]);
     // be answers 200, so checks that expect 204 fail every backend.
-    let lb_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "{}{}when_all_unhealthy: try_all\n",
-        base_config(lb_dir.path(), port).replace(
-            "timeout: 500ms\n",
-            "timeout: 500ms\n  expected_status: [204]\n"
-        ),
-        backends_yaml(&ports)
-    );
-    let lb = spawn_lb_with_config(lb_dir, port, &config);
+    let lb = spawn_lb_edited(&ports, expect_204, "when_all_unhealthy: try_all\n");
     for p in &ports {
         assert!(lb.wait_for_log(
             &format!("backend 127.0.0.1:{p} down"),

@@ -13,14 +13,11 @@ use common::*;
 
 /// Starts lb with a grace period long enough to drain, in front of three `be`.
 fn lb_with_grace(ports: &[u16]) -> Lb {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "{}{}",
-        base_config(dir.path(), port).replace("grace_period_seconds: 1", "grace_period_seconds: 3"),
-        backends_yaml(ports)
-    );
-    spawn_lb_with_config(dir, port, &config)
+    spawn_lb_edited(
+        ports,
+        |base| base.replace("grace_period_seconds: 1", "grace_period_seconds: 3"),
+        "",
+    )
 }
 
 #[test]

@@ -166,6 +166,28 @@ pub fn spawn_lb(ports: &[u16], extra: &str) -> Lb {
     spawn_lb_with_config(dir, port, &config)
 }
 
+/// Starts lb like [`spawn_lb`], with `edit` applied to the base config first
+/// (to change a default, such as the health-check interval).
+pub fn spawn_lb_edited(ports: &[u16], edit: impl FnOnce(String) -> String, extra: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "{}{}{extra}",
+        edit(base_config(dir.path(), port)),
+        backends_yaml(ports)
+    );
+    spawn_lb_with_config(dir, port, &config)
+}
+
+/// Adds `expected_status: [204]` to the base config's health check: `be`
+/// answers 200, so every backend fails its checks.
+pub fn expect_204(base: String) -> String {
+    base.replace(
+        "timeout: 500ms\n",
+        "timeout: 500ms\n  expected_status: [204]\n",
+    )
+}
+
 /// Starts lb with `config` written to `dir/lb.yaml`; its log goes to `dir/lb.log`.
 pub fn spawn_lb_with_config(dir: tempfile::TempDir, port: u16, config: &str) -> Lb {
     let config_path = dir.path().join("lb.yaml");

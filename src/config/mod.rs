@@ -511,10 +511,8 @@ fn parse_admin(
 ) -> Option<AdminConfig> {
     let AdminFile { listen, token } = written;
     let token = token.or(env_token).filter(|t| !t.is_empty());
+    // A token without a listener is harmless: LB_ADMIN_TOKEN may be set for later.
     let Some(text) = listen else {
-        if token.is_some() {
-            // A token without a listener is harmless (LB_ADMIN_TOKEN may be set for later).
-        }
         return None;
     };
     let listen = match resolve(&text) {

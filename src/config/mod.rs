@@ -512,9 +512,7 @@ fn parse_admin(
     let AdminFile { listen, token } = written;
     let token = token.or(env_token).filter(|t| !t.is_empty());
     // A token without a listener is harmless: LB_ADMIN_TOKEN may be set for later.
-    let Some(text) = listen else {
-        return None;
-    };
+    let text = listen?;
     let listen = match resolve(&text) {
         Ok(addr) => addr,
         Err(why) => {

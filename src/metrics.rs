@@ -35,7 +35,9 @@ pub struct Metrics {
     pub retry_budget_refusals: IntCounter,
     health_checks: IntCounterVec,
     pub client_connections: IntGauge,
-    upstream_connections: IntCounterVec,
+    /// `lb_upstream_connections_total` for reused = false and true,
+    /// resolved once: every request counts one.
+    upstream_connections: [IntCounter; 2],
     reloads: IntCounterVec,
     /// Requests no backend answered (lb's own 4xx/5xx), by status class.
     unrouted: BackendMetrics,
@@ -135,24 +137,57 @@ impl Metrics {
             .expect("valid metric"),
         );
         Metrics {
-            backend_healthy: gauge_vec(&registry, "lb_backend_healthy", "1 if the active health checks pass.", &["backend"]),
-            backend_ejected: gauge_vec(&registry, "lb_backend_ejected", "1 if passive health ejected the backend.", &["backend"]),
-            backend_draining: gauge_vec(&registry, "lb_backend_draining", "1 if the backend is drained.", &["backend"]),
-            backend_in_flight: gauge_vec(&registry, "lb_backend_in_flight", "Requests in flight to the backend.", &["backend"]),
-            retries: counter_vec(&registry, "lb_retries_total", "Retries on another backend, by reason.", &["reason"]),
+            backend_healthy: gauge_vec(
+                &registry,
+                "lb_backend_healthy",
+                "1 if the active health checks pass.",
+                &["backend"],
+            ),
+            backend_ejected: gauge_vec(
+                &registry,
+                "lb_backend_ejected",
+                "1 if passive health ejected the backend.",
+                &["backend"],
+            ),
+            backend_draining: gauge_vec(
+                &registry,
+                "lb_backend_draining",
+                "1 if the backend is drained.",
+                &["backend"],
+            ),
+            backend_in_flight: gauge_vec(
+                &registry,
+                "lb_backend_in_flight",
+                "Requests in flight to the backend.",
+                &["backend"],
+            ),
+            retries: counter_vec(
+                &registry,
+                "lb_retries_total",
+                "Retries on another backend, by reason.",
+                &["reason"],
+            ),
             health_checks: counter_vec(
                 &registry,
                 "lb_health_checks_total",
                 "Active health checks, by backend and outcome.",
                 &["backend", "outcome"],
             ),
-            upstream_connections: counter_vec(
+            upstream_connections: {
+                let vec = counter_vec(
+                    &registry,
+                    "lb_upstream_connections_total",
+                    "Connections to backends used for a request: reused from the keep-alive pool or new.",
+                    &["reused"],
+                );
+                ["false", "true"].map(|reused| vec.with_label_values(&[reused]))
+            },
+            reloads: counter_vec(
                 &registry,
-                "lb_upstream_connections_total",
-                "Connections to backends used for a request: reused from the keep-alive pool or new.",
-                &["reused"],
+                "lb_config_reloads_total",
+                "Config reloads, by outcome.",
+                &["outcome"],
             ),
-            reloads: counter_vec(&registry, "lb_config_reloads_total", "Config reloads, by outcome.", &["outcome"]),
             requests,
             request_duration,
             upstream_duration,
@@ -193,9 +228,7 @@ impl Metrics {
 
     /// Counts a connection to a backend used for a request.
     pub fn upstream_connection(&self, reused: bool) {
-        self.upstream_connections
-            .with_label_values(&[if reused { "true" } else { "false" }])
-            .inc();
+        self.upstream_connections[usize::from(reused)].inc();
     }
 
     /// Counts a config reload.

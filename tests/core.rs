@@ -230,3 +230,99 @@ fn http_1_0_backends_such_as_python_http_server_work() {
         assert_eq!(response.body, "python backend\n");
     }
 }
+
+/// A backend on a thread of the test: it answers each request on a
+/// keep-alive connection with the length and a checksum of the body it
+/// received (`len=N sum=S`), bodies framed by Content-Length.
+fn spawn_body_counter() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(value) = lower.strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let sum = body
+                        .iter()
+                        .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+                    let text = format!("len={length} sum={sum}\n");
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn large_bodies_and_pipelined_requests_arrive_whole() {
+    use std::io::Write;
+    let backend = spawn_body_counter();
+    let lb = spawn_lb_edited(
+        &[backend],
+        |base| base.replace("path: /health", "path: /"),
+        "",
+    );
+    // 3 MiB that is not one byte repeated, so a lost or reordered chunk shows.
+    let body: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let sum = body
+        .iter()
+        .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+    let mut bytes = format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body);
+    // Two more requests in the same write: pipelined behind the upload.
+    bytes.extend_from_slice(b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    bytes.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut stream = raw_connect(lb.port, Duration::from_secs(10));
+    stream.write_all(&bytes).expect("send the requests");
+    let (reply, _) = read_until_end(&mut stream);
+    let (responses, _) = split_responses(&reply);
+    let bodies: Vec<String> = responses
+        .iter()
+        .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+        .collect();
+    let hello_sum = b"hello"
+        .iter()
+        .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+    assert_eq!(
+        bodies,
+        [
+            format!("200 len={} sum={sum}\n", body.len()),
+            format!("200 len=5 sum={hello_sum}\n"),
+            "200 len=0 sum=0\n".to_string(),
+        ]
+    );
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind: a
+# measure this shared machine's noise does not move (two runs of the same
+# binary differ by under 0.5%; requests/s from bench/run.sh vary by 30%).
+#
+#   bench/instructions.sh [--requests N]
+#
+# Each proxy (nginx, HAProxy, lb, a bare Pingora proxy) runs in turn under
+# `valgrind --tool=callgrind`, one worker, round robin over three nginx
+# backends, as in bench/run.sh. oha sends 2,000 warm-up requests, the
+# counters are zeroed, then N requests (default 10,000) on 16 keep-alive
+# connections are counted. Prints a markdown table.
+#
+# What it does not see: the kernel (send/recv on loopback is about 40% of
+# lb's CPU time and 68% of HAProxy's), cache misses, and memcpy's real speed
+# (valgrind counts `rep movsb` per byte). Use it to compare versions of the
+# same code path, and bench/run.sh for time. Needs valgrind, nginx, haproxy
+# (Debian packages) and oha (cargo install oha); installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=10000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --requests) requests=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "instructions: unknown argument $1" >&2; exit 1 ;;
+  esac
+done
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v cmake >/dev/null || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "instructions: installing ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+command -v oha >/dev/null || cargo install --locked oha >/dev/null 2>&1
+cargo build --release --bins --examples >/dev/null 2>&1 || cargo build --release --bins --examples
+LB=$PWD/target/release/lb
+BARE=$PWD/target/release/examples/bare_pingora
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d /tmp/lb-instructions.XXXXXX)
+proxy_pid=
+cleanup() {
+  [ -n "$proxy_pid" ] && kill -9 "$proxy_pid" 2>/dev/null
+  nginx -p "$work/backends" -c "$work/backends/nginx.conf" -s stop 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+B1=19121; B2=19122; B3=19123; PROXY=19320; ADMIN=19329
+for p in $B1 $B2 $B3 $PROXY $ADMIN; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "instructions: port $p is already in use" >&2; exit 1
+  fi
+done
+wait_port() {
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "instructions: nothing listens on $1" >&2; exit 1
+}
+
+mkdir -p "$work/backends/logs" "$work/nginx/logs"
+cat > "$work/backends/nginx.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $work/backends/nginx.pid;
+error_log $work/backends/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$B1; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$B2; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$B3; location / { return 200 "ok\n"; } }
+}
+EOF
+nginx -p "$work/backends" -c "$work/backends/nginx.conf"
+wait_port $B1; wait_port $B2; wait_port $B3
+
+# The proxies, configured as in bench/run.sh, in the foreground (valgrind
+# follows one process).
+cat > "$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backends {
+    server 127.0.0.1:$B1 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:$B2 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:$B3 max_fails=3 fail_timeout=10s;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$PROXY;
+    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+cat > "$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 120s
+  timeout server 30s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$PROXY
+  default_backend be
+backend be
+  balance roundrobin
+  http-reuse always
+  option httpchk GET /
+  server b1 127.0.0.1:$B1 check inter 2s
+  server b2 127.0.0.1:$B2 check inter 2s
+  server b3 127.0.0.1:$B3 check inter 2s
+EOF
+cat > "$work/lb.yaml" <<EOF
+server:
+  threads: 1
+  pid_file: $work/lb.pid
+  upgrade_sock: $work/lb_upgrade.sock
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 1
+listeners: [127.0.0.1:$PROXY]
+backends: [127.0.0.1:$B1, 127.0.0.1:$B2, 127.0.0.1:$B3]
+health_check: {path: /, interval: 2s}
+timeouts: {client_idle: 120s}
+admin: {listen: 127.0.0.1:$ADMIN}
+EOF
+
+# callgrind_control FLAG for the proxy under test. Valgrind takes commands
+# only while its program runs, and an idle nginx sleeps in epoll_wait: one
+# request wakes it.
+callgrind_command() {
+  callgrind_control "$1" "$proxy_pid" >/dev/null 2>&1 &
+  local control=$!
+  sleep 0.5
+  oha -n 1 --no-tui --output-format quiet "http://127.0.0.1:$PROXY/" || true
+  wait "$control"
+}
+
+# count NAME CMD...: prints "NAME instructions-per-request".
+count() {
+  local name=$1; shift
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
+    "$@" >"$work/valgrind.$name.log" 2>&1 &
+  proxy_pid=$!
+  wait_port $PROXY
+  sleep 1
+  oha -n 2000 -c 16 --no-tui --output-format quiet "http://127.0.0.1:$PROXY/"
+  callgrind_command -z
+  local ok
+  ok=$(oha -n "$requests" -c 16 --no-tui "http://127.0.0.1:$PROXY/" | awk '/\[200\]/ {print $2}')
+  callgrind_command -d
+  # The counts are in the dump; a graceful stop would wait out Pingora's
+  # grace period (300 s by default for the bare proxy).
+  kill -KILL "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY") 2>/dev/null || break; sleep 0.1; done
+  if [ "${ok:-0}" != "$requests" ]; then
+    echo "instructions: $name answered ${ok:-0} of $requests requests with 200" >&2; exit 1
+  fi
+  local dump total
+  dump=$(ls "$work"/cg."$name".*.1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "$name $((total / requests))"
+}
+
+{
+  count nginx nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+  count haproxy haproxy -f "$work/haproxy.cfg"
+  count lb "$LB" -c "$work/lb.yaml"
+  count pingora-bare "$BARE" 127.0.0.1:$PROXY 127.0.0.1:$B1 127.0.0.1:$B2 127.0.0.1:$B3
+} > "$work/counts"
+
+echo "## User-space instructions per request (callgrind, $requests requests, 16 keep-alive connections)"
+echo
+echo "| proxy | instructions per request | x nginx |"
+echo "| --- | ---: | ---: |"
+awk 'NR == 1 { base = $2 } { printf "| %s | %d | %.2f |\n", $1, $2, $2 / base }' "$work/counts"

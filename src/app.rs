@@ -86,6 +86,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         write_pid_file(&server.configuration.pid_file);
     }
 
+    let proxy_control = proxy_logic.control();
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
     // Drain within the grace period, leaving a second for the runtime to stop.
@@ -93,6 +94,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     let drain_limit = std::time::Duration::from_secs(grace.saturating_sub(1));
     let app = LbApp::new(
         proxy_app,
+        proxy_control,
         config.limits.max_connections,
         config.timeouts.client_header,
         drain_limit,

@@ -16,17 +16,29 @@
 //! `Connection: close` (Pingora does so once shutdown has begun), and the
 //! client's next connection reaches the new process. HAProxy calls this
 //! `idle-close-on-response`.
+//!
+//! And it runs each connection's keep-alive loop itself, instead of
+//! Pingora's: between requests it waits for the next request's first bytes
+//! before it builds the next HTTP session, and hands them to it. Pingora's loop waits inside the
+//! session, holding the request's whole future (about 9 KB) and a 4 KiB head
+//! buffer for every idle connection. Waiting on the socket is only safe when
+//! no byte of the next request was read already (pipelined, or past a body,
+//! and kept by Pingora where lb cannot see it): [`HeaderDeadline`] records
+//! what each request's reads held, and a connection that read past a head
+//! once keeps Pingora's way of waiting from then on.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
@@ -34,10 +46,12 @@ use pingora::protocols::{
 };
 use pingora::protocols::{SocketDigest, TimingDigest};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::metrics;
+use crate::proxy::ProxyControl;
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy).
@@ -48,12 +62,19 @@ pub struct LbApp<A> {
     client_header: Duration,
     /// Longest wait at shutdown for open connections to finish.
     drain_limit: Duration,
+    /// The proxy's live settings: `timeouts.client_idle` for the wait
+    /// between requests.
+    proxy: ProxyControl,
+    /// Turns true once the drain is over: connections waiting for their
+    /// next request close.
+    closing_idle: watch::Sender<bool>,
 }
 
 impl<A> LbApp<A> {
     /// Wraps `inner` with the given limits.
     pub fn new(
         inner: A,
+        proxy: ProxyControl,
         max_connections: usize,
         client_header: Duration,
         drain_limit: Duration,
@@ -64,6 +85,8 @@ impl<A> LbApp<A> {
             max_connections,
             client_header,
             drain_limit,
+            proxy,
+            closing_idle: watch::Sender::new(false),
         }
     }
 
@@ -95,7 +118,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -111,15 +134,147 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
             );
             return None;
         }
-        let stream = HeaderDeadline::new(stream, self.client_header);
-        self.inner.process_new(Box::new(stream), shutdown).await
+        let reads = Arc::new(RequestReads::default());
+        let stream: Stream = Box::new(HeaderDeadline::new(
+            stream,
+            self.client_header,
+            Arc::clone(&reads),
+        ));
+        self.serve_http1(stream, &reads, shutdown).await;
+        None
     }
 
     /// Called once the listeners stopped: drain, then let the proxy drop
     /// the connections still waiting for a request.
     async fn cleanup(&self) {
         self.drain().await;
-        self.inner.cleanup().await
+        self.closing_idle.send_replace(true);
+        self.inner.http_cleanup().await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
+    /// Serves HTTP/1 requests on `stream` until it closes: Pingora's
+    /// keep-alive loop (`ServerApp for HttpServerApp`, HTTP/1 part), with a
+    /// wait on the socket between requests. lb turns on neither h2c nor
+    /// custom protocols, the only other paths of Pingora's loop.
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        reads: &RequestReads,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut closing_idle = self.closing_idle.subscribe();
+        // The first head has `timeouts.client_header` from the connect.
+        let Some(first_bytes) =
+            read_next_request(&mut stream, self.client_header, &mut closing_idle).await
+        else {
+            return;
+        };
+        let mut session = ServerSession::new_http1(stream);
+        session.set_pipelined_prefix(first_bytes);
+        // As Pingora does: no keep-alive once shutdown has begun. The proxy
+        // sets the idle timeout on every request.
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|options| options.keepalive_request_limit),
+        );
+        // Whether every byte read so far belonged to a finished request's
+        // head: then nothing waits in Pingora's buffers, and the socket can
+        // be waited on.
+        let mut nothing_read_ahead = true;
+        loop {
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (mut stream, settings) = reused.consume();
+            nothing_read_ahead &= reads.only_a_head();
+            reads.start_request();
+            let first_bytes = if nothing_read_ahead {
+                let idle = self.proxy.client_idle();
+                match read_next_request(&mut stream, idle, &mut closing_idle).await {
+                    Some(bytes) => Some(bytes),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            if let Some(bytes) = first_bytes {
+                // Pingora parses these first, as it does bytes a pipelining
+                // client sent early.
+                session.set_pipelined_prefix(bytes);
+            }
+        }
+    }
+}
+
+/// The first read of a request: as much as Pingora's own first read.
+const FIRST_READ: usize = 4096;
+
+/// Waits for the next request on `stream` for at most `limit`, holding no
+/// buffer while it waits, and returns its first bytes: None when the client
+/// closed, the limit passed, or the drain ended first.
+async fn read_next_request(
+    stream: &mut Stream,
+    limit: Duration,
+    closing_idle: &mut watch::Receiver<bool>,
+) -> Option<BytesMut> {
+    // The buffer is made on each poll and dropped when the read has to wait
+    // (an idle socket costs no syscall then): an idle connection holds none.
+    let first_read = std::future::poll_fn(|cx| {
+        let mut buf = BytesMut::with_capacity(FIRST_READ);
+        let read = std::pin::pin!(stream.read_buf(&mut buf));
+        read.poll(cx).map_ok(|_| buf)
+    });
+    tokio::select! {
+        read = first_read => read.ok().filter(|bytes| !bytes.is_empty()),
+        _ = tokio::time::sleep(limit) => None,
+        _ = closing_idle.wait_for(|closing| *closing) => None,
+    }
+}
+
+/// What one request's reads from the client held, shared between a
+/// connection's [`HeaderDeadline`] and its keep-alive loop.
+#[derive(Debug, Default)]
+pub struct RequestReads(AtomicU8);
+
+impl RequestReads {
+    /// The request's head has been read.
+    const HEAD: u8 = 1;
+    /// Bytes past that head were read: a body, or a pipelined request.
+    const PAST_HEAD: u8 = 2;
+
+    fn start_request(&self) {
+        self.0.store(0, Relaxed);
+    }
+
+    /// Whether the request's reads held its head and nothing more.
+    fn only_a_head(&self) -> bool {
+        self.0.load(Relaxed) == Self::HEAD
+    }
+
+    /// Records a read of `len` bytes; `head_end`, where in them a head
+    /// ended, if one did.
+    fn record(&self, len: usize, head_end: Option<usize>) {
+        let seen = self.0.load(Relaxed);
+        let now = if seen & Self::HEAD != 0 {
+            seen | Self::PAST_HEAD
+        } else {
+            match head_end {
+                Some(end) if end < len => Self::HEAD | Self::PAST_HEAD,
+                Some(_) => Self::HEAD,
+                None => seen,
+            }
+        };
+        if now != seen {
+            self.0.store(now, Relaxed);
+        }
     }
 }
 
@@ -148,11 +303,13 @@ pub struct HeaderDeadline {
     timer: Pin<Box<Sleep>>,
     /// Progress through a blank line: 0 none, 1 after `\n`, 2 after `\n\r`.
     blank_line: u8,
+    /// What this request's reads held, for the keep-alive loop.
+    reads: Arc<RequestReads>,
 }
 
 impl HeaderDeadline {
     /// Wraps `inner`; the first head's deadline starts now.
-    pub fn new(inner: Stream, limit: Duration) -> Self {
+    pub fn new(inner: Stream, limit: Duration, reads: Arc<RequestReads>) -> Self {
         let deadline = Instant::now() + limit;
         HeaderDeadline {
             inner,
@@ -161,6 +318,7 @@ impl HeaderDeadline {
             deadline: Some(deadline),
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             blank_line: 0,
+            reads,
         }
     }
 
@@ -172,11 +330,12 @@ impl HeaderDeadline {
 }
 
 /// Follows `bytes` through a blank line; `progress` carries the state from
-/// one read to the next. Returns whether the bytes end the head.
+/// one read to the next. Returns where in `bytes` the head ends (just after
+/// its blank line), if it does.
 ///
 /// Only the line feeds are visited (found with `memchr`): this runs on every
 /// read of every request head.
-fn ends_head(progress: &mut u8, bytes: &[u8]) -> bool {
+fn ends_head(progress: &mut u8, bytes: &[u8]) -> Option<usize> {
     // Where the current line starts, and what came before it: a line feed
     // in these bytes, or the state the last read left.
     let mut line_start = 0;
@@ -190,7 +349,7 @@ fn ends_head(progress: &mut u8, bytes: &[u8]) -> bool {
         };
         if empty_line {
             *progress = 0;
-            return true;
+            return Some(lf + 1);
         }
         line_start = lf + 1;
         after_lf = true;
@@ -202,7 +361,7 @@ fn ends_head(progress: &mut u8, bytes: &[u8]) -> bool {
         [b'\r'] if after_lf => 2,
         _ => 0,
     };
-    false
+    None
 }
 
 /// Whether `buf` starts a 1xx (interim) response, after which the request
@@ -221,19 +380,25 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                let filled = &buf.filled()[before..];
+                if filled.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                let mut head_end = None;
                 if this.phase == Phase::Head {
-                    let filled = &buf.filled()[before..];
-                    if this.deadline.is_none() && !filled.is_empty() {
+                    if this.deadline.is_none() {
                         // The timer itself is only armed if the head is
                         // incomplete and a read has to wait (below): most
                         // heads arrive whole, and never touch it.
                         this.deadline = Some(Instant::now() + this.limit);
                     }
-                    if ends_head(&mut this.blank_line, filled) {
+                    head_end = ends_head(&mut this.blank_line, filled);
+                    if head_end.is_some() {
                         this.phase = Phase::AfterHead;
                         this.deadline = None;
                     }
                 }
+                this.reads.record(filled.len(), head_end);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
@@ -339,29 +504,35 @@ mod tests {
     #[test]
     fn a_blank_line_ends_the_head_across_reads() {
         let mut progress = 0;
-        assert!(!ends_head(&mut progress, b"GET / HTTP/1.1\r\nHost: x\r"));
-        assert!(!ends_head(&mut progress, b"\n\r"));
-        assert!(ends_head(&mut progress, b"\n"));
+        assert_eq!(
+            ends_head(&mut progress, b"GET / HTTP/1.1\r\nHost: x\r"),
+            None
+        );
+        assert_eq!(ends_head(&mut progress, b"\n\r"), None);
+        assert_eq!(ends_head(&mut progress, b"\nnext"), Some(1));
         let mut progress = 0;
-        assert!(ends_head(&mut progress, b"GET / HTTP/1.0\n\n"));
+        assert_eq!(ends_head(&mut progress, b"GET / HTTP/1.0\n\n"), Some(16));
         let mut progress = 0;
-        assert!(!ends_head(&mut progress, b"GET / HTTP/1.1\r\nA: b\r\n"));
+        assert_eq!(
+            ends_head(&mut progress, b"GET / HTTP/1.1\r\nA: b\r\n"),
+            None
+        );
     }
 
     /// The byte-at-a-time state machine `ends_head` replaced: the reference.
-    fn ends_head_bytewise(progress: &mut u8, bytes: &[u8]) -> bool {
-        for &b in bytes {
+    fn ends_head_bytewise(progress: &mut u8, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
             *progress = match (*progress, b) {
                 (1 | 2, b'\n') => {
                     *progress = 0;
-                    return true;
+                    return Some(i + 1);
                 }
                 (_, b'\n') => 1,
                 (1, b'\r') => 2,
                 _ => 0,
             };
         }
-        false
+        None
     }
 
     #[test]
@@ -388,7 +559,7 @@ mod tests {
                             ends_head_bytewise(&mut slow, read),
                             "{head:?} read as {reads:?}"
                         );
-                        if ended {
+                        if ended.is_some() {
                             break;
                         }
                         assert_eq!(fast, slow, "{head:?} read as {reads:?}");
@@ -396,6 +567,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reads_past_a_head_are_told_apart_from_a_lone_head() {
+        let reads = RequestReads::default();
+        reads.record(10, None);
+        assert!(!reads.only_a_head(), "no head yet");
+        reads.record(8, Some(8));
+        assert!(reads.only_a_head());
+        reads.record(4, None);
+        assert!(!reads.only_a_head(), "a body or the next request");
+        reads.start_request();
+        reads.record(20, Some(12));
+        assert!(
+            !reads.only_a_head(),
+            "bytes after the head in the same read"
+        );
     }
 
     #[test]

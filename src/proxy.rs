@@ -52,6 +52,12 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
+    /// `timeouts.client_idle` as it is now: how long a client connection
+    /// may wait for its next request.
+    pub fn client_idle(&self) -> Duration {
+        Duration::from_secs(self.settings.load().client_idle_secs)
+    }
+
     /// Applies a reloaded config's retry, timeouts and limits; requests
     /// that start from now on use them. `limits.max_connections` and
     /// `timeouts.client_header` need a restart.

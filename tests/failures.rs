@@ -435,3 +435,49 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
             .join("\n")
     );
 }
+
+/// Reads from `stream` until lb closes it; false if `limit` passes first.
+fn closed_by_lb_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    // Bounded by `limit`: one read every 100 ms at most.
+    while started.elapsed() < limit {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_client_connections_are_closed_after_their_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, _procs, _records) = backends(dir.path(), &["none"]);
+    let lb = spawn_lb(&ports, "timeouts: {client_idle: 1s, client_header: 1s}\n");
+    // A kept-alive connection after one answered request: `client_idle`.
+    let mut kept = TcpStream::connect(("127.0.0.1", lb.port)).unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // A connection that never sends a byte: `client_header`.
+    let mut silent = TcpStream::connect(("127.0.0.1", lb.port)).unwrap();
+    // Far beyond both 1 s limits, yet bounded.
+    assert!(
+        closed_by_lb_within(&mut kept, Duration::from_secs(20)),
+        "an idle kept-alive connection stayed open"
+    );
+    assert!(
+        closed_by_lb_within(&mut silent, Duration::from_secs(20)),
+        "a silent new connection stayed open"
+    );
+}

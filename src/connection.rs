@@ -1,5 +1,6 @@
-//! Client connections before Pingora's HTTP handling sees them: the limit on
-//! open connections, and the deadline on receiving a request's headers.
+//! Client connections around Pingora's HTTP handling: the limit on open
+//! connections, the deadline on receiving a request's headers, the drain at
+//! shutdown, and the keep-alive loop.
 //!
 //! [`LbApp`] is a Pingora `ServerApp` around the proxy's own app. It counts
 //! open connections and closes new ones beyond `limits.max_connections`, and
@@ -19,13 +20,14 @@
 //!
 //! And it runs each connection's keep-alive loop itself, instead of
 //! Pingora's: between requests it waits for the next request's first bytes
-//! before it builds the next HTTP session, and hands them to it. Pingora's loop waits inside the
-//! session, holding the request's whole future (about 9 KB) and a 4 KiB head
-//! buffer for every idle connection. Waiting on the socket is only safe when
-//! no byte of the next request was read already (pipelined, or past a body,
-//! and kept by Pingora where lb cannot see it): [`HeaderDeadline`] records
-//! what each request's reads held, and a connection that read past a head
-//! once keeps Pingora's way of waiting from then on.
+//! before it builds the next HTTP session, and hands them to it. Pingora's
+//! loop waits inside the session, holding the request's whole future (about
+//! 9 KB) and a 4 KiB head buffer for every idle connection. Waiting on the
+//! socket is only safe when no byte of the next request was read already
+//! (pipelined, or past a body, and kept by Pingora where lb cannot see it):
+//! [`HeaderDeadline`] records what each request's reads held, and a
+//! connection that read past a head once keeps Pingora's way of waiting
+//! from then on.
 
 use std::future::Future;
 use std::io;

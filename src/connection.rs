@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -173,8 +173,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
         else {
             return;
         };
-        let mut session = ServerSession::new_http1(stream);
-        session.set_pipelined_prefix(first_bytes);
+        let mut session = new_session(stream, None, Some(first_bytes));
         // As Pingora does: no keep-alive once shutdown has begun. The proxy
         // sets the idle timeout on every request.
         session.set_keepalive((!*shutdown.borrow()).then_some(60));
@@ -203,17 +202,32 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             } else {
                 None
             };
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            if let Some(bytes) = first_bytes {
-                // Pingora parses these first, as it does bytes a pipelining
-                // client sent early.
-                session.set_pipelined_prefix(bytes);
-            }
+            session = new_session(stream, settings, first_bytes);
         }
     }
+}
+
+/// A client's next HTTP/1 session on `stream`, with the settings the last
+/// one left and the first bytes lb already read, which Pingora parses first
+/// (as it does bytes a pipelining client sent early).
+///
+/// Pipelining is on: requests a client sends before reading the answers to
+/// earlier ones are served in order, as nginx and HAProxy do. Pingora's
+/// default answers the first, closes and drops the rest.
+fn new_session(
+    stream: Stream,
+    settings: Option<HttpPersistentSettings>,
+    first_bytes: Option<BytesMut>,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    session.set_pipelining_enabled(true);
+    if let Some(settings) = settings {
+        settings.apply_to_session(&mut session);
+    }
+    if let Some(bytes) = first_bytes {
+        session.set_pipelined_prefix(bytes);
+    }
+    session
 }
 
 /// The first read of a request: as much as Pingora's own first read.

@@ -230,10 +230,6 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.request_id = Some(request_id::of(session.req_header()));
-        // Serve requests a client pipelines (sends before reading the answer
-        // to the one before), in order, as nginx and HAProxy do. Pingora's
-        // default answers the first, closes and drops the rest.
-        session.set_pipelining_enabled(true);
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
         if session.get_keepalive().is_some() {

@@ -18,6 +18,7 @@
 # (Debian packages) and oha (cargo install oha); installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/peers.sh
 
 requests=10000
 while [ $# -gt 0 ]; do
@@ -66,81 +67,15 @@ wait_port() {
 }
 
 mkdir -p "$work/backends/logs" "$work/nginx/logs"
-cat > "$work/backends/nginx.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $work/backends/nginx.pid;
-error_log $work/backends/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$B2; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$B3; location / { return 200 "ok\n"; } }
-}
-EOF
+backends_conf "$work/backends/nginx.conf" "$work/backends" $B1 $B2 $B3
 nginx -p "$work/backends" -c "$work/backends/nginx.conf"
 wait_port $B1; wait_port $B2; wait_port $B3
 
-# The proxies, configured as in bench/run.sh, in the foreground (valgrind
-# follows one process).
-cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream backends {
-    server 127.0.0.1:$B1 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:$B2 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:$B3 max_fails=3 fail_timeout=10s;
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
-cat > "$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 120s
-  timeout server 30s
-  timeout http-keep-alive 120s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$PROXY
-  default_backend be
-backend be
-  balance roundrobin
-  http-reuse always
-  option httpchk GET /
-  server b1 127.0.0.1:$B1 check inter 2s
-  server b2 127.0.0.1:$B2 check inter 2s
-  server b3 127.0.0.1:$B3 check inter 2s
-EOF
-cat > "$work/lb.yaml" <<EOF
-server:
-  threads: 1
-  pid_file: $work/lb.pid
-  upgrade_sock: $work/lb_upgrade.sock
-  grace_period_seconds: 1
-  graceful_shutdown_timeout_seconds: 1
-listeners: [127.0.0.1:$PROXY]
-backends: [127.0.0.1:$B1, 127.0.0.1:$B2, 127.0.0.1:$B3]
-health_check: {path: /, interval: 2s}
-timeouts: {client_idle: 120s}
-admin: {listen: 127.0.0.1:$ADMIN}
-EOF
+# The proxies, configured as in bench/run.sh; nginx in the foreground
+# (valgrind follows one process).
+nginx_proxy_conf "$work/nginx/nginx.conf" "$work/nginx" $PROXY foreground $B1 $B2 $B3
+haproxy_cfg "$work/haproxy.cfg" $PROXY $B1 $B2 $B3
+lb_yaml "$work/lb.yaml" lb $PROXY $ADMIN $B1 $B2 $B3
 
 # callgrind_control FLAG for the proxy under test. Valgrind takes commands
 # only while its program runs, and an idle nginx sleeps in epoll_wait: one

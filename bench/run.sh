@@ -21,6 +21,7 @@
 # oha (cargo install oha); installs what is missing. Traffic stays on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/peers.sh
 
 rounds=3
 duration=10
@@ -90,100 +91,25 @@ wait_port() {
 
 # ---- backends: one nginx, three ports ----
 mkdir -p "$work/backends/logs" "$work/nginx/logs"
-cat > "$work/backends/nginx.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $work/backends/nginx.pid;
-error_log $work/backends/error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$B2; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$B3; location / { return 200 "ok\n"; } }
-}
-EOF
+backends_conf "$work/backends/nginx.conf" "$work/backends" $B1 $B2 $B3
 taskset -c "$load_cpu" nginx -p "$work/backends" -c "$work/backends/nginx.conf"
 wait_port $B1; wait_port $B2; wait_port $B3
 
 # ---- nginx as a proxy ----
-cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon on;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
-  upstream backends {
-    server 127.0.0.1:$B1 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:$B2 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:$B3 max_fails=3 fail_timeout=10s;
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:$P_NGINX;
-    location / {
-      proxy_pass http://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
+nginx_proxy_conf "$work/nginx/nginx.conf" "$work/nginx" $P_NGINX background $B1 $B2 $B3
 taskset -c "$proxy_cpu" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
 
 # ---- HAProxy ----
-cat > "$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  log stderr format short local0 err
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 120s
-  timeout server 30s
-  timeout http-keep-alive 120s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$P_HAPROXY
-  default_backend be
-backend be
-  balance roundrobin
-  http-reuse always
-  option httpchk GET /
-  server b1 127.0.0.1:$B1 check inter 2s
-  server b2 127.0.0.1:$B2 check inter 2s
-  server b3 127.0.0.1:$B3 check inter 2s
-EOF
+haproxy_cfg "$work/haproxy.cfg" $P_HAPROXY $B1 $B2 $B3
 taskset -c "$proxy_cpu" haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!); haproxy_pid=$!
 
 # ---- lb ----
-cat > "$work/lb.yaml" <<EOF
-server:
-  threads: 1
-  pid_file: $work/lb.pid
-  upgrade_sock: $work/lb_upgrade.sock
-  grace_period_seconds: 1
-  graceful_shutdown_timeout_seconds: 1
-listeners: [127.0.0.1:$P_LB]
-backends: [127.0.0.1:$B1, 127.0.0.1:$B2, 127.0.0.1:$B3]
-health_check: {path: /, interval: 2s}
-timeouts: {client_idle: 120s}
-limits: {max_connections: 30000}
-admin: {listen: 127.0.0.1:$LB_ADMIN}
-EOF
+lb_yaml "$work/lb.yaml" lb $P_LB $LB_ADMIN $B1 $B2 $B3
 RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb.yaml" >"$work/lb.log" 2>&1 &
 pids+=($!); lb_pid=$!
 # The same lb with its JSON access log written to a file: the log's cost.
-sed -e "s/127.0.0.1:$P_LB/127.0.0.1:$P_LB_LOG/" -e "s/127.0.0.1:$LB_ADMIN/127.0.0.1:$((LB_ADMIN - 1))/" \
-    -e "s#$work/lb.pid#$work/lb-log.pid#" -e "s#$work/lb_upgrade.sock#$work/lb-log_upgrade.sock#" \
-    "$work/lb.yaml" > "$work/lb-log.yaml"
+lb_yaml "$work/lb-log.yaml" lb-log $P_LB_LOG $((LB_ADMIN - 1)) $B1 $B2 $B3
 echo "access_log: {format: json, path: $work/access.log}" >> "$work/lb-log.yaml"
 RUST_LOG=warn taskset -c "$proxy_cpu" "$LB" -c "$work/lb-log.yaml" >"$work/lb-log.log" 2>&1 &
 pids+=($!); lb_log_pid=$!

@@ -1,0 +1,482 @@
+//! Defects found by outside testing (issue 10), each as a test that fails
+//! until lb behaves as a user expects:
+//!
+//! - a WebSocket (an upgraded connection) is cut by `timeouts.client_header`
+//!   while it is in use, and an idle one is never closed (`timeouts.tunnel_idle`);
+//! - a client that stalls its request body gets `504` and counts against the
+//!   backend, which passive health then ejects, instead of a `408` that is
+//!   the client's own (`timeouts.client_body` for a body that trickles);
+//! - a client that trickles its request head is closed without the `408`
+//!   that says why;
+//! - a graceful upgrade with a 1 s `grace_period_seconds` loses requests on
+//!   kept-alive connections.
+//!
+//! The WebSocket tests use a real WebSocket client and server
+//! (tokio-tungstenite) in the test process: the backend is an echo server
+//! that also answers lb's health checks.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::keepalive::keep_alive_load;
+use common::*;
+
+/// Starts lb like [`spawn_lb`], once `lb -t` accepted the config: a config
+/// lb rejects (a key it does not know yet) fails the test with lb's own
+/// error instead of a port that never opens.
+fn spawn_lb_checked(ports: &[u16], extra: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("create lb's temp dir");
+    let port = free_port();
+    let config = format!(
+        "{}{}{extra}",
+        base_config(dir.path(), port),
+        backends_yaml(ports)
+    );
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(&path, &config).expect("write lb's config");
+    let path = path.to_str().expect("the temp dir's path is UTF-8");
+    let (status, stderr) = run_lb(&["-t", "-c", path]);
+    assert!(
+        status.success(),
+        "lb -t rejects the config:\n{stderr}\nconfig:\n{config}"
+    );
+    spawn_lb_with_config(dir, port, &config)
+}
+
+// ---------------------------------------------------------------------------
+// WebSockets
+
+/// A backend in the test process on 127.0.0.1: `GET /health` gets `200 ok`,
+/// any other request is taken as a WebSocket handshake, and every text or
+/// binary message is echoed. Runs on `rt` until the runtime is dropped.
+fn spawn_ws_echo(rt: &tokio::runtime::Runtime) -> u16 {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the WebSocket echo server");
+    let port = listener
+        .local_addr()
+        .expect("the echo server's address")
+        .port();
+    rt.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_ws_or_health(stream));
+        }
+    });
+    port
+}
+
+/// One connection to the echo server: a health check or a WebSocket.
+async fn serve_ws_or_health(mut stream: tokio::net::TcpStream) {
+    // Peek until the whole request head is there (at most 10 s), to choose
+    // without taking bytes the WebSocket handshake needs.
+    let mut head = [0u8; 4096];
+    let mut head_len = None;
+    for _ in 0..500 {
+        let n = match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some(end) = head[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            head_len = Some(end + 4);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(head_len) = head_len else { return };
+    if head.starts_with(b"GET /health ") {
+        let mut request = vec![0u8; head_len];
+        if stream.read_exact(&mut request).await.is_ok() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+        }
+        return;
+    }
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `path` through lb on `port`.
+async fn ws_connect(port: u16, path: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    let (ws, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no WebSocket handshake with {url} within 10 s"))
+    .unwrap_or_else(|e| panic!("WebSocket handshake with {url} through lb failed: {e}"));
+    assert_eq!(response.status(), 101, "{response:?}");
+    ws
+}
+
+/// Sends `text` and waits (at most 5 s) for its echo; a failure names how
+/// long after `opened` it happened.
+async fn echo(ws: &mut Client, text: &str, opened: Instant) {
+    if let Err(e) = ws.send(Message::text(text)).await {
+        panic!(
+            "sending {text:?} {:?} after the WebSocket opened failed: {e}",
+            opened.elapsed()
+        );
+    }
+    // Bounded: the echo server sends nothing but echoes; skip a few control frames.
+    for _ in 0..4 {
+        let next = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        let elapsed = opened.elapsed();
+        match next {
+            Err(_) => panic!("no echo of {text:?} within 5 s ({elapsed:?} after the WebSocket opened)"),
+            Ok(None) => panic!(
+                "the WebSocket ended {elapsed:?} after it opened, before the echo of {text:?}"
+            ),
+            Ok(Some(Err(e))) => panic!(
+                "the WebSocket failed {elapsed:?} after it opened, before the echo of {text:?}: {e}"
+            ),
+            Ok(Some(Ok(Message::Text(echoed)))) => {
+                assert_eq!(echoed.as_str(), text, "a wrong echo");
+                return;
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => panic!(
+                "the WebSocket was closed ({frame:?}) {elapsed:?} after it opened, before the echo of {text:?}"
+            ),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    panic!("only control frames came back instead of the echo of {text:?}");
+}
+
+/// Sends a message every 500 ms for `active` and checks each echo.
+async fn keep_busy(ws: &mut Client, active: Duration, opened: Instant) {
+    let count = (active.as_millis() / 500) as usize;
+    for i in 0..count {
+        echo(ws, &format!("message {i}"), opened).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[test]
+fn an_active_websocket_outlives_the_client_header_timeout() {
+    let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
+    let backend_port = spawn_ws_echo(&rt);
+    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_header: 2s\n");
+
+    rt.block_on(async {
+        let mut ws = ws_connect(lb.port, "/active").await;
+        let opened = Instant::now();
+        // 6 s of traffic, three times client_header, then 3 s idle.
+        keep_busy(&mut ws, Duration::from_secs(6), opened).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        echo(&mut ws, "after 3 s idle", opened).await;
+        let _ = ws.close(None).await;
+    });
+
+    let request = "\"GET /active HTTP/1.1\" 101";
+    assert!(
+        lb.wait_for_log(request, Duration::from_secs(10)),
+        "no access line for {request}:\n{}",
+        lb.log()
+    );
+    let log = lb.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(request))
+        .expect("the access line just seen");
+    assert!(
+        line.contains(&format!("backend=127.0.0.1:{backend_port} ")),
+        "the access line does not name the backend: {line}"
+    );
+    assert!(line.contains("retries=0"), "{line}");
+}
+
+#[test]
+fn an_idle_websocket_is_closed_after_tunnel_idle() {
+    let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
+    let backend_port = spawn_ws_echo(&rt);
+    let lb = spawn_lb_checked(
+        &[backend_port],
+        "timeouts:\n  client_header: 1s\n  tunnel_idle: 3s\n",
+    );
+
+    rt.block_on(async {
+        let mut ws = ws_connect(lb.port, "/idle").await;
+        let opened = Instant::now();
+        // Longer than tunnel_idle: traffic keeps resetting it.
+        keep_busy(&mut ws, Duration::from_secs(5), opened).await;
+        // Idle now: lb must close the tunnel; far beyond 3 s, yet bounded.
+        let idle_since = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Err(_) => panic!("lb kept an idle WebSocket open for 30 s (tunnel_idle: 3s)"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {}
+            Ok(Some(Ok(message))) => panic!(
+                "an idle WebSocket got {message:?} {:?} after it went idle",
+                idle_since.elapsed()
+            ),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Slow clients
+
+/// Sends the admin request `GET path` and returns the response.
+fn admin_get(admin_port: u16, path: &str) -> Response {
+    request(
+        admin_port,
+        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn a_client_that_stalls_its_body_gets_408_and_ejects_no_backend() {
+    let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
+    let admin_port = free_port();
+    // max_ejected_percent: 100 so that a single backend can be ejected at all.
+    let lb = spawn_lb_checked(
+        &[backend_port],
+        &format!(
+            "timeouts:\n  upstream_response: 1s\n\
+             passive_health:\n  consecutive_failures: 3\n  max_ejected_percent: 100\n\
+             admin:\n  listen: 127.0.0.1:{admin_port}\n"
+        ),
+    );
+    wait_for_port(admin_port);
+
+    // Nine clients promise 100 bytes of body, send 3, then nothing.
+    let stalled: Vec<_> = (0..9)
+        .map(|_| {
+            let port = lb.port;
+            std::thread::spawn(move || {
+                let reply = raw_exchange(
+                    port,
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+                    Duration::from_secs(20),
+                );
+                let status = split_responses(&reply.bytes).0.first().map(|r| r.status);
+                (status, reply.end)
+            })
+        })
+        .collect();
+    let replies: Vec<_> = stalled
+        .into_iter()
+        .map(|client| client.join().expect("a stalled client's thread"))
+        .collect();
+    let log = lb.log();
+    let ejections: Vec<&str> = log.lines().filter(|l| l.contains("ejected")).collect();
+    assert!(
+        replies.iter().all(|(status, _)| *status == Some(408)),
+        "stalled request bodies got (status, end of connection) {replies:?}, not 408 each; \
+         ejections logged: {ejections:#?}"
+    );
+    assert!(
+        ejections.is_empty(),
+        "stalled clients ejected the backend: {ejections:#?}"
+    );
+
+    let list = admin_get(admin_port, "/api/backends");
+    assert_eq!(list.status, 200, "{list:?}");
+    let backends: serde_json::Value =
+        serde_json::from_str(&list.body).expect("GET /api/backends returns JSON");
+    let address = format!("127.0.0.1:{backend_port}");
+    let backend = backends
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["address"] == address.as_str()))
+        .unwrap_or_else(|| panic!("{address} is not in {}", list.body));
+    assert_eq!(backend["ejected"], false, "{backend}");
+
+    assert_eq!(
+        lb.get("/").status,
+        200,
+        "lb does not serve after the stalls"
+    );
+}
+
+/// Sends `head` on a new connection to lb, then `trickle` one byte every
+/// `interval` until lb answers or closes, a send fails, or every byte is
+/// sent; returns what lb sent and how the connection ended (a read that
+/// waits 10 s for lb ends it as `TimedOut`).
+fn trickle(port: u16, head: &[u8], trickle: &[u8], interval: Duration) -> RawReply {
+    let mut stream = raw_connect(port, Duration::from_secs(10));
+    stream.write_all(head).expect("send the request head");
+    let mut reading = stream.try_clone().expect("clone the client socket");
+    let answered = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let end = loop {
+                match reading.read(&mut chunk) {
+                    Ok(0) => break RawEnd::Eof,
+                    Ok(n) => {
+                        bytes.extend_from_slice(&chunk[..n]);
+                        answered.store(true, Relaxed);
+                    }
+                    Err(e) => match e.kind() {
+                        std::io::ErrorKind::Interrupted => {}
+                        std::io::ErrorKind::ConnectionReset => break RawEnd::Reset,
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                            break RawEnd::TimedOut
+                        }
+                        kind => break RawEnd::Error(kind),
+                    },
+                }
+            };
+            answered.store(true, Relaxed);
+            (bytes, end)
+        })
+    };
+    let mut write_error = None;
+    for &byte in trickle {
+        std::thread::sleep(interval);
+        if answered.load(Relaxed) {
+            break;
+        }
+        if let Err(e) = stream.write_all(&[byte]) {
+            write_error = Some(e.kind());
+            break;
+        }
+    }
+    let (bytes, end) = reader.join().expect("the reader thread");
+    RawReply {
+        bytes,
+        end,
+        write_error,
+    }
+}
+
+#[test]
+fn a_request_body_slower_than_client_body_gets_408() {
+    let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
+    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_body: 2s\n");
+    // 100 bytes, one every 300 ms: 30 s, far beyond the 2 s limit.
+    let reply = trickle(
+        lb.port,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        &[b'a'; 100],
+        Duration::from_millis(300),
+    );
+    assert!(
+        reply.text().starts_with("HTTP/1.1 408"),
+        "a slow body got {:?}, then {:?}",
+        reply.text(),
+        reply.end
+    );
+    assert!(
+        matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
+        "the connection stayed open after the 408: {:?}",
+        reply.end
+    );
+}
+
+#[test]
+fn a_slowloris_head_gets_408() {
+    let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
+    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_header: 1s\n");
+    // A 60-byte header line, one byte every 300 ms: 18 s, far beyond 1 s.
+    let header = format!("X-Slow: {}", "a".repeat(52));
+    let reply = trickle(
+        lb.port,
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        header.as_bytes(),
+        Duration::from_millis(300),
+    );
+    assert!(
+        reply.text().starts_with("HTTP/1.1 408"),
+        "a slow head got {:?} before the connection ended ({:?}), not a 408",
+        reply.text(),
+        reply.end
+    );
+    assert!(
+        matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
+        "the connection stayed open after the 408: {:?}",
+        reply.end
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Upgrades
+
+/// Kills the process `pid` (not our child) when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn an_upgrade_with_a_one_second_grace_period_loses_no_request() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    // grace_period_seconds stays 1; the drain may take up to 5 s.
+    let mut old = spawn_lb_edited(
+        &ports,
+        |base| {
+            base.replace(
+                "graceful_shutdown_timeout_seconds: 1",
+                "graceful_shutdown_timeout_seconds: 5",
+            )
+        },
+        "",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_alive_load(old.port, 16, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let new_log = old.dir.path().join("new.log");
+    let upgrade = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
+        .arg("-c")
+        .arg(old.config_path())
+        .args(["--lb", env!("CARGO_BIN_EXE_lb"), "--timeout", "30", "--log"])
+        .arg(&new_log)
+        .output()
+        .expect("run scripts/lb-upgrade");
+    let report = String::from_utf8_lossy(&upgrade.stdout).to_string()
+        + &String::from_utf8_lossy(&upgrade.stderr);
+    // The new lb is not our child: stop it when the test ends, even when it fails.
+    let new_pid = std::fs::read_to_string(old.dir.path().join("lb.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok());
+    let _new = new_pid.map(KillOnDrop);
+    assert!(upgrade.status.success(), "lb-upgrade failed: {report}");
+    assert!(report.contains("done"), "{report}");
+    assert!(
+        old.proc.wait_exit(Duration::from_secs(10)).is_some(),
+        "the old lb is still running"
+    );
+    assert!(new_pid.is_some(), "no pid of the new lb in lb.pid");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Relaxed);
+
+    let (ok, errors) = load.join().expect("the load thread");
+    eprintln!("{ok} requests succeeded, {} failed", errors.len());
+    assert!(ok > 100, "too little load to test anything: {ok}");
+    assert!(
+        errors.is_empty(),
+        "{} client-visible errors, e.g. {:?}\nold lb log:\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        old.log()
+    );
+    assert_eq!(get(old.port, "/").status, 200, "the new lb does not serve");
+}

@@ -52,6 +52,9 @@ pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
 /// Runs lb with `config` until it is told to stop. Returns only on a start
 /// error; a normal stop exits the process.
 pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     if !cli.pingora.upgrade {
         // Pingora panics on a listener it cannot bind; find out first and say so
         // plainly. An upgrading process inherits the sockets, so it skips this.
@@ -89,9 +92,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
     let proxy_control = proxy_logic.control();
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
-    // Drain within the grace period, leaving a second for the runtime to stop.
-    let grace = server.configuration.grace_period_seconds.unwrap_or(0);
-    let drain_limit = std::time::Duration::from_secs(grace.saturating_sub(1));
+    let drain_limit = crate::config::drain_window(&server.configuration);
     let app = LbApp::new(
         proxy_app,
         proxy_control,

@@ -21,6 +21,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access_log;
 use crate::budget::{RequestTicket, RetryBudget};
 use crate::config::{Config, LimitsConfig, TimeoutsConfig};
+use crate::connection::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
 use crate::metrics::metrics;
 use crate::pool::members::BackendState;
 use crate::pool::{Pool, Selection};
@@ -56,6 +57,18 @@ impl ProxyControl {
     /// may wait for its next request.
     pub fn client_idle(&self) -> Duration {
         Duration::from_secs(self.settings.load().client_idle_secs)
+    }
+
+    /// The limits a new client connection gets: `header` (which needs a
+    /// restart to change) and the reloadable ones as they are now.
+    pub fn client_timeouts(&self, header: Duration) -> ClientTimeouts {
+        let t = &self.settings.load().timeouts;
+        ClientTimeouts {
+            header,
+            body: t.client_body,
+            tunnel_idle: t.tunnel_idle,
+            upgrade_response: t.upstream_response,
+        }
     }
 
     /// Applies a reloaded config's retry, timeouts and limits; requests
@@ -155,8 +168,7 @@ impl Proxy {
             && session.response_written().is_none()
             && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
-        safe && ctx.tried.len() < self.settings.load().attempts
-            && (reused || ctx.ticket.try_retry())
+        safe && ctx.retries < self.settings.load().attempts && (reused || ctx.ticket.try_retry())
     }
 }
 
@@ -198,6 +210,70 @@ pub struct RequestCtx {
     connect_elapsed: Option<Duration>,
     /// The request's `X-Request-Id`: the client's, or one lb made.
     request_id: Option<HeaderValue>,
+    /// Tries on another backend after a failed one.
+    retries: usize,
+    /// The request asks to upgrade the connection (WebSocket).
+    upgrade: bool,
+    /// The status to answer a failed request with when the failure was the
+    /// client's, not the backend's (408 for a body that never came).
+    client_fault: Option<u16>,
+}
+
+impl RequestCtx {
+    /// The current attempt failed and the request goes to another backend:
+    /// the failed one is never chosen again for it.
+    fn retry_elsewhere(&mut self) {
+        if let Some(attempt) = self.backend.take() {
+            self.tried.push(attempt.0.addr);
+        }
+        self.retries += 1;
+    }
+}
+
+/// Tells the client stream what follows this request's head, and returns
+/// the status to refuse it with when its chunked framing is bad or cannot
+/// be checked.
+fn check_framing(session: &Session, ctx: &mut RequestCtx) -> Option<u16> {
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let framing = RequestFraming {
+        chunked,
+        body: chunked
+            || req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|len| len.as_bytes() != b"0"),
+        upgrade: session.is_upgrade_req(),
+    };
+    ctx.upgrade = framing.upgrade;
+    if !(framing.body || framing.upgrade) {
+        return None;
+    }
+    let stream = session.stream().and_then(ClientStream::of)?;
+    match stream.expect(framing) {
+        FramingCheck::Sound => None,
+        FramingCheck::Bad | FramingCheck::Unplaced => Some(400),
+    }
+}
+
+/// The status to answer with when a request failed through the client's
+/// fault rather than the backend's: a body that stopped arriving, so the
+/// backend waited for it and timed out (408), or that broke its framing or
+/// its time limit in the client stream.
+fn client_fault(session: &mut Session, e: &Error) -> Option<u16> {
+    match StreamFault::of(e) {
+        Some(StreamFault::BodyTimeout) => return Some(408),
+        Some(StreamFault::BadFraming(_)) => return Some(400),
+        Some(StreamFault::UpgradeResponseTimeout) => return None,
+        Some(StreamFault::HeaderTimeout | StreamFault::TunnelIdle) => return Some(0),
+        None => {}
+    }
+    let backend_timed_out = e.esource() == &ErrorSource::Upstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+    (backend_timed_out && !session.was_upgraded() && !session.is_body_done()).then_some(408)
 }
 
 #[async_trait]
@@ -215,6 +291,9 @@ impl ProxyHttp for Proxy {
             upstream_elapsed: None,
             connect_elapsed: None,
             request_id: None,
+            retries: 0,
+            upgrade: false,
+            client_fault: None,
         }
     }
 
@@ -229,6 +308,17 @@ impl ProxyHttp for Proxy {
             respond_plain_error(session, status).await?;
             return Ok(true);
         }
+        if let Some(status) = check_framing(session, ctx) {
+            // The bytes after a bad frame cannot be trusted to start a request.
+            session.set_keepalive(None);
+            respond_plain_error(session, status).await?;
+            return Ok(true);
+        }
+        if ctx.upgrade {
+            // A tunnel's reads wait as long as it is open; its limit is
+            // `timeouts.tunnel_idle`, in the client stream.
+            session.set_read_timeout(None);
+        }
         ctx.request_id = Some(request_id::of(session.req_header()));
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
@@ -240,11 +330,16 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if end_of_stream && !ctx.upgrade {
+            if let Some(stream) = session.stream().and_then(ClientStream::of) {
+                stream.body_received();
+            }
+        }
         let limit = self.settings.load().limits.max_body_bytes;
         if limit > 0 {
             ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
@@ -276,8 +371,16 @@ impl ProxyHttp for Proxy {
         let settings = self.settings.load();
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
-        peer.options.write_timeout = Some(t.upstream_response);
+        if ctx.upgrade {
+            // No per-read limit: it would cut an open tunnel. The client stream
+            // limits the wait for the answer (`upstream_response`) and the
+            // tunnel's idle time (`tunnel_idle`).
+            peer.options.read_timeout = None;
+            peer.options.write_timeout = Some(t.tunnel_idle);
+        } else {
+            peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
+            peer.options.write_timeout = Some(t.upstream_response);
+        }
         peer.options.idle_timeout = Some(t.upstream_idle);
         ctx.backend = Some(InFlight::new(state));
         ctx.upstream_started = Some(Instant::now());
@@ -293,7 +396,7 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         // Nothing reached the backend, so any request may go to another one.
         // Such a retry adds no load to any backend: the budget does not apply.
-        let retry = ctx.tried.len() < self.settings.load().attempts;
+        let retry = ctx.retries < self.settings.load().attempts;
         log::warn!(
             "cannot connect to backend {}: {}{}",
             peer._address,
@@ -304,11 +407,11 @@ impl ProxyHttp for Proxy {
                 "; no attempt left"
             }
         );
-        if let Some(attempt) = ctx.backend.take() {
+        if let Some(attempt) = &ctx.backend {
             self.pool.record_failure(&attempt.0, &e.etype().as_str());
-            ctx.tried.push(attempt.0.addr);
         }
         if retry {
+            ctx.retry_elsewhere();
             metrics().retry("connect_failure");
         }
         e.set_retry(retry);
@@ -324,15 +427,16 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer._address));
-        let from_backend = e.esource() == &ErrorSource::Upstream;
-        if let Some(attempt) = ctx.backend.take() {
-            if from_backend {
-                self.pool.record_failure(&attempt.0, &e.etype().as_str());
-            }
-            ctx.tried.push(attempt.0.addr);
+        ctx.client_fault = client_fault(session, &e);
+        let from_backend = ctx.client_fault.is_none()
+            && (e.esource() == &ErrorSource::Upstream
+                || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
+        if let (Some(attempt), true) = (&ctx.backend, from_backend) {
+            self.pool.record_failure(&attempt.0, &e.etype().as_str());
         }
-        let retry = self.may_retry(session, &e, ctx, client_reused);
+        let retry = from_backend && self.may_retry(session, &e, ctx, client_reused);
         if retry {
+            ctx.retry_elsewhere();
             metrics().retry(if client_reused {
                 "dead_keepalive_connection"
             } else {
@@ -348,15 +452,18 @@ impl ProxyHttp for Proxy {
         e
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         // A client that went away mid-request is routine (a closed browser
         // tab, a load generator stopping), not an error of lb's; the access
-        // log records it with status 0.
-        error.esource() == &ErrorSource::Downstream
+        // log records it with status 0. So are the client's own faults (a
+        // body that stopped, bad framing, a tunnel left idle): the access
+        // log records their status.
+        (error.esource() == &ErrorSource::Downstream
             && matches!(
                 error.etype(),
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+            ))
+            || ctx.client_fault.is_some()
     }
 
     fn suppress_proxy_warn_log(
@@ -423,9 +530,12 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = error_status(e);
+        let code = match ctx.client_fault.or_else(|| client_fault(session, e)) {
+            Some(code) => code,
+            None => error_status(e),
+        };
         if code > 0 {
             if let Err(write_error) = respond_plain_error(session, code).await {
                 log::debug!("could not send the {code} error page to the client: {write_error}");
@@ -508,7 +618,7 @@ fn access_entry<'a>(
         connect: ctx.connect_elapsed,
         upstream: ctx.upstream_elapsed,
         total,
-        retries: ctx.tried.len(),
+        retries: ctx.retries,
         request_id: ctx
             .request_id
             .as_ref()
@@ -607,6 +717,7 @@ fn error_status(e: &Error) -> u16 {
         {
             504
         }
+        _ if StreamFault::of(e) == Some(StreamFault::UpgradeResponseTimeout) => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
@@ -686,7 +797,7 @@ fn log_access(session: &Session, ctx: &RequestCtx) {
         backend,
         upstream_ms,
         ctx.received.elapsed().as_secs_f64() * 1000.0,
-        ctx.tried.len()
+        ctx.retries
     );
 }
 

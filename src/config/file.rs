@@ -170,6 +170,10 @@ pub struct TimeoutsFile {
     #[serde(default, with = "humantime_serde")]
     pub client_idle: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub client_body: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub tunnel_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub request: Option<Duration>,
 }
 

@@ -22,6 +22,7 @@ use pingora::server::configuration::ServerConf;
 
 pub use file::{AccessLogFormat, WhenAllUnhealthy};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
+pub use server::drain_window;
 
 /// Where lb listens when neither the file nor `--listen` says.
 pub const DEFAULT_LISTENER: &str = "0.0.0.0:8000";
@@ -215,7 +216,7 @@ impl Config {
             admin.listen = Some(listen.clone());
         }
         let admin = parse_admin(admin, std::env::var("LB_ADMIN_TOKEN").ok(), &mut errors);
-        let warnings = backends
+        let mut warnings: Vec<String> = backends
             .iter()
             .filter(|b| b.host.parse::<std::net::IpAddr>().is_err())
             .filter(|b| (b.host.as_str(), b.port).to_socket_addrs().map_or(true, |mut a| a.next().is_none()))
@@ -226,6 +227,7 @@ impl Config {
                 )
             })
             .collect();
+        warnings.extend(server::drain_warning(&server));
 
         if errors.is_empty() {
             Ok(Config {
@@ -578,12 +580,14 @@ impl Config {
         rows.push((
             "timeouts".into(),
             format!(
-                "connect {}, upstream response {}, upstream idle {}, client header {}, client idle {}, request {}",
+                "connect {}, upstream response {}, upstream idle {}, client header {}, client body {}, client idle {}, tunnel idle {}, request {}",
                 d(t.connect),
                 d(t.upstream_response),
                 d(t.upstream_idle),
                 d(t.client_header),
+                d(t.client_body),
                 d(t.client_idle),
+                d(t.tunnel_idle),
                 if t.request.is_zero() { "none".into() } else { d(t.request) }
             ),
         ));

@@ -45,6 +45,10 @@ pub struct TimeoutsConfig {
     pub client_header: Duration,
     /// A client keep-alive connection waiting for its next request.
     pub client_idle: Duration,
+    /// Receiving a request's body, in total; 408.
+    pub client_body: Duration,
+    /// An upgraded connection (WebSocket) with no byte either way; closed.
+    pub tunnel_idle: Duration,
     /// A whole request, from its headers to the end of its response; 504. Zero: none.
     pub request: Duration,
 }
@@ -208,6 +212,18 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> Timeou
             errors,
         ),
         client_idle,
+        client_body: positive_duration(
+            "timeouts.client_body",
+            written.client_body,
+            Duration::from_secs(60),
+            errors,
+        ),
+        tunnel_idle: positive_duration(
+            "timeouts.tunnel_idle",
+            written.tunnel_idle,
+            Duration::from_secs(3600),
+            errors,
+        ),
         request: written.request.unwrap_or(Duration::ZERO),
     }
 }

@@ -1,0 +1,252 @@
+//! Client connections around Pingora's HTTP handling: the limit on open
+//! connections, the per-phase limits on what clients send, the drain at
+//! shutdown, and the keep-alive loop.
+//!
+//! [`LbApp`] is a Pingora `ServerApp` around the proxy's own app. It counts
+//! open connections and closes new ones beyond `limits.max_connections`, and
+//! wraps each stream in a [`ClientStream`], which enforces the time limits
+//! on request heads, bodies and tunnels and checks chunked framing
+//! (`client_stream.rs`, `chunked.rs`).
+//!
+//! It also drains kept-alive connections at shutdown and upgrade. Pingora's
+//! proxy drops a connection waiting for its next request as soon as its app
+//! is cleaned up, and a request arriving just then is lost. `LbApp` delays
+//! that clean-up until its connections are gone (or `drain_limit` passed):
+//! meanwhile a request on an open connection is answered with
+//! `Connection: close` (Pingora does so once shutdown has begun), and the
+//! client's next connection reaches the new process. HAProxy calls this
+//! `idle-close-on-response`.
+//!
+//! And it runs each connection's keep-alive loop itself, instead of
+//! Pingora's: between requests it waits for the next request's first bytes
+//! before it builds the next HTTP session, and hands them to it. Pingora's
+//! loop waits inside the session, holding the request's whole future (about
+//! 9 KB) and a 4 KiB head buffer for every idle connection. Waiting on the
+//! socket is only safe when no byte of the next request was read already
+//! (pipelined, or past a body, and kept by Pingora where lb cannot see it):
+//! [`ClientStream`] records what each request's reads held, and a
+//! connection that read past a head once keeps Pingora's way of waiting
+//! from then on.
+
+mod chunked;
+mod client_stream;
+
+pub use chunked::BadChunkFraming;
+pub use client_stream::{
+    ClientStream, ClientTimeouts, FramingCheck, RequestFraming, RequestReads, StreamFault,
+};
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics::metrics;
+use crate::proxy::ProxyControl;
+
+/// A `ServerApp` that limits connections and header time, then hands each
+/// connection to `inner` (the proxy).
+pub struct LbApp<A> {
+    inner: Arc<A>,
+    open: AtomicUsize,
+    max_connections: usize,
+    client_header: Duration,
+    /// Longest wait at shutdown for open connections to finish.
+    drain_limit: Duration,
+    /// The proxy's live settings: `timeouts.client_idle` for the wait
+    /// between requests.
+    proxy: ProxyControl,
+    /// Turns true once the drain is over: connections waiting for their
+    /// next request close.
+    closing_idle: watch::Sender<bool>,
+}
+
+impl<A> LbApp<A> {
+    /// Wraps `inner` with the given limits.
+    pub fn new(
+        inner: A,
+        proxy: ProxyControl,
+        max_connections: usize,
+        client_header: Duration,
+        drain_limit: Duration,
+    ) -> Self {
+        LbApp {
+            inner: Arc::new(inner),
+            open: AtomicUsize::new(0),
+            max_connections,
+            client_header,
+            drain_limit,
+            proxy,
+            closing_idle: watch::Sender::new(false),
+        }
+    }
+
+    /// Waits until no client connection is open, or `drain_limit` passed.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.drain_limit;
+        let mut open = self.open.load(Relaxed);
+        log::info!("draining {open} client connection(s)");
+        while open > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            open = self.open.load(Relaxed);
+        }
+        if open > 0 {
+            log::info!("closing {open} idle client connection(s) after the drain limit");
+        } else {
+            log::info!("all client connections drained");
+        }
+    }
+}
+
+/// Decrements the open-connection count when the connection ends.
+struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+        metrics().client_connections.dec();
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        metrics().client_connections.inc();
+        let _counted = OpenConnection(&self.open);
+        if open > self.max_connections {
+            log::warn!(
+                "closing a new client connection: {} are open (limits.max_connections)",
+                self.max_connections
+            );
+            return None;
+        }
+        let reads = Arc::new(RequestReads::default());
+        let timeouts = self.proxy.client_timeouts(self.client_header);
+        let stream: Stream = Box::new(ClientStream::new(stream, timeouts, Arc::clone(&reads)));
+        self.serve_http1(stream, &reads, shutdown).await;
+        None
+    }
+
+    /// Called once the listeners stopped: drain, then let the proxy drop
+    /// the connections still waiting for a request.
+    async fn cleanup(&self) {
+        self.drain().await;
+        self.closing_idle.send_replace(true);
+        self.inner.http_cleanup().await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
+    /// Serves HTTP/1 requests on `stream` until it closes: Pingora's
+    /// keep-alive loop (`ServerApp for HttpServerApp`, HTTP/1 part), with a
+    /// wait on the socket between requests. lb turns on neither h2c nor
+    /// custom protocols, the only other paths of Pingora's loop.
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        reads: &RequestReads,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut closing_idle = self.closing_idle.subscribe();
+        // The first head has `timeouts.client_header` from the connect.
+        let Some(first_bytes) =
+            read_next_request(&mut stream, self.client_header, &mut closing_idle).await
+        else {
+            return;
+        };
+        let mut session = new_session(stream, None, Some(first_bytes));
+        // As Pingora does: no keep-alive once shutdown has begun. The proxy
+        // sets the idle timeout on every request.
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|options| options.keepalive_request_limit),
+        );
+        // Whether every byte read so far belonged to a finished request's
+        // head: then nothing waits in Pingora's buffers, and the socket can
+        // be waited on.
+        let mut nothing_read_ahead = true;
+        loop {
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (mut stream, settings) = reused.consume();
+            nothing_read_ahead &= reads.only_a_head();
+            reads.start_request();
+            let first_bytes = if nothing_read_ahead {
+                let idle = self.proxy.client_idle();
+                match read_next_request(&mut stream, idle, &mut closing_idle).await {
+                    Some(bytes) => Some(bytes),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            session = new_session(stream, settings, first_bytes);
+        }
+    }
+}
+
+/// A client's next HTTP/1 session on `stream`, with the settings the last
+/// one left and the first bytes lb already read, which Pingora parses first
+/// (as it does bytes a pipelining client sent early).
+///
+/// Pipelining is on: requests a client sends before reading the answers to
+/// earlier ones are served in order, as nginx and HAProxy do. Pingora's
+/// default answers the first, closes and drops the rest.
+fn new_session(
+    stream: Stream,
+    settings: Option<HttpPersistentSettings>,
+    first_bytes: Option<BytesMut>,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    session.set_pipelining_enabled(true);
+    if let Some(settings) = settings {
+        settings.apply_to_session(&mut session);
+    }
+    if let Some(bytes) = first_bytes {
+        session.set_pipelined_prefix(bytes);
+    }
+    session
+}
+
+/// The first read of a request: as much as Pingora's own first read.
+const FIRST_READ: usize = 4096;
+
+/// Waits for the next request on `stream` for at most `limit`, holding no
+/// buffer while it waits, and returns its first bytes: None when the client
+/// closed, the limit passed, or the drain ended first.
+async fn read_next_request(
+    stream: &mut Stream,
+    limit: Duration,
+    closing_idle: &mut watch::Receiver<bool>,
+) -> Option<BytesMut> {
+    // The buffer is made on each poll and dropped when the read has to wait
+    // (an idle socket costs no syscall then): an idle connection holds none.
+    let first_read = std::future::poll_fn(|cx| {
+        let mut buf = BytesMut::with_capacity(FIRST_READ);
+        let read = std::pin::pin!(stream.read_buf(&mut buf));
+        read.poll(cx).map_ok(|_| buf)
+    });
+    tokio::select! {
+        read = first_read => read.ok().filter(|bytes| !bytes.is_empty()),
+        _ = tokio::time::sleep(limit) => None,
+        _ = closing_idle.wait_for(|closing| *closing) => None,
+    }
+}

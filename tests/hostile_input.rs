@@ -27,6 +27,7 @@
 mod common;
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
 
 use common::*;
@@ -135,6 +136,8 @@ struct Vector {
     name: &'static str,
     expect: Expect,
     bytes: Vec<u8>,
+    /// Where to split `bytes` into two sends, so lb reads them apart.
+    split: Option<usize>,
 }
 
 fn vector(name: &'static str, expect: Expect, bytes: impl Into<Vec<u8>>) -> Vector {
@@ -142,6 +145,31 @@ fn vector(name: &'static str, expect: Expect, bytes: impl Into<Vec<u8>>) -> Vect
         name,
         expect,
         bytes: bytes.into(),
+        split: None,
+    }
+}
+
+/// How long to wait between the two sends of a split vector, so that lb has
+/// read the first before the second arrives.
+const SPLIT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Sends `v` to lb on a new connection, in two sends if it is split, and
+/// reads what comes back.
+fn exchange(port: u16, v: &Vector) -> RawReply {
+    let Some(split) = v.split else {
+        return raw_exchange(port, &v.bytes, TIMEOUT);
+    };
+    let mut stream = raw_connect(port, TIMEOUT);
+    let mut write_error = stream.write_all(&v.bytes[..split]).err().map(|e| e.kind());
+    if write_error.is_none() {
+        std::thread::sleep(SPLIT_PAUSE);
+        write_error = stream.write_all(&v.bytes[split..]).err().map(|e| e.kind());
+    }
+    let (bytes, end) = read_until_end(&mut stream);
+    RawReply {
+        bytes,
+        end,
+        write_error,
     }
 }
 
@@ -178,7 +206,7 @@ fn run(vectors: Vec<Vector>) {
     let mut report = String::new();
     let mut failures = Vec::new();
     for v in &vectors {
-        let reply = raw_exchange(lb.port, &v.bytes, TIMEOUT);
+        let reply = exchange(lb.port, v);
         let outcome = Outcome::of(&reply);
         let verdict = v.expect.check(&outcome);
         let _ = writeln!(
@@ -265,6 +293,20 @@ fn chunked(name: &'static str, expect: Expect, body: &str) -> Vector {
     let head =
         "POST / HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     vector(name, expect, format!("{head}{body}"))
+}
+
+/// A chunked POST with a hidden request behind it, sent in two pieces:
+/// the head and `first`, then `rest`. lb must reject it.
+fn chunked_in_two(name: &'static str, first: &str, rest: &str) -> Vector {
+    let head =
+        "POST / HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let mut v = vector(
+        name,
+        Expect::Reject,
+        format!("{head}{first}{rest}{}", hidden(name)),
+    );
+    v.split = Some(head.len() + first.len());
+    v
 }
 
 /// A GET with `header_lines` between Host and Connection: close.
@@ -501,6 +543,74 @@ fn bad_chunks() {
             "chunk-hidden-in-trailer",
             Repaired,
             &format!("5\r\nhello\r\n0\r\n{}", hidden("chunk-trailer")),
+        ),
+        // Framing HAProxy and nginx reject and httparse accepts (issue 10):
+        // lb checks RFC 9112 7.1 itself and answers 400.
+        vector(
+            "chunk-empty-size-line",
+            Reject,
+            format!(
+                "POST /a HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhi\r\n0\r\n\r\n{}",
+                hidden("empty-size-line")
+            ),
+        ),
+        vector(
+            "chunk-ext-bare-lf",
+            Reject,
+            format!(
+                "POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 2;a\nxx\r\n45\r\n0\r\n\r\n{}",
+                hidden("ext-bare-lf")
+            ),
+        ),
+        chunked("chunk-empty-first-line", Reject, "\r\nhello\r\n0\r\n\r\n"),
+        chunked(
+            "chunk-hex-then-garbage",
+            Reject,
+            "5zz\r\nhello\r\n0\r\n\r\n",
+        ),
+        chunked(
+            "chunk-space-then-garbage",
+            Reject,
+            "5 z\r\nhello\r\n0\r\n\r\n",
+        ),
+        chunked(
+            "chunk-space-before-size",
+            Reject,
+            " 5\r\nhello\r\n0\r\n\r\n",
+        ),
+        chunked(
+            "chunk-17-digits",
+            Reject,
+            "00000000000000005\r\nhello\r\n0\r\n\r\n",
+        ),
+        chunked("chunk-size-bare-lf", Reject, "5\nhello\r\n0\r\n\r\n"),
+        chunked("chunk-data-bare-lf", Reject, "5\r\nhello\n0\r\n\r\n"),
+        chunked("chunk-last-bare-lf", Reject, "5\r\nhello\r\n0\n\r\n"),
+        chunked(
+            "chunk-trailer-bare-lf",
+            Reject,
+            "5\r\nhello\r\n0\r\nX-T: a\n\r\n",
+        ),
+        chunked("chunk-end-bare-cr", Reject, "5\r\nhello\r\n0\r\n\r\r\n"),
+        // The bad frame in a later packet than the head: checked as it comes.
+        chunked_in_two(
+            "chunk-ext-bare-lf-later",
+            "5\r\nhello\r\n",
+            "2;a\nxx\r\n45\r\n0\r\n\r\n",
+        ),
+        chunked_in_two(
+            "chunk-empty-size-line-later",
+            "5\r\nhello\r\n",
+            "\r\nhi\r\n0\r\n\r\n",
+        ),
+        // Legal: spaces after the size, as httparse, HAProxy and nginx take them.
+        chunked("chunk-space-after-size", Accept, "5 \r\nhello\r\n0\r\n\r\n"),
+        chunked(
+            "chunk-16-digits",
+            Accept,
+            "0000000000000005\r\nhello\r\n0\r\n\r\n",
         ),
         // Legal: an extension, and a trailer field.
         chunked(

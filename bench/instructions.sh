@@ -3,13 +3,15 @@
 # measure this shared machine's noise does not move (two runs of the same
 # binary differ by under 0.5%; requests/s from bench/run.sh vary by 30%).
 #
-#   bench/instructions.sh [--requests N]
+#   bench/instructions.sh [--requests N] [--only NAME,...] [--lb PATH]
 #
 # Each proxy (nginx, HAProxy, lb, a bare Pingora proxy) runs in turn under
 # `valgrind --tool=callgrind`, one worker, round robin over three nginx
 # backends, as in bench/run.sh. oha sends 2,000 warm-up requests, the
 # counters are zeroed, then N requests (default 10,000) on 16 keep-alive
-# connections are counted. Prints a markdown table.
+# connections are counted. Prints a markdown table. `--only lb` counts
+# only the named proxies (nginx, haproxy, lb, pingora-bare); `--lb PATH`
+# counts another lb binary (an older build, to compare before and after).
 #
 # What it does not see: the kernel (send/recv on loopback is about 40% of
 # lb's CPU time and 68% of HAProxy's), cache misses, and memcpy's real speed
@@ -21,10 +23,14 @@ cd "$(dirname "$0")/.."
 . bench/peers.sh
 
 requests=10000
+only=nginx,haproxy,lb,pingora-bare
+lb_binary=
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    --lb) lb_binary=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "instructions: unknown argument $1" >&2; exit 1 ;;
   esac
 done
@@ -41,7 +47,7 @@ fi
 export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
 command -v oha >/dev/null || cargo install --locked oha >/dev/null 2>&1
 cargo build --release --bins --examples >/dev/null 2>&1 || cargo build --release --bins --examples
-LB=$PWD/target/release/lb
+LB=${lb_binary:-$PWD/target/release/lb}
 BARE=$PWD/target/release/examples/bare_pingora
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -91,6 +97,7 @@ callgrind_command() {
 # count NAME CMD...: prints "NAME instructions-per-request".
 count() {
   local name=$1; shift
+  case ",$only," in *",$name,"*) ;; *) return 0 ;; esac
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
     "$@" >"$work/valgrind.$name.log" 2>&1 &
   proxy_pid=$!

@@ -214,6 +214,8 @@ pub struct RequestCtx {
     retries: usize,
     /// The request asks to upgrade the connection (WebSocket).
     upgrade: bool,
+    /// A body was announced and has not been received whole yet.
+    body_pending: bool,
     /// The status to answer a failed request with when the failure was the
     /// client's, not the backend's (408 for a body that never came).
     client_fault: Option<u16>,
@@ -246,6 +248,7 @@ fn check_framing(session: &Session, ctx: &mut RequestCtx) -> Option<u16> {
         upgrade: session.is_upgrade_req(),
     };
     ctx.upgrade = framing.upgrade;
+    ctx.body_pending = framing.body && !framing.upgrade;
     if !(framing.body || framing.upgrade) {
         return None;
     }
@@ -293,6 +296,7 @@ impl ProxyHttp for Proxy {
             request_id: None,
             retries: 0,
             upgrade: false,
+            body_pending: false,
             client_fault: None,
         }
     }
@@ -335,7 +339,8 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if end_of_stream && !ctx.upgrade {
+        if end_of_stream && ctx.body_pending {
+            ctx.body_pending = false;
             if let Some(stream) = session.stream().and_then(ClientStream::of) {
                 stream.body_received();
             }

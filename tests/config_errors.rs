@@ -132,3 +132,32 @@ fn the_demo_config_passes_test_mode() {
     let (status, stderr) = run_lb(&["-t", "-c", path]);
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn test_mode_warns_when_the_grace_period_leaves_no_drain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.yaml");
+    let write = |grace: u32| {
+        let yaml = format!("{GOOD_BACKENDS}server: {{grace_period_seconds: {grace}}}\n");
+        std::fs::write(&path, yaml).expect("write config");
+    };
+    let test_mode = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run lb -t");
+        assert!(out.status.success(), "lb -t failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    write(0);
+    let table = test_mode();
+    assert!(
+        table.contains("grace_period_seconds: 0 leaves no time to drain"),
+        "{table}"
+    );
+    write(1);
+    let table = test_mode();
+    assert!(!table.contains("leaves no time to drain"), "{table}");
+}

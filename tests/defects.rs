@@ -9,7 +9,10 @@
 //! - a client that trickles its request head is closed without the `408`
 //!   that says why;
 //! - a graceful upgrade with a 1 s `grace_period_seconds` loses requests on
-//!   kept-alive connections.
+//!   kept-alive connections;
+//! - and, beside the chunked-framing vectors in `hostile_input.rs`, the one
+//!   case lb's framing check cannot place (a chunked request pipelined
+//!   behind another), which it refuses.
 //!
 //! The WebSocket tests use a real WebSocket client and server
 //! (tokio-tungstenite) in the test process: the backend is an echo server
@@ -479,4 +482,40 @@ fn an_upgrade_with_a_one_second_grace_period_loses_no_request() {
         old.log()
     );
     assert_eq!(get(old.port, "/").status, 200, "the new lb does not serve");
+}
+
+// ---------------------------------------------------------------------------
+// Chunked framing lb cannot check
+
+/// A chunked request pipelined behind another in the same packet is read
+/// by Pingora before lb's stream can tell where its body starts: lb refuses
+/// it (400, then closes) rather than forward a body whose framing it did
+/// not check. The first request is served; the hidden one never reaches the
+/// backend.
+#[test]
+fn a_chunked_request_pipelined_behind_another_is_refused_not_forwarded_unchecked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let record = dir.path().join("requests");
+    let record_arg = record.to_str().expect("a UTF-8 path");
+    let (_be, be_port) = spawn_be_on_any_port("pipelined", &["--record", record_arg]);
+    let lb = spawn_lb(&[be_port], "");
+    let bytes = "GET /first HTTP/1.1\r\nHost: lb\r\n\r\n\
+                 POST /second HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\n\r\n\
+                 GET /smuggled HTTP/1.1\r\nHost: lb\r\n\r\n";
+    let reply = raw_exchange(lb.port, bytes.as_bytes(), Duration::from_secs(10));
+    let (responses, rest) = split_responses(&reply.bytes);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 400], "{}", reply.text());
+    assert_eq!(rest, 0, "bytes after the responses: {}", reply.text());
+    assert!(
+        matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
+        "lb left the connection open after the 400"
+    );
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(recorded.contains("GET /first"), "{recorded}");
+    assert!(
+        !recorded.contains("/second") && !recorded.contains("/smuggled"),
+        "{recorded}"
+    );
 }

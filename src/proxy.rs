@@ -20,7 +20,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log;
 use crate::budget::{RequestTicket, RetryBudget};
-use crate::config::{Config, LimitsConfig, TimeoutsConfig};
+use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
 use crate::connection::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
 use crate::metrics::metrics;
 use crate::pool::members::BackendState;
@@ -41,6 +41,7 @@ pub struct ProxySettings {
     attempts: usize,
     timeouts: TimeoutsConfig,
     limits: LimitsConfig,
+    headers: HeadersConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
 }
@@ -86,6 +87,7 @@ impl ProxySettings {
             attempts: config.retry.attempts,
             timeouts: config.timeouts.clone(),
             limits: config.limits.clone(),
+            headers: config.headers,
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
         }
     }
@@ -328,7 +330,9 @@ impl ProxyHttp for Proxy {
             // `timeouts.tunnel_idle`, in the client stream.
             session.set_read_timeout(None);
         }
-        ctx.request_id = Some(request_id::of(session.req_header()));
+        if settings.headers.request_id {
+            ctx.request_id = Some(request_id::of(session.req_header()));
+        }
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
         if session.get_keepalive().is_some() {
@@ -493,15 +497,18 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+        }
+        if !self.settings.load().headers.forwarded {
+            return Ok(());
+        }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded_for =
                 forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
             upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         }
         upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
-        if let Some(id) = &ctx.request_id {
-            upstream_request.insert_header(request_id::HEADER, id.clone())?;
-        }
         let host = upstream_request
             .headers
             .get(http::header::HOST)

@@ -170,6 +170,36 @@ fn forwarding_headers_are_added_and_host_kept() {
 }
 
 #[test]
+fn headers_off_forwards_the_request_as_the_client_sent_it() {
+    let (ports, _backends) = three_backends();
+    let lb = spawn_lb(&ports, "headers: {forwarded: false, request_id: false}\n");
+    let reply = raw_exchange(
+        lb.port,
+        b"GET /headers HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let (responses, _) = split_responses(&reply.bytes);
+    let [response] = &responses[..] else {
+        panic!("not one response: {}", reply.text());
+    };
+    assert_eq!(response.status, 200, "{}", reply.text());
+    assert_eq!(response.header("x-request-id"), None, "{}", reply.text());
+    let received = reply.text().to_ascii_lowercase();
+    assert!(received.contains("host: example.test\n"), "{received}");
+    for added in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ] {
+        assert!(
+            !received.contains(added),
+            "{added} reached the backend:\n{received}"
+        );
+    }
+}
+
+#[test]
 fn command_line_flags_work_without_a_file() {
     let (ports, _backends) = three_backends();
     let port = free_port();

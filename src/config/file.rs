@@ -38,6 +38,19 @@ pub struct FileConfig {
     pub admin: Option<AdminFile>,
     /// The access log.
     pub access_log: Option<AccessLogFile>,
+    /// Headers lb adds to requests and responses.
+    pub headers: Option<HeadersFile>,
+}
+
+/// The `headers:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFile {
+    /// Add `X-Forwarded-For`, `-Proto` and `-Host` to requests.
+    pub forwarded: Option<bool>,
+    /// Pass `X-Request-Id` to the backend and back to the client, making
+    /// one when the client sent none.
+    pub request_id: Option<bool>,
 }
 
 /// The `access_log:` section.

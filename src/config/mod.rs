@@ -24,6 +24,17 @@ pub use file::{AccessLogFormat, WhenAllUnhealthy};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use server::drain_window;
 
+/// Which headers lb adds to what it forwards. Both on by default; off, lb
+/// forwards requests as a bare proxy would (for like-for-like benchmarks, or
+/// behind another proxy that adds them).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadersConfig {
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    pub forwarded: bool,
+    /// `X-Request-Id` to the backend and back to the client.
+    pub request_id: bool,
+}
+
 /// Where lb listens when neither the file nor `--listen` says.
 pub const DEFAULT_LISTENER: &str = "0.0.0.0:8000";
 
@@ -55,6 +66,8 @@ pub struct Config {
     /// The access log; when absent, requests are logged through `RUST_LOG`
     /// (target `lb::access`).
     pub access_log: Option<AccessLogConfig>,
+    /// Which headers lb adds.
+    pub headers: HeadersConfig,
     /// Things worth saying that do not stop lb (`lb -t` prints them).
     pub warnings: Vec<String>,
 }
@@ -249,6 +262,18 @@ impl Config {
                         Some(path) => AccessLogTarget::File(PathBuf::from(path)),
                     },
                 }),
+                headers: HeadersConfig {
+                    forwarded: file
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.forwarded)
+                        .unwrap_or(true),
+                    request_id: file
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.request_id)
+                        .unwrap_or(true),
+                },
                 warnings,
             })
         } else {
@@ -589,6 +614,15 @@ impl Config {
                 d(t.client_idle),
                 d(t.tunnel_idle),
                 if t.request.is_zero() { "none".into() } else { d(t.request) }
+            ),
+        ));
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        rows.push((
+            "headers".into(),
+            format!(
+                "X-Forwarded-For/-Proto/-Host {}, X-Request-Id {}",
+                on_off(self.headers.forwarded),
+                on_off(self.headers.request_id)
             ),
         ));
         let r = &self.retry;

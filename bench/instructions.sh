@@ -4,6 +4,7 @@
 # binary differ by under 0.5%; requests/s from bench/run.sh vary by 30%).
 #
 #   bench/instructions.sh [--requests N] [--only NAME,...] [--lb PATH]
+#                         [--headers lb-only|minimal|like-for-like] [--keep DIR]
 #
 # Each proxy (nginx, HAProxy, lb, a bare Pingora proxy) runs in turn under
 # `valgrind --tool=callgrind`, one worker, round robin over three nginx
@@ -11,7 +12,9 @@
 # counters are zeroed, then N requests (default 10,000) on 16 keep-alive
 # connections are counted. Prints a markdown table. `--only lb` counts
 # only the named proxies (nginx, haproxy, lb, pingora-bare); `--lb PATH`
-# counts another lb binary (an older build, to compare before and after).
+# counts another lb binary (an older build, to compare before and after);
+# `--headers` chooses which proxies add forwarding headers (bench/peers.sh);
+# `--keep DIR` keeps the callgrind dumps there, for `callgrind_annotate`.
 #
 # What it does not see: the kernel (send/recv on loopback is about 40% of
 # lb's CPU time and 68% of HAProxy's), cache misses, and memcpy's real speed
@@ -25,12 +28,15 @@ cd "$(dirname "$0")/.."
 requests=10000
 only=nginx,haproxy,lb,pingora-bare
 lb_binary=
+keep=
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --lb) lb_binary=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --headers) HEADERS=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "instructions: unknown argument $1" >&2; exit 1 ;;
   esac
 done
@@ -117,6 +123,7 @@ count() {
   fi
   local dump total
   dump=$(ls "$work"/cg."$name".*.1)
+  [ -n "$keep" ] && mkdir -p "$keep" && cp "$dump" "$keep/callgrind.$name.$HEADERS"
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$name $((total / requests))"
 }
@@ -128,7 +135,7 @@ count() {
   count pingora-bare "$BARE" 127.0.0.1:$PROXY 127.0.0.1:$B1 127.0.0.1:$B2 127.0.0.1:$B3
 } > "$work/counts"
 
-echo "## User-space instructions per request (callgrind, $requests requests, 16 keep-alive connections)"
+echo "## User-space instructions per request (callgrind, $requests requests, 16 keep-alive connections, headers $HEADERS)"
 echo
 echo "| proxy | instructions per request | x nginx |"
 echo "| --- | ---: | ---: |"

@@ -2,6 +2,17 @@
 # bench/run.sh and bench/instructions.sh measure the same set-ups. Sourced,
 # not run. Every proxy has one worker and round-robins over three backends
 # with health checks on. Each function writes one file.
+#
+# Two settings, read by the functions, set by the caller before calling:
+# - PROXY_THREADS (default 1): workers of each proxy (nginx processes,
+#   HAProxy threads, lb and bare Pingora threads);
+# - HEADERS (default `lb-only`): which proxies add forwarding headers.
+#   `lb-only`: lb adds X-Forwarded-For/-Proto/-Host and X-Request-Id, the
+#   peers add none (what each does out of the box); `minimal`: none adds
+#   any (lb with `headers` off); `like-for-like`: nginx and HAProxy are
+#   configured to add the same four headers lb adds.
+PROXY_THREADS=${PROXY_THREADS:-1}
+HEADERS=${HEADERS:-lb-only}
 
 # backends_conf FILE DIR B1 B2 B3: one nginx answering `return 200` on three
 # ports, in the background.
@@ -29,8 +40,14 @@ nginx_proxy_conf() {
   local process="daemon on;"
   [ "$4" = foreground ] && process="daemon off;
 master_process off;"
+  local headers=""
+  [ "$HEADERS" = like-for-like ] && headers="proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Request-Id \$request_id;
+      add_header X-Request-Id \$request_id always;"
   cat > "$1" <<EOF
-worker_processes 1;
+worker_processes $PROXY_THREADS;
 worker_rlimit_nofile 65536;
 $process
 pid $2/nginx.pid;
@@ -52,6 +69,7 @@ http {
       proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      $headers
     }
   }
 }
@@ -60,9 +78,16 @@ EOF
 
 # haproxy_cfg FILE PORT B1 B2 B3: balance roundrobin, http-reuse always.
 haproxy_cfg() {
+  local headers=""
+  [ "$HEADERS" = like-for-like ] && headers="option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  unique-id-header X-Request-Id
+  http-response set-header X-Request-Id %[unique-id]"
   cat > "$1" <<EOF
 global
-  nbthread 1
+  nbthread $PROXY_THREADS
   log stderr format short local0 err
 defaults
   mode http
@@ -73,6 +98,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$2
+  $headers
   default_backend be
 backend be
   balance roundrobin
@@ -87,11 +113,12 @@ EOF
 # lb_yaml FILE NAME PORT ADMIN_PORT B1 B2 B3: lb; NAME keeps its pid file and
 # upgrade socket apart from another lb's in the same directory.
 lb_yaml() {
-  local dir
+  local dir headers=""
   dir=$(dirname "$1")
+  [ "$HEADERS" = minimal ] && headers="headers: {forwarded: false, request_id: false}"
   cat > "$1" <<EOF
 server:
-  threads: 1
+  threads: $PROXY_THREADS
   pid_file: $dir/$2.pid
   upgrade_sock: $dir/${2}_upgrade.sock
   grace_period_seconds: 1
@@ -102,5 +129,6 @@ health_check: {path: /, interval: 2s}
 timeouts: {client_idle: 120s}
 limits: {max_connections: 30000}
 admin: {listen: 127.0.0.1:$4}
+$headers
 EOF
 }

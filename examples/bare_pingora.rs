@@ -3,7 +3,7 @@
 //! request ids, the header deadline) add to. One worker thread, HTTP
 //! health checks every 2 s, nothing else.
 //!
-//!     bare_pingora LISTEN BACKEND...
+//!     bare_pingora [--threads N] LISTEN BACKEND...
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +35,21 @@ impl ProxyHttp for Bare {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let listen = args.next().expect("usage: bare_pingora LISTEN BACKEND...");
+    let mut args = std::env::args().skip(1).peekable();
+    let mut conf = pingora::server::configuration::ServerConf::default();
+    if args.peek().map(String::as_str) == Some("--threads") {
+        args.next();
+        conf.threads = args
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("--threads takes a number");
+    }
+    let listen = args
+        .next()
+        .expect("usage: bare_pingora [--threads N] LISTEN BACKEND...");
     let backends: Vec<String> = args.collect();
-    let mut server = Server::new(None).expect("a Pingora server");
+    let opt = pingora::server::configuration::Opt::default();
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let mut balancer = LoadBalancer::try_from_iter(backends).expect("backend addresses");
     balancer.set_health_check(Box::new(HttpHealthCheck::new("localhost", false)));

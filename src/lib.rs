@@ -8,8 +8,10 @@
 //! - [`cli`]: the command line (Pingora's flags plus lb's overrides).
 //! - [`config`]: the YAML file's format, validation, and the runtime `Config`.
 //! - [`pool`]: the backends, their selection and their health checks.
-//! - [`connection`]: client connection limit and header deadline, around the proxy.
+//! - [`connection`]: client connections around the proxy: their limit, the
+//!   time limits on heads, bodies and tunnels, chunked framing, the drain.
 //! - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool.
+//! - [`hop_by_hop`]: hop-by-hop request headers, removed before a backend.
 //! - [`budget`]: the retry budget shared by all requests.
 //! - [`reload`]: live reload on SIGHUP or from the admin API.
 //! - [`admin`]: the admin API (JSON over HTTP) on its own listener.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo_backend;
+pub mod hop_by_hop;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

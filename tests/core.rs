@@ -170,6 +170,42 @@ fn forwarding_headers_are_added_and_host_kept() {
 }
 
 #[test]
+fn hop_by_hop_fields_stop_at_lb() {
+    let (ports, _backends) = three_backends();
+    let lb = spawn_lb(&ports, "");
+    let response = request(
+        lb.port,
+        "GET /headers HTTP/1.1\r\nHost: example.test\r\nConnection: close, X-Secret\r\n\
+         X-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+         Proxy-Authorization: Basic eA==\r\nTE: trailers\r\nTrailer: X-T\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nX-Kept: 1\r\n\r\n",
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let received = response.body.to_ascii_lowercase();
+    assert!(received.contains("x-kept: 1\n"), "{received}");
+    for removed in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te:",
+        "trailer",
+        "upgrade",
+        "http2-settings",
+    ] {
+        assert!(
+            !received.contains(removed),
+            "{removed} reached the backend:\n{received}"
+        );
+    }
+    let refused = request(
+        lb.port,
+        "GET /headers HTTP/1.1\r\nHost: example.test\r\nConnection: close, Host\r\n\r\n",
+    );
+    assert_eq!(refused.status, 400, "{refused:?}");
+}
+
+#[test]
 fn headers_off_forwards_the_request_as_the_client_sent_it() {
     let (ports, _backends) = three_backends();
     let lb = spawn_lb(&ports, "headers: {forwarded: false, request_id: false}\n");

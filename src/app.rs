@@ -11,13 +11,13 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin;
+use crate::admin::stats::{Sampler, Stats};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::connection::LbApp;
 use crate::pool::{Pool, PoolService};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadOnHangup, Reloader};
-use crate::stats::{Sampler, Stats};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.
@@ -37,8 +37,8 @@ pub enum StartError {
     #[error("access_log.path: cannot open the access log")]
     AccessLog(#[source] std::io::Error),
     /// Building the backend pool failed.
-    #[error("backend pool: {0}")]
-    Pool(String),
+    #[error("cannot build the backend pool")]
+    Pool(#[source] pingora::BError),
 }
 
 /// Loads the configuration the command line names and checks it.
@@ -51,7 +51,7 @@ pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
 
 /// Runs lb with `config` until it is told to stop. Returns only on a start
 /// error; a normal stop exits the process.
-pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
+pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
@@ -60,7 +60,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let pool = Pool::new(&config).map_err(|e| StartError::Pool(e.to_string()))?;
+    let pool = Pool::new(&config).map_err(StartError::Pool)?;
     let proxy_logic = Proxy::new(Arc::clone(&pool), &config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
@@ -73,14 +73,16 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         conf: None, // the file is already read; Pingora would warn that it is ignored
         ..cli.pingora
     };
-    let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    // Pingora's Server owns the server section from here: read
+    // `server.configuration`, not `config.server`.
+    let mut server = Server::new_with_opt_and_conf(opt, std::mem::take(&mut config.server));
     server.bootstrap();
     // After bootstrap: in daemon mode it forks, and a thread started before would not survive.
     if let Some(access_log) = &config.access_log {
-        crate::access_log::start(access_log).map_err(StartError::AccessLog)?;
+        crate::telemetry::access_log::start(access_log).map_err(StartError::AccessLog)?;
         server.add_service(background_service(
             "access log reopen on SIGUSR1",
-            crate::access_log::ReopenOnUsr1,
+            crate::telemetry::access_log::ReopenOnUsr1,
         ));
     }
     if !server.configuration.daemon {
@@ -89,22 +91,7 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         write_pid_file(&server.configuration.pid_file);
     }
 
-    let proxy_control = proxy_logic.control();
-    let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
-    proxy_app.handle_init_modules();
-    let drain_limit = crate::config::drain_window(&server.configuration);
-    let app = LbApp::new(
-        proxy_app,
-        proxy_control,
-        config.limits.max_connections,
-        config.timeouts.client_header,
-        drain_limit,
-    );
-    let mut proxy = Service::new("lb proxy".to_string(), app);
-    let listeners = &config.listeners;
-    for addr in listeners {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
-    }
+    let proxy = proxy_service(&server, proxy_logic, &config);
     server.add_service(background_service(
         "backend pool",
         PoolService(Arc::clone(&pool)),
@@ -114,20 +101,13 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
     if let Some(admin) = &config.admin {
-        let stats = Arc::new(Stats::default());
-        let sampler = Sampler {
-            pool: Arc::clone(&pool),
-            stats: Arc::clone(&stats),
-        };
-        server.add_service(background_service("status page sampler", sampler));
-        let admin_service = admin::service(admin, Arc::clone(&pool), Arc::clone(&reloader), stats);
-        server.add_service(admin_service);
-        log::info!("admin API on http://{}", admin.listen);
+        add_admin(&mut server, admin, &pool, &reloader);
     }
     server.add_service(proxy);
     log::info!(
         "lb listening on {} with {} backend(s)",
-        listeners
+        config
+            .listeners
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -135,6 +115,52 @@ pub fn run(cli: Cli, config: Config) -> Result<(), StartError> {
         config.backends.len()
     );
     server.run_forever()
+}
+
+/// The proxy service: lb's `ProxyHttp` inside Pingora's `HttpProxy`, inside
+/// [`LbApp`], on every listener.
+fn proxy_service(
+    server: &Server,
+    proxy_logic: Proxy,
+    config: &Config,
+) -> Service<LbApp<HttpProxy<Proxy>>> {
+    let proxy_control = proxy_logic.control();
+    let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
+    proxy_app.handle_init_modules();
+    let app = LbApp::new(
+        proxy_app,
+        proxy_control,
+        config.limits.max_connections,
+        config.timeouts.client_header,
+        crate::config::drain_window(&server.configuration),
+    );
+    let mut proxy = Service::new("lb proxy".to_string(), app);
+    for addr in &config.listeners {
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
+    }
+    proxy
+}
+
+/// The admin API and the sampler behind its status page.
+fn add_admin(
+    server: &mut Server,
+    admin: &crate::config::AdminConfig,
+    pool: &Arc<Pool>,
+    reloader: &Arc<Reloader>,
+) {
+    let stats = Arc::new(Stats::default());
+    let sampler = Sampler {
+        pool: Arc::clone(pool),
+        stats: Arc::clone(&stats),
+    };
+    server.add_service(background_service("status page sampler", sampler));
+    server.add_service(admin::service(
+        admin,
+        Arc::clone(pool),
+        Arc::clone(reloader),
+        stats,
+    ));
+    log::info!("admin API on http://{}", admin.listen);
 }
 
 /// Read and write buffers of each client connection. Pingora's default read

@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::{Config, Overrides};
-use crate::metrics::metrics;
+use crate::config::{Config, ConfigError, Overrides};
 use crate::pool::Pool;
 use crate::proxy::ProxyControl;
+use crate::telemetry::metrics::metrics;
 
 /// Re-reads the config and applies what can change while running.
 pub struct Reloader {
@@ -67,23 +67,25 @@ impl Reloader {
         }
     }
 
-    /// Reloads; `Ok` says what happened, `Err` why nothing changed.
-    pub fn reload(&self) -> Result<String, String> {
+    /// Reloads; `Ok` says what happened, `Err` why nothing changed. Both
+    /// are logged here.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let outcome = self.apply();
         metrics().reload(outcome.is_ok());
+        match &outcome {
+            Ok(reloaded) => log::info!("{reloaded}"),
+            Err(e) => log::error!("{}", error_chain(e)),
+        }
         outcome
     }
 
-    fn apply(&self) -> Result<String, String> {
-        let config = Config::load(self.path.as_deref(), &self.overrides).map_err(|e| {
-            let message = format!("reload rejected, the running config stays: {e}");
-            log::error!("{message}");
-            message
-        })?;
+    fn apply(&self) -> Result<Reloaded, ReloadError> {
+        let config =
+            Config::load(self.path.as_deref(), &self.overrides).map_err(ReloadError::Rejected)?;
         let running = self
             .restart_only
             .lock()
-            .map_err(|_| "reload state poisoned".to_string())?;
+            .map_err(|_| ReloadError::Poisoned)?;
         let mut needs_restart = Vec::new();
         for ((key, old), (_, new)) in running.iter().zip(restart_only(&config)) {
             if *old != new {
@@ -91,27 +93,65 @@ impl Reloader {
                 needs_restart.push(*key);
             }
         }
-        self.pool.reconfigure(&config).map_err(|e| {
-            let message = format!("reload failed: {e}");
-            log::error!("{message}");
-            message
-        })?;
+        self.pool.reconfigure(&config).map_err(ReloadError::Pool)?;
         self.proxy.reconfigure(&config);
         for warning in &config.warnings {
             log::warn!("reload: {warning}");
         }
-        let message = if needs_restart.is_empty() {
-            format!("reloaded: {} backend entr(ies)", config.backends.len())
-        } else {
-            format!(
-                "reloaded: {} backend entr(ies); not applied until a restart: {}",
-                config.backends.len(),
-                needs_restart.join(", ")
-            )
-        };
-        log::info!("{message}");
-        Ok(message)
+        Ok(Reloaded {
+            backends: config.backends.len(),
+            needs_restart,
+        })
     }
+}
+
+/// What a reload applied.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Backend entries in the new config.
+    pub backends: usize,
+    /// Changed settings that wait for a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reloaded: {} backend entr(ies)", self.backends)?;
+        if !self.needs_restart.is_empty() {
+            write!(
+                f,
+                "; not applied until a restart: {}",
+                self.needs_restart.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file fails validation.
+    #[error("reload rejected, the running config stays")]
+    Rejected(#[source] ConfigError),
+    /// The pool could not take the new config.
+    #[error("reload failed")]
+    Pool(#[source] pingora::BError),
+    /// A reload panicked while holding the running settings.
+    #[error("reload failed: its state was poisoned by an earlier failure")]
+    Poisoned,
+}
+
+/// `e` and its causes on one line, `: ` between them, as lb prints errors.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A background service that reloads on every `SIGHUP`.

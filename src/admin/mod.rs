@@ -14,6 +14,8 @@
 //! Runtime changes last until the next reload. With a token configured,
 //! every other request needs `Authorization: Bearer TOKEN`, else 401.
 
+pub mod stats;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -25,12 +27,12 @@ use pingora::services::listening::Service;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::admin::stats::Stats;
 use crate::config::{AdminConfig, BackendConfig};
-use crate::metrics::metrics;
 use crate::pool::members::BackendState;
 use crate::pool::Pool;
 use crate::reload::Reloader;
-use crate::stats::Stats;
+use crate::telemetry::metrics::metrics;
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -266,8 +268,10 @@ impl AdminApp {
     async fn reload(&self) -> Response<Vec<u8>> {
         let reloader = Arc::clone(&self.reloader);
         match tokio::task::spawn_blocking(move || reloader.reload()).await {
-            Ok(Ok(message)) => json_response(StatusCode::OK, &json!({ "result": message })),
-            Ok(Err(message)) => error(StatusCode::BAD_REQUEST, message),
+            Ok(Ok(reloaded)) => {
+                json_response(StatusCode::OK, &json!({ "result": reloaded.to_string() }))
+            }
+            Ok(Err(e)) => error(StatusCode::BAD_REQUEST, crate::reload::error_chain(&e)),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("reload task failed: {e}"),

@@ -10,7 +10,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    lb::logging::init();
+    lb::telemetry::logging::init();
     let cli = lb::cli::Cli::parse();
     let config = match lb::app::load_config(&cli) {
         Ok(config) => config,

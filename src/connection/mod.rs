@@ -30,11 +30,11 @@
 
 mod chunked;
 mod client_stream;
+mod head;
 
 pub use chunked::BadChunkFraming;
-pub use client_stream::{
-    ClientStream, ClientTimeouts, FramingCheck, RequestFraming, RequestReads, StreamFault,
-};
+pub use client_stream::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
+pub use head::RequestReads;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -51,8 +51,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::metrics;
 use crate::proxy::ProxyControl;
+use crate::telemetry::metrics::metrics;
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy).
@@ -171,8 +171,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
         };
         let mut session = new_session(stream, None, Some(first_bytes));
         // As Pingora does: no keep-alive once shutdown has begun. The proxy
-        // sets the idle timeout on every request.
-        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        // sets the configured idle timeout on every request.
+        session.set_keepalive((!*shutdown.borrow()).then_some(PINGORA_KEEPALIVE_SECS));
         session.set_keepalive_reuses_remaining(
             self.inner
                 .server_options()
@@ -225,6 +225,11 @@ fn new_session(
     }
     session
 }
+
+/// The keep-alive timeout a new session starts with, Pingora's own
+/// (`HttpServerApp::process_new`); `request_filter` replaces it with
+/// `timeouts.client_idle`.
+const PINGORA_KEEPALIVE_SECS: u64 = 60;
 
 /// The first read of a request: as much as Pingora's own first read.
 const FIRST_READ: usize = 4096;

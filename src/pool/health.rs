@@ -20,7 +20,7 @@ use pingora::prelude::*;
 use super::members::{CheckRecord, Members};
 use super::outlier::OutlierDetector;
 use crate::config::HealthCheckConfig;
-use crate::metrics::metrics;
+use crate::telemetry::metrics::metrics;
 
 /// One version of the probe's settings.
 struct ProbeSettings {

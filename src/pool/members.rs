@@ -22,7 +22,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
 use super::resolve::Resolver;
 use crate::config::BackendConfig;
-use crate::metrics::{metrics, BackendMetrics};
+use crate::telemetry::metrics::{metrics, BackendMetrics};
 
 /// Where a backend entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,16 @@
 //! `be`: the demo backend. Parses the command line and runs
-//! [`lb::demo_backend::serve`].
+//! [`server::serve`]. Not part of the `lb` library: only this binary and
+//! the tests use it.
+
+mod server;
+mod wire;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use lb::demo_backend::{BackendOptions, Fault};
+use server::{BackendOptions, Fault};
 
 /// A small HTTP backend that answers `Hello From Backend Server NAME`.
 ///
@@ -43,7 +47,7 @@ struct Args {
 }
 
 fn main() {
-    lb::logging::init();
+    lb::telemetry::logging::init();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,7 +68,7 @@ fn main() {
         drip_interval: args.drip_interval,
         record: args.record,
     };
-    if let Err(e) = runtime.block_on(lb::demo_backend::serve(options)) {
+    if let Err(e) = runtime.block_on(server::serve(options)) {
         eprintln!("error: be on port {}: {e}", args.port);
         std::process::exit(1);
     }

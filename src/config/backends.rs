@@ -1,0 +1,173 @@
+//! Listeners and backends: addresses as written (`host:port`, `http://host:port`,
+//! `{address, weight}`), checked and, for IP addresses, resolved.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
+
+use super::file::BackendFile;
+use super::sections::describe;
+use super::BackendConfig;
+
+pub(super) fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) -> Vec<SocketAddr> {
+    if listeners.is_empty() {
+        errors.push(
+            "listeners: the list is empty; give at least one address such as 0.0.0.0:8000".into(),
+        );
+    }
+    listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| match resolve(text) {
+            Ok(addr) => Some(addr),
+            Err(why) => {
+                errors.push(format!("listeners[{i}]: {text:?}: {why}"));
+                None
+            }
+        })
+        .collect()
+}
+
+pub(super) fn parse_backends(
+    entries: &[serde_yaml_ng::Value],
+    errors: &mut Vec<String>,
+) -> Vec<BackendConfig> {
+    if entries.is_empty() {
+        errors.push(
+            "backends: the list is empty; give at least one backend (in the file or with --backend)"
+                .into(),
+        );
+    }
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        match parse_backend(entry) {
+            Ok(backend)
+                if backends
+                    .iter()
+                    .any(|b| b.host == backend.host && b.port == backend.port) =>
+            {
+                errors.push(format!(
+                    "backends[{i}]: {}:{} is listed twice",
+                    backend.host, backend.port
+                ))
+            }
+            Ok(backend) => backends.push(backend),
+            Err(why) => errors.push(format!("backends[{i}]{why}")),
+        }
+    }
+    backends
+}
+
+/// Parses one `backends:` entry. The error starts with the sub-key it is about
+/// (`.weight: ...`) or with `: ` when it is about the entry as a whole.
+pub(super) fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> {
+    let written: BackendFile = match entry {
+        serde_yaml_ng::Value::String(address) => BackendFile {
+            address: address.clone(),
+            weight: None,
+        },
+        serde_yaml_ng::Value::Mapping(_) => {
+            serde_yaml_ng::from_value(entry.clone()).map_err(|e| format!(": {e}"))?
+        }
+        other => {
+            return Err(format!(
+                ": expected \"host:port\" or {{address: host:port, weight: N}}, found {}",
+                describe(other)
+            ))
+        }
+    };
+    let (host, port) = parse_backend_address(&written.address)
+        .map_err(|why| format!(".address: {:?}: {why}", written.address))?;
+    let weight = match written.weight {
+        None => NonZeroUsize::MIN,
+        Some(w) => usize::try_from(w)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .filter(|w| w.get() <= MAX_WEIGHT)
+            .ok_or_else(|| {
+                format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
+            })?,
+    };
+    Ok(BackendConfig { host, port, weight })
+}
+
+impl BackendConfig {
+    /// A backend given at run time (the admin API): `host:port` or
+    /// `http://host:port`, weight 1 to 1000.
+    pub fn parse(address: &str, weight: Option<i64>) -> Result<BackendConfig, String> {
+        let entry = BackendFile {
+            address: address.to_string(),
+            weight,
+        };
+        let value = serde_yaml_ng::to_value(&entry).map_err(|e| e.to_string())?;
+        parse_backend(&value).map_err(|why| format!("backend{why}"))
+    }
+}
+
+/// Weights repeat a backend in the selection ring, so they are kept small.
+const MAX_WEIGHT: usize = 1000;
+
+/// Accepts `host:port`, `http://host:port` and `http://host:port/`, where
+/// host is an IP address (IPv6 in brackets) or a DNS name. Names are not
+/// resolved here: discovery resolves them, again every interval.
+pub(super) fn parse_backend_address(text: &str) -> Result<(String, u16), String> {
+    let trimmed = text.trim();
+    let without_scheme = match trimmed.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "scheme {scheme}:// is not supported; use http:// or none"
+            ))
+        }
+        None => trimmed,
+    };
+    let authority = without_scheme.strip_suffix('/').unwrap_or(without_scheme);
+    if authority.contains('/') {
+        return Err("a backend is host:port, without a path".into());
+    }
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err("missing port: write host:port".into());
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    if host.is_empty() {
+        return Err("missing host: write host:port".into());
+    }
+    let valid_name = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid_name {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Turns `host:port` into one socket address, resolving a host name once.
+pub(super) fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("missing port: write host:port".into());
+    };
+    if host.is_empty() {
+        return Err("missing host: write host:port".into());
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("host {host:?} has no address"))
+}

@@ -1,0 +1,121 @@
+//! The health check, discovery and admin sections: checked, with their
+//! defaults.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::backends::resolve;
+use super::file::{AdminFile, DiscoveryFile, HealthCheckFile};
+use super::{AdminConfig, DiscoveryConfig, HealthCheckConfig};
+
+pub(super) fn parse_health_check(
+    written: HealthCheckFile,
+    errors: &mut Vec<String>,
+) -> HealthCheckConfig {
+    let path = written.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        errors.push(format!("health_check.path: {path:?}: must start with /"));
+    }
+    let interval = written.interval.unwrap_or(Duration::from_secs(10));
+    if interval.is_zero() {
+        errors.push("health_check.interval: 0s: must be more than zero".into());
+    }
+    let timeout = written.timeout.unwrap_or(Duration::from_secs(2));
+    if timeout.is_zero() {
+        errors.push("health_check.timeout: 0s: must be more than zero".into());
+    }
+    let expected_status = written.expected_status.unwrap_or_else(|| vec![200]);
+    if expected_status.is_empty() {
+        errors.push("health_check.expected_status: the list is empty".into());
+    }
+    for status in &expected_status {
+        if !(100..=599).contains(status) {
+            errors.push(format!(
+                "health_check.expected_status: {status}: not an HTTP status (100 to 599)"
+            ));
+        }
+    }
+    let mut threshold = |key: &str, value: Option<i64>| {
+        let value = value.unwrap_or(1);
+        usize::try_from(value)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "health_check.{key}: {value}: must be a whole number of at least 1"
+                ));
+                NonZeroUsize::MIN
+            })
+    };
+    let healthy_threshold = threshold("healthy_threshold", written.healthy_threshold);
+    let unhealthy_threshold = threshold("unhealthy_threshold", written.unhealthy_threshold);
+    HealthCheckConfig {
+        path,
+        interval,
+        timeout,
+        host: written.host.unwrap_or_else(|| "localhost".into()),
+        expected_status,
+        healthy_threshold,
+        unhealthy_threshold,
+    }
+}
+
+pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) -> DiscoveryConfig {
+    let interval = written.interval.unwrap_or(Duration::from_secs(5));
+    if interval.is_zero() {
+        errors.push("discovery.interval: 0s: must be more than zero".into());
+    }
+    let resolver = written
+        .resolver
+        .and_then(|text| match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errors.push(format!(
+                    "discovery.resolver: {text:?}: must be ip:port, e.g. 127.0.0.1:53"
+                ));
+                None
+            }
+        });
+    DiscoveryConfig { interval, resolver }
+}
+
+/// The admin section; `env_token` is `LB_ADMIN_TOKEN`, used when the file
+/// sets no token.
+pub(super) fn parse_admin(
+    written: AdminFile,
+    env_token: Option<String>,
+    errors: &mut Vec<String>,
+) -> Option<AdminConfig> {
+    let AdminFile { listen, token } = written;
+    let token = token.or(env_token).filter(|t| !t.is_empty());
+    // A token without a listener is harmless: LB_ADMIN_TOKEN may be set for later.
+    let text = listen?;
+    let listen = match resolve(&text) {
+        Ok(addr) => addr,
+        Err(why) => {
+            errors.push(format!("admin.listen: {text:?}: {why}"));
+            return None;
+        }
+    };
+    if !listen.ip().is_loopback() && token.is_none() {
+        errors.push(format!(
+            "admin.token: required when admin.listen ({listen}) is not a loopback address; set it or LB_ADMIN_TOKEN"
+        ));
+    }
+    Some(AdminConfig { listen, token })
+}
+
+/// Names a YAML value's kind for error messages.
+pub(super) fn describe(value: &serde_yaml_ng::Value) -> &'static str {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}

@@ -1,0 +1,203 @@
+//! The table `lb -t` prints: every setting as lb understood it, one a row.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{AccessLogTarget, Config, WhenAllUnhealthy};
+
+/// A duration as the config file writes it (`1h 30m`).
+fn d(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Config {
+    /// The settings as (name, value) rows, in the order `lb -t` shows them.
+    pub fn summary_rows(&self) -> Vec<(String, String)> {
+        let mut rows = Vec::new();
+        self.pool_rows(&mut rows);
+        self.resilience_rows(&mut rows);
+        self.service_rows(&mut rows);
+        rows
+    }
+
+    /// Listeners, backends and the health check.
+    fn pool_rows(&self, rows: &mut Vec<(String, String)>) {
+        rows.push((
+            "listeners".to_string(),
+            self.listeners
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+        for b in &self.backends {
+            rows.push((
+                "backend".into(),
+                format!("{}:{} weight {}", b.host, b.port, b.weight),
+            ));
+        }
+        let hc = &self.health_check;
+        rows.push((
+            "health check".into(),
+            format!(
+                "GET {} (Host: {}) every {}, timeout {}, pass on {:?}, up after {}, down after {}",
+                hc.path,
+                hc.host,
+                d(hc.interval),
+                d(hc.timeout),
+                hc.expected_status,
+                hc.healthy_threshold,
+                hc.unhealthy_threshold
+            ),
+        ));
+    }
+
+    /// Timeouts, headers, retries and passive health.
+    fn resilience_rows(&self, rows: &mut Vec<(String, String)>) {
+        let t = &self.timeouts;
+        rows.push((
+            "timeouts".into(),
+            format!(
+                "connect {}, upstream response {}, upstream idle {}, client header {}, client body {}, client idle {}, tunnel idle {}, request {}",
+                d(t.connect),
+                d(t.upstream_response),
+                d(t.upstream_idle),
+                d(t.client_header),
+                d(t.client_body),
+                d(t.client_idle),
+                d(t.tunnel_idle),
+                if t.request.is_zero() { "none".into() } else { d(t.request) }
+            ),
+        ));
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        rows.push((
+            "headers".into(),
+            format!(
+                "X-Forwarded-For/-Proto/-Host {}, X-Request-Id {}",
+                on_off(self.headers.forwarded),
+                on_off(self.headers.request_id)
+            ),
+        ));
+        let r = &self.retry;
+        rows.push((
+            "retry".into(),
+            format!(
+                "{} attempt(s), budget {}% of active requests (at least {})",
+                r.attempts, r.budget_percent, r.budget_min_retries
+            ),
+        ));
+        let p = &self.passive_health;
+        rows.push((
+            "passive health".into(),
+            if p.consecutive_failures == 0 {
+                "off".into()
+            } else {
+                format!(
+                    "eject after {} failures in a row for {} (up to {}), at most {}% of the pool, 5xx {}",
+                    p.consecutive_failures,
+                    d(p.ejection_time),
+                    d(p.max_ejection_time),
+                    p.max_ejected_percent,
+                    if p.count_5xx { "counts" } else { "does not count" }
+                )
+            },
+        ));
+        rows.push((
+            "when all unhealthy".into(),
+            match self.when_all_unhealthy {
+                WhenAllUnhealthy::Fail => "fail (503)".into(),
+                WhenAllUnhealthy::TryAll => "try_all".into(),
+            },
+        ));
+    }
+
+    /// Limits, discovery, the admin API, the access log and Pingora's server.
+    fn service_rows(&self, rows: &mut Vec<(String, String)>) {
+        let l = &self.limits;
+        rows.push((
+            "limits".into(),
+            format!(
+                "header {} B, URI {} B, body {}, {} connections",
+                l.max_header_bytes,
+                l.max_uri_bytes,
+                if l.max_body_bytes == 0 {
+                    "unlimited".to_string()
+                } else {
+                    format!("{} B", l.max_body_bytes)
+                },
+                l.max_connections
+            ),
+        ));
+        rows.push((
+            "discovery".into(),
+            format!(
+                "every {} by {}",
+                d(self.discovery.interval),
+                self.discovery.resolver.map_or_else(
+                    || "the system resolver".to_string(),
+                    |r| format!("DNS server {r}")
+                )
+            ),
+        ));
+        rows.push((
+            "admin".into(),
+            match &self.admin {
+                Some(a) => format!(
+                    "http://{} ({})",
+                    a.listen,
+                    if a.token.is_some() {
+                        "bearer token required"
+                    } else {
+                        "no token"
+                    }
+                ),
+                None => "off".into(),
+            },
+        ));
+        rows.push((
+            "access log".into(),
+            match &self.access_log {
+                Some(a) => format!(
+                    "{:?} to {}",
+                    a.format,
+                    match &a.target {
+                        AccessLogTarget::Stdout => "stdout".to_string(),
+                        AccessLogTarget::File(p) => p.display().to_string(),
+                    }
+                )
+                .to_lowercase(),
+                None => "through RUST_LOG (target lb::access)".into(),
+            },
+        ));
+        let s = &self.server;
+        rows.push(("threads".into(), s.threads.to_string()));
+        rows.push((
+            "grace period".into(),
+            format!(
+                "{}s, then {}s to shut down",
+                s.grace_period_seconds.unwrap_or_default(),
+                s.graceful_shutdown_timeout_seconds.unwrap_or_default()
+            ),
+        ));
+        rows.push(("pid file".into(), s.pid_file.clone()));
+        rows.push(("upgrade socket".into(), s.upgrade_sock.clone()));
+        for warning in &self.warnings {
+            rows.push(("warning".into(), warning.clone()));
+        }
+    }
+}
+
+impl fmt::Display for Config {
+    /// The table `lb -t` prints: one setting a row, names aligned.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = self.summary_rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (i, (key, value)) in rows.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{key:width$}  {value}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! What lb logs of each request: the access line (lb's own log or
+//! `RUST_LOG`'s `lb::access` target) and, at debug level, the request as it
+//! arrived.
+
+use std::time::Duration;
+
+use pingora::proxy::Session;
+
+use super::RequestCtx;
+use crate::telemetry::access_log;
+
+/// The access log's view of a finished request.
+pub(super) fn entry<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    status: u16,
+    total: Duration,
+    client: &'a str,
+) -> access_log::Entry<'a> {
+    let req = session.req_header();
+    access_log::Entry {
+        time: None,
+        client,
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        protocol: version_name(req.version),
+        status,
+        bytes_sent: session.body_bytes_sent(),
+        backend: ctx.backend.as_ref().map(|b| b.0.addr),
+        connect: ctx.connect_elapsed,
+        upstream: ctx.upstream_elapsed,
+        total,
+        retries: ctx.retries,
+        request_id: ctx
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-"),
+    }
+}
+
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The seed's debug view of a request: who sent it, its request line and headers.
+pub(super) fn log_received_request(session: &Session) {
+    let req = session.req_header();
+    let client = client_ip(session);
+    let mut text = format!(
+        "Received request from {client}\n{} {} {:?}",
+        req.method, req.uri, req.version
+    );
+    for (name, value) in req.headers.iter() {
+        text.push_str(&format!(
+            "\n{}: {}",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    log::debug!("{text}");
+}
+
+/// One access line: client, request, status, backend and timings.
+pub(super) fn log_line(session: &Session, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let backend = ctx
+        .backend
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |b| b.0.addr.to_string());
+    let upstream_ms = ctx.upstream_elapsed.map_or_else(
+        || "-".to_string(),
+        |d| format!("{:.3}", d.as_secs_f64() * 1000.0),
+    );
+    log::info!(
+        target: "lb::access",
+        "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3} retries={}",
+        client_ip(session),
+        req.method,
+        req.uri,
+        req.version,
+        status,
+        backend,
+        upstream_ms,
+        ctx.received.elapsed().as_secs_f64() * 1000.0,
+        ctx.retries
+    );
+}
+
+pub(super) fn client_ip(session: &Session) -> String {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+}

@@ -1,0 +1,70 @@
+//! What lb knows of one request while it is proxied: Pingora's `CTX`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use super::budget::RequestTicket;
+use crate::pool::members::BackendState;
+
+/// A request in flight to a backend: counted in the backend's `in_flight`
+/// until dropped.
+pub struct InFlight(pub(super) Arc<BackendState>);
+
+impl InFlight {
+    pub(super) fn new(state: Arc<BackendState>) -> Self {
+        state.in_flight.fetch_add(1, Relaxed);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What lb knows of one request while it is proxied.
+pub struct RequestCtx {
+    /// This request's place in the retry budget.
+    pub(super) ticket: RequestTicket,
+    /// Bytes of request body seen so far (counted only with a body limit).
+    pub(super) body_bytes: u64,
+    /// When the request's headers had been read.
+    pub(super) received: Instant,
+    /// The backend serving this attempt, counted in its `in_flight`.
+    pub(super) backend: Option<InFlight>,
+    /// Backends that failed this request; never chosen again for it. Empty
+    /// (and unallocated) in the common case.
+    pub(super) tried: Vec<std::net::SocketAddr>,
+    /// When the current attempt picked its backend.
+    pub(super) upstream_started: Option<Instant>,
+    /// Time from picking the backend to its response headers.
+    pub(super) upstream_elapsed: Option<Duration>,
+    /// Time from picking the backend to a connection to it.
+    pub(super) connect_elapsed: Option<Duration>,
+    /// The request's `X-Request-Id`: the client's, or one lb made.
+    pub(super) request_id: Option<HeaderValue>,
+    /// Tries on another backend after a failed one.
+    pub(super) retries: usize,
+    /// The request asks to upgrade the connection (WebSocket).
+    pub(super) upgrade: bool,
+    /// A body was announced and has not been received whole yet.
+    pub(super) body_pending: bool,
+    /// The status to answer a failed request with when the failure was the
+    /// client's, not the backend's (408 for a body that never came).
+    pub(super) client_fault: Option<u16>,
+}
+
+impl RequestCtx {
+    /// The current attempt failed and the request goes to another backend:
+    /// the failed one is never chosen again for it.
+    pub(super) fn retry_elsewhere(&mut self) {
+        if let Some(attempt) = self.backend.take() {
+            self.tried.push(attempt.0.addr);
+        }
+        self.retries += 1;
+    }
+}

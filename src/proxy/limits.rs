@@ -1,0 +1,80 @@
+//! What lb refuses before a request reaches a backend: targets and heads
+//! RFC 9112 forbids, requests over `limits`, and chunked framing the client
+//! stream found bad or could not place.
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::RequestCtx;
+use crate::config::LimitsConfig;
+use crate::connection::{ClientStream, FramingCheck, RequestFraming};
+
+/// The status lb answers with when a request breaks a limit, if it does.
+pub(super) fn limit_exceeded(limits: &LimitsConfig, req: &RequestHeader) -> Option<u16> {
+    if req.raw_path().len() > limits.max_uri_bytes {
+        return Some(414);
+    }
+    let head_bytes = req.raw_path().len()
+        + req.method.as_str().len()
+        + req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head_bytes > limits.max_header_bytes {
+        return Some(431);
+    }
+    if limits.max_body_bytes > 0 {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limits.max_body_bytes) {
+            return Some(413);
+        }
+    }
+    None
+}
+
+/// 400 for what Pingora's parser lets through but RFC 9112 forbids: a
+/// request target that is neither origin-form (`/...`), asterisk-form
+/// (`OPTIONS *`) nor absolute-form (`http://...`), and an HTTP/1.1 request
+/// without `Host` (section 3.2).
+pub(super) fn malformed(req: &RequestHeader) -> Option<u16> {
+    let target = req.raw_path();
+    let valid_target = target.starts_with(b"/")
+        || (target == b"*" && req.method == http::Method::OPTIONS)
+        || target.starts_with(b"http://")
+        || target.starts_with(b"https://");
+    let host_missing =
+        req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST);
+    (!valid_target || host_missing).then_some(400)
+}
+
+/// Tells the client stream what follows this request's head, and returns
+/// the status to refuse it with when its chunked framing is bad or cannot
+/// be checked.
+pub(super) fn check_framing(session: &Session, ctx: &mut RequestCtx) -> Option<u16> {
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let framing = RequestFraming {
+        chunked,
+        body: chunked
+            || req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|len| len.as_bytes() != b"0"),
+        upgrade: session.is_upgrade_req(),
+    };
+    ctx.upgrade = framing.upgrade;
+    ctx.body_pending = framing.body && !framing.upgrade;
+    if !(framing.body || framing.upgrade) {
+        return None;
+    }
+    let stream = session.stream().and_then(ClientStream::of)?;
+    match stream.expect(framing) {
+        FramingCheck::Sound => None,
+        FramingCheck::Bad | FramingCheck::Unplaced => Some(400),
+    }
+}

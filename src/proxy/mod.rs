@@ -1,0 +1,496 @@
+//! The one `ProxyHttp` implementation: thin hooks that ask the [`Pool`] for a
+//! backend, fail over and retry within the [`RetryBudget`], enforce the
+//! request limits, add the forwarding headers and log each request.
+//!
+//! Hot-path cost is a stated decision here: no locks, and no allocation or
+//! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
+//! asks for. Log lines are only formatted when their level is enabled.
+//!
+//! The hooks, in the order Pingora calls them for a request, and where
+//! their work lives:
+//! ```text
+//! request_filter ─────────── limits (414/431/413, bad targets, chunk framing)
+//! request_body_filter ────── limits (413 while a body streams)
+//! upstream_peer ──────────── the pool's choice; peer timeouts
+//! connected_to_upstream ──── metrics
+//! upstream_request_filter ── hop_by_hop, forwarded, request_id
+//! upstream_response_filter ─ passive health
+//! response_filter ────────── request_id
+//! fail_to_connect / error_while_proxy ── retry (and the budget)
+//! fail_to_proxy ──────────── error_page
+//! logging ────────────────── metrics, access
+//! ```
+
+mod access;
+pub mod budget;
+mod ctx;
+mod error_page;
+mod forwarded;
+pub mod hop_by_hop;
+mod limits;
+pub mod request_id;
+mod retry;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
+use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
+use crate::pool::{Pool, Selection};
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::metrics;
+use budget::RetryBudget;
+pub use ctx::{InFlight, RequestCtx};
+use http::HeaderValue;
+
+/// lb's proxy logic, shared by all worker threads.
+pub struct Proxy {
+    pool: Arc<Pool>,
+    budget: &'static RetryBudget,
+    settings: Arc<ArcSwap<ProxySettings>>,
+}
+
+/// The proxy's settings that a reload replaces.
+pub struct ProxySettings {
+    /// Further tries a request may make after its first.
+    attempts: usize,
+    timeouts: TimeoutsConfig,
+    limits: LimitsConfig,
+    headers: HeadersConfig,
+    /// `timeouts.client_idle` in the whole seconds Pingora takes.
+    client_idle_secs: u64,
+}
+
+/// A handle to change a running proxy's settings.
+#[derive(Clone)]
+pub struct ProxyControl {
+    settings: Arc<ArcSwap<ProxySettings>>,
+    budget: &'static RetryBudget,
+}
+
+impl ProxyControl {
+    /// `timeouts.client_idle` as it is now: how long a client connection
+    /// may wait for its next request.
+    pub fn client_idle(&self) -> Duration {
+        Duration::from_secs(self.settings.load().client_idle_secs)
+    }
+
+    /// The limits a new client connection gets: `header` (which needs a
+    /// restart to change) and the reloadable ones as they are now.
+    pub fn client_timeouts(&self, header: Duration) -> ClientTimeouts {
+        let t = &self.settings.load().timeouts;
+        ClientTimeouts {
+            header,
+            body: t.client_body,
+            tunnel_idle: t.tunnel_idle,
+            upgrade_response: t.upstream_response,
+        }
+    }
+
+    /// Applies a reloaded config's retry, timeouts and limits; requests
+    /// that start from now on use them. `limits.max_connections` and
+    /// `timeouts.client_header` need a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        self.settings.store(Arc::new(ProxySettings::of(config)));
+        self.budget.set_config(&config.retry);
+    }
+}
+
+impl ProxySettings {
+    fn of(config: &Config) -> Self {
+        ProxySettings {
+            attempts: config.retry.attempts,
+            timeouts: config.timeouts.clone(),
+            limits: config.limits.clone(),
+            headers: config.headers,
+            client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
+        }
+    }
+
+    /// How long each read from the backend may wait: `upstream_response`, or
+    /// less when the `request` limit has less time left.
+    fn upstream_read_timeout(&self, ctx: &RequestCtx) -> Duration {
+        let response = self.timeouts.upstream_response;
+        if self.timeouts.request.is_zero() {
+            return response;
+        }
+        let left = self.timeouts.request.saturating_sub(ctx.received.elapsed());
+        response.min(left.max(Duration::from_millis(1)))
+    }
+}
+
+impl Proxy {
+    /// A proxy that spreads requests over `pool` as `config` says.
+    pub fn new(pool: Arc<Pool>, config: &Config) -> Self {
+        Proxy {
+            pool,
+            budget: RetryBudget::leak(&config.retry),
+            settings: Arc::new(ArcSwap::from_pointee(ProxySettings::of(config))),
+        }
+    }
+
+    /// A handle to reconfigure this proxy once it runs.
+    pub fn control(&self) -> ProxyControl {
+        ProxyControl {
+            settings: Arc::clone(&self.settings),
+            budget: self.budget,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    /// No downstream modules: Pingora's default adds a response-compression
+    /// module that is disabled yet still costs every request a Vec, a Box
+    /// and three boxed async calls. lb compresses nothing.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            ticket: self.budget.admit(),
+            body_bytes: 0,
+            received: Instant::now(),
+            backend: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_elapsed: None,
+            connect_elapsed: None,
+            request_id: None,
+            retries: 0,
+            upgrade: false,
+            body_pending: false,
+            client_fault: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if log::log_enabled!(log::Level::Debug) {
+            access::log_received_request(session);
+        }
+        let settings = self.settings.load();
+        if let Some(status) = limits::malformed(session.req_header())
+            .or_else(|| limits::limit_exceeded(&settings.limits, session.req_header()))
+        {
+            error_page::respond_plain_error(session, status).await?;
+            return Ok(true);
+        }
+        if let Some(status) = limits::check_framing(session, ctx) {
+            // The bytes after a bad frame cannot be trusted to start a request.
+            session.set_keepalive(None);
+            error_page::respond_plain_error(session, status).await?;
+            return Ok(true);
+        }
+        if ctx.upgrade {
+            // A tunnel's reads wait as long as it is open; its limit is
+            // `timeouts.tunnel_idle`, in the client stream.
+            session.set_read_timeout(None);
+        }
+        if settings.headers.request_id {
+            ctx.request_id = Some(request_id::of(session.req_header()));
+        }
+        // Only where keep-alive is still on: Pingora turns it off for a client
+        // that asked to close, and for every request once shutdown has begun.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(settings.client_idle_secs));
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream && ctx.body_pending {
+            ctx.body_pending = false;
+            if let Some(stream) = session.stream().and_then(ClientStream::of) {
+                stream.body_received();
+            }
+        }
+        let limit = self.settings.load().limits.max_body_bytes;
+        if limit > 0 {
+            ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+            if ctx.body_bytes > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_bytes",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (backend, state) = match self.pool.select(&ctx.tried) {
+            Selection::Backend(backend, state) => (backend, state),
+            Selection::NoneHealthy => {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
+            }
+            Selection::Exhausted => {
+                return Error::e_explain(ErrorType::HTTPStatus(502), "no backend left to try")
+            }
+        };
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let settings = self.settings.load();
+        let t = &settings.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        if ctx.upgrade {
+            // No per-read limit: it would cut an open tunnel. The client stream
+            // limits the wait for the answer (`upstream_response`) and the
+            // tunnel's idle time (`tunnel_idle`).
+            peer.options.read_timeout = None;
+            peer.options.write_timeout = Some(t.tunnel_idle);
+        } else {
+            peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
+            peer.options.write_timeout = Some(t.upstream_response);
+        }
+        peer.options.idle_timeout = Some(t.upstream_idle);
+        // lb removes the hop-by-hop fields itself, in a pass it can skip
+        // (`hop_by_hop`): the standard policy costs 3.5k instructions a
+        // request whether there are any or not.
+        peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+        ctx.backend = Some(InFlight::new(state));
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the backend, so any request may go to another one.
+        // Such a retry adds no load to any backend: the budget does not apply.
+        let retry = ctx.retries < self.settings.load().attempts;
+        log::warn!(
+            "cannot connect to backend {}: {}{}",
+            peer._address,
+            e.root_cause(),
+            if retry {
+                "; trying another"
+            } else {
+                "; no attempt left"
+            }
+        );
+        if let Some(attempt) = &ctx.backend {
+            self.pool.record_failure(&attempt.0, &e.etype().as_str());
+        }
+        if retry {
+            ctx.retry_elsewhere();
+            metrics().retry("connect_failure");
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {}", peer._address));
+        ctx.client_fault = error_page::client_fault(session, &e);
+        let from_backend = ctx.client_fault.is_none()
+            && (e.esource() == &ErrorSource::Upstream
+                || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
+        if let (Some(attempt), true) = (&ctx.backend, from_backend) {
+            self.pool.record_failure(&attempt.0, &e.etype().as_str());
+        }
+        let retry = from_backend
+            && retry::may_retry(
+                session,
+                &e,
+                ctx,
+                client_reused,
+                self.settings.load().attempts,
+            );
+        if retry {
+            ctx.retry_elsewhere();
+            metrics().retry(if client_reused {
+                "dead_keepalive_connection"
+            } else {
+                "reset_before_response"
+            });
+            log::warn!(
+                "request to backend {} failed: {}; retrying on another",
+                peer._address,
+                e.root_cause()
+            );
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // A client that went away mid-request is routine (a closed browser
+        // tab, a load generator stopping), not an error of lb's; the access
+        // log records it with status 0. So are the client's own faults (a
+        // body that stopped, bad framing, a tunnel left idle): the access
+        // log records their status.
+        error_page::client_went_away(error) || ctx.client_fault.is_some()
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // `fail_to_connect` already logged the failed attempt in lb's words.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client_http11 = session.req_header().version == http::Version::HTTP_11;
+        hop_by_hop::remove(upstream_request, client_http11)?;
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+        }
+        if !self.settings.load().headers.forwarded {
+            return Ok(());
+        }
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let forwarded_for = forwarded::forwarded_for(
+                upstream_request.headers.get("x-forwarded-for"),
+                client.ip(),
+            );
+            upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
+        }
+        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+        let host = upstream_request
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| {
+                let authority = upstream_request.uri.authority()?;
+                http::HeaderValue::from_str(authority.as_str()).ok()
+            });
+        if let Some(host) = host {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        if let Some(InFlight(backend)) = &ctx.backend {
+            backend.requests.fetch_add(1, Relaxed);
+            let status = upstream_response.status.as_u16();
+            if status >= 500 && self.pool.outliers().counts_5xx() {
+                self.pool
+                    .record_failure(backend, &format_args!("status {status}"));
+            } else {
+                self.pool.record_success(backend);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match ctx
+            .client_fault
+            .or_else(|| error_page::client_fault(session, e))
+        {
+            Some(code) => code,
+            None => error_page::error_status(e),
+        };
+        if code > 0 {
+            if let Err(write_error) = error_page::respond_plain_error(session, code).await {
+                log::debug!("could not send the {code} error page to the client: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(request_id::HEADER, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        metrics().upstream_connection(reused);
+        ctx.connect_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let total = ctx.received.elapsed();
+        let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
+        match &ctx.backend {
+            Some(attempt) => attempt
+                .0
+                .metrics
+                .observe(status, total.as_secs_f64(), upstream),
+            None => metrics()
+                .unrouted()
+                .observe(status, total.as_secs_f64(), upstream),
+        }
+        if let Some(log) = access_log::access_log() {
+            log.write(
+                access::entry(session, ctx, status, total, &access::client_ip(session))
+                    .line(log.format()),
+            );
+        } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
+            access::log_line(session, ctx);
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! What lb tells operators about itself while it runs: Prometheus metrics,
+//! the access log, and the set-up of `RUST_LOG` logging.
+
+pub mod access_log;
+pub mod logging;
+pub mod metrics;

@@ -22,14 +22,6 @@ fn recorded(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn body_name(response: &Response) -> &str {
-    response
-        .body
-        .trim()
-        .strip_prefix("Hello From Backend Server ")
-        .unwrap_or("")
-}
-
 /// Starts `be` instances: one per entry, each with the given `--fault` and a
 /// record file in `dir`. Returns their ports, processes and record paths.
 fn backends(dir: &Path, faults: &[&str]) -> (Vec<u16>, Vec<Proc>, Vec<std::path::PathBuf>) {
@@ -72,7 +64,7 @@ fn a_reset_before_any_response_byte_is_retried_on_another_backend() {
             "request {i}: {response:?}\n{}",
             lb.log()
         );
-        assert!(!body_name(&response).starts_with("reset"), "{response:?}");
+        assert!(!served_by(&response).starts_with("reset"), "{response:?}");
     }
     let reset_saw = recorded(&records[1]).len();
     assert!(

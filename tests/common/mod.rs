@@ -84,18 +84,97 @@ pub fn wait_for_port(port: u16) {
     panic!("nothing accepted connections on port {port} within {START_TIMEOUT:?}");
 }
 
-/// Starts `be` on `port` named `name`, and waits until it accepts.
-pub fn spawn_be(port: u16, name: &str) -> Proc {
-    let proc = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_be"))
+/// How to start a `be`: its name and extra arguments. The one place `be`
+/// is started from; [`spawn_be`], [`spawn_be_with`] and
+/// [`spawn_be_on_any_port`] are its short forms.
+pub struct BeBuilder {
+    /// None: `be` names itself after its port.
+    name: Option<String>,
+    args: Vec<String>,
+}
+
+impl BeBuilder {
+    /// A `be` answering `Hello From Backend Server NAME`.
+    pub fn named(name: &str) -> Self {
+        BeBuilder {
+            name: Some(name.to_string()),
+            args: Vec::new(),
+        }
+    }
+
+    /// A `be` named after the port it listens on.
+    pub fn named_after_its_port() -> Self {
+        BeBuilder {
+            name: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds command-line arguments (e.g. `["--fault", "reset"]`).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    fn command(&self, port: u16) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_be"));
+        command
             .args(["--bind", "127.0.0.1", "--quiet", "--port"])
             .arg(port.to_string())
-            .args(["--name", name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port);
-    proc
+            .args(&self.args)
+            .stdout(Stdio::null());
+        if let Some(name) = &self.name {
+            command.args(["--name", name]);
+        }
+        command
+    }
+
+    /// Starts it on `port` and waits until it accepts: for a test that
+    /// stops a backend and starts it again on the same address.
+    pub fn start_on(self, port: u16) -> Proc {
+        let proc = Proc::spawn(self.command(port).stderr(Stdio::null()));
+        wait_for_port(port);
+        proc
+    }
+
+    /// Starts it on a port the kernel picks (`--port 0`) and returns it
+    /// with that port, read from its start-up log line: no other test's
+    /// process can take the port between a probe and the bind.
+    pub fn start(self) -> (Proc, u16) {
+        use std::io::BufRead;
+        let mut proc = Proc::spawn(
+            self.command(0)
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped()),
+        );
+        let stderr = proc.child.stderr.take().expect("be's stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let after = line.split("listening on 127.0.0.1:").nth(1)?;
+                after
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "be {:?} {:?} did not say where it listens",
+                    self.name, self.args
+                )
+            });
+        // Keep draining its log so be never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        (proc, port)
+    }
+}
+
+/// Starts `be` on `port` named `name`, and waits until it accepts.
+pub fn spawn_be(port: u16, name: &str) -> Proc {
+    BeBuilder::named(name).start_on(port)
 }
 
 /// A running `lb` with its own directory for config, pid file and log.
@@ -270,17 +349,7 @@ pub fn run_lb(args: &[&str]) -> (ExitStatus, String) {
 /// Starts `be` like [`spawn_be`], with `extra_args` added to its command line
 /// (e.g. `["--fault", "reset"]` or `["--record", path]`).
 pub fn spawn_be_with(port: u16, name: &str, extra_args: &[&str]) -> Proc {
-    let proc = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_be"))
-            .args(["--bind", "127.0.0.1", "--quiet", "--port"])
-            .arg(port.to_string())
-            .args(["--name", name])
-            .args(extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port);
-    proc
+    BeBuilder::named(name).args(extra_args).start_on(port)
 }
 
 /// How the server ended a raw exchange.
@@ -435,38 +504,10 @@ pub fn split_responses(bytes: &[u8]) -> (Vec<RawResponse>, usize) {
     }
 }
 
-/// Starts `be` on a port the kernel picks (`--port 0`) with `extra_args`, and
-/// returns it with that port, read from its start-up log line. Unlike
-/// [`free_port`] then [`spawn_be_with`], no other test's process can take the
-/// port in between (when one does, requests silently reach the wrong `be`).
+/// Starts `be` on a port the kernel picks with `extra_args`, and returns it
+/// with that port ([`BeBuilder::start`]).
 pub fn spawn_be_on_any_port(name: &str, extra_args: &[&str]) -> (Proc, u16) {
-    use std::io::BufRead;
-    let mut proc = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_be"))
-            .args(["--bind", "127.0.0.1", "--quiet", "--port", "0"])
-            .args(["--name", name])
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let stderr = proc.child.stderr.take().expect("be's stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let port = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let after = line.split("listening on 127.0.0.1:").nth(1)?;
-            after
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("be {name} {extra_args:?} did not say where it listens"));
-    // Keep draining its log so be never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (proc, port)
+    BeBuilder::named(name).args(extra_args).start()
 }
 
 impl Proc {
@@ -487,9 +528,12 @@ pub fn served_by(response: &Response) -> String {
         .to_string()
 }
 
-/// Three `be` named after their ports.
+/// Three `be` named after their ports, on ports the kernel picks.
 pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let procs = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
-    (ports, procs)
+    (0..3)
+        .map(|_| {
+            let (proc, port) = BeBuilder::named_after_its_port().start();
+            (port, proc)
+        })
+        .unzip()
 }

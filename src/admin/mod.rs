@@ -115,18 +115,13 @@ impl AdminApp {
     }
 
     fn backend_json(&self, state: &BackendState) -> Value {
-        let last_check = state
-            .last_check
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .map(|r| {
-                json!({
-                    "at": humantime::format_rfc3339_seconds(r.at).to_string(),
-                    "passed": r.passed,
-                    "detail": r.detail,
-                })
-            });
+        let last_check = state.last_check().map(|r| {
+            json!({
+                "at": humantime::format_rfc3339_seconds(r.at).to_string(),
+                "passed": r.passed,
+                "detail": r.detail,
+            })
+        });
         json!({
             "address": state.addr.to_string(),
             "entry": state.entry,
@@ -149,11 +144,7 @@ impl AdminApp {
             .iter()
             .map(|state| {
                 let (sample, history) = self.stats.of(&state.addr);
-                let since = state
-                    .health_since
-                    .lock()
-                    .map(|s| *s)
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let since = state.health_since();
                 let mut entry = self.backend_json(state);
                 if let Value::Object(fields) = &mut entry {
                     fields.insert(

@@ -70,10 +70,7 @@ impl HttpProbe {
             passed,
             detail,
         };
-        let last = state.last_check.lock();
-        if let Ok(mut last) = last {
-            *last = Some(record);
-        }
+        state.set_last_check(record);
     }
 
     fn last_failure(&self, target: &Backend) -> String {
@@ -81,7 +78,7 @@ impl HttpProbe {
             .addr
             .as_inet()
             .and_then(|addr| self.members.state(addr))
-            .and_then(|state| state.last_check.lock().ok().and_then(|r| r.clone()))
+            .and_then(|state| state.last_check())
             .map_or_else(|| "health check failed".into(), |r| r.detail)
     }
 }
@@ -153,9 +150,7 @@ impl HealthCheck for HttpProbe {
             .as_inet()
             .and_then(|addr| self.members.state(addr))
         {
-            if let Ok(mut since) = state.health_since.lock() {
-                *since = SystemTime::now();
-            }
+            state.health_changed_now();
         }
         if healthy {
             log::info!("backend {} up", target.addr);

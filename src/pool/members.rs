@@ -11,14 +11,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::{Backend, Extensions};
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
 use super::resolve::Resolver;
 use crate::config::BackendConfig;
@@ -73,14 +72,42 @@ pub struct BackendState {
     /// Passive health: when it last came back, in outlier time.
     pub(super) returned_at: AtomicU64,
     /// The last active check, for the admin API.
-    pub last_check: Mutex<Option<CheckRecord>>,
+    last_check: Mutex<Option<CheckRecord>>,
     /// Its request counters and latency histograms.
     pub metrics: BackendMetrics,
     /// When its active health last changed (healthy or not), for the status page.
-    pub health_since: Mutex<SystemTime>,
+    health_since: Mutex<SystemTime>,
+}
+
+/// Locks `mutex`, also when a thread panicked while holding it: lb's
+/// mutexes guard a value that is replaced whole (a record, a time, a
+/// list), so what a panic left is a complete earlier value, still better
+/// than none. The one policy for a poisoned lock in lb.
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl BackendState {
+    /// The last active check, if one ran.
+    pub fn last_check(&self) -> Option<CheckRecord> {
+        lock(&self.last_check).clone()
+    }
+
+    /// Records an active check.
+    pub fn set_last_check(&self, record: CheckRecord) {
+        *lock(&self.last_check) = Some(record);
+    }
+
+    /// When its active health last changed.
+    pub fn health_since(&self) -> SystemTime {
+        *lock(&self.health_since)
+    }
+
+    /// Records that its active health changed now.
+    pub fn health_changed_now(&self) {
+        *lock(&self.health_since) = SystemTime::now();
+    }
+
     fn new(addr: SocketAddr, entry: String, weight: usize) -> Self {
         BackendState {
             addr,
@@ -150,9 +177,7 @@ impl Members {
     }
 
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.entries)
     }
 
     /// Replaces the configured entries (a reload); entries added through the
@@ -239,7 +264,7 @@ impl Members {
                 };
                 states.insert(addr, state);
                 backends.insert(Backend {
-                    addr: PingoraAddr::Inet(addr),
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
                     weight: b.weight.get(),
                     ext: Extensions::new(),
                 });

@@ -15,7 +15,7 @@ pub mod members;
 pub mod outlier;
 pub mod resolve;
 
-use std::net::SocketAddr as StdAddr;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +133,7 @@ impl Pool {
     }
 
     /// Whether the active health checks find `addr` healthy.
-    pub fn is_healthy(&self, addr: &StdAddr) -> bool {
+    pub fn is_healthy(&self, addr: &SocketAddr) -> bool {
         let backend = Backend {
             addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
             weight: self.members.state(addr).map_or(1, |s| s.weight),
@@ -155,7 +155,7 @@ impl Pool {
     /// Picks the next backend in round-robin order that is healthy, not
     /// ejected, not draining and not in `tried`. When none is healthy,
     /// `when_all_unhealthy: try_all` picks among all backends not tried yet.
-    pub fn select(&self, tried: &[StdAddr]) -> Selection {
+    pub fn select(&self, tried: &[SocketAddr]) -> Selection {
         let states = self.members.states();
         let max_steps = self.max_steps.load(Relaxed);
         let untried = |backend: &Backend| {

@@ -8,6 +8,7 @@
 //! reported, each with the key it is about, rather than only the first.
 
 mod backends;
+mod checks;
 mod file;
 mod resilience;
 mod sections;
@@ -185,6 +186,12 @@ impl Overrides {
     }
 }
 
+/// What lb reads from its environment, beside the file and the flags.
+struct Environment {
+    /// `LB_ADMIN_TOKEN`: the admin token when the file sets none.
+    admin_token: Option<String>,
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -210,12 +217,26 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::from_file(file, overrides)
+        // What lb reads beyond the file, in one visible step: the
+        // environment before the checks, DNS after them.
+        let environment = Environment {
+            admin_token: std::env::var("LB_ADMIN_TOKEN").ok(),
+        };
+        let mut config = Config::from_file(file, overrides, &environment)?;
+        config.warnings = unresolved_backends(&config.backends)
+            .into_iter()
+            .chain(config.warnings)
+            .collect();
+        Ok(config)
     }
 
     /// Checks a parsed file with its overrides and builds the runtime config,
     /// collecting every problem.
-    fn from_file(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+    fn from_file(
+        file: FileConfig,
+        overrides: &Overrides,
+        environment: &Environment,
+    ) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
 
         let server = server::build(file.server.unwrap_or_default(), &mut errors);
@@ -242,9 +263,8 @@ impl Config {
         if let Some(listen) = &overrides.admin_listen {
             admin.listen = Some(listen.clone());
         }
-        let admin = parse_admin(admin, std::env::var("LB_ADMIN_TOKEN").ok(), &mut errors);
-        let mut warnings = unresolved_backends(&backends);
-        warnings.extend(server::drain_warning(&server));
+        let admin = parse_admin(admin, environment.admin_token.clone(), &mut errors);
+        let warnings = server::drain_warning(&server).into_iter().collect();
 
         if errors.is_empty() {
             Ok(Config {
@@ -334,8 +354,11 @@ mod tests {
             path: "test.yaml".into(),
             message: e.to_string(),
         })?;
-        Config::from_file(file, &Overrides::default())
+        Config::from_file(file, &Overrides::default(), &NO_ENVIRONMENT)
     }
+
+    /// A test's environment: no `LB_ADMIN_TOKEN`, whatever the shell has.
+    const NO_ENVIRONMENT: Environment = Environment { admin_token: None };
 
     fn error_text(yaml: &str) -> String {
         load_str(yaml)
@@ -409,7 +432,7 @@ mod tests {
             health_check_interval: Some(Duration::from_secs(1)),
             ..Overrides::default()
         };
-        let config = Config::from_file(file, &overrides).unwrap();
+        let config = Config::from_file(file, &overrides, &NO_ENVIRONMENT).unwrap();
         assert_eq!(config.listeners, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(config.backends.len(), 1);
         assert_eq!(config.backends[0].port, 7);

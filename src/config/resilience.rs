@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::checks::{positive_duration, whole_number};
 use super::file::{LimitsFile, PassiveHealthFile, RetryFile, TimeoutsFile};
 
 /// How failed requests are retried.
@@ -68,41 +69,6 @@ pub struct LimitsConfig {
 
 /// Largest head Pingora itself reads (its `MAX_HEADER_SIZE`, about 1 MiB).
 const PINGORA_MAX_HEADER_BYTES: i64 = 1_048_575;
-
-/// Checks that `value` (default `default`) is a whole number from `min` to
-/// `max`, pushing an error naming `key` otherwise.
-fn whole_number(
-    key: &str,
-    value: Option<i64>,
-    default: i64,
-    min: i64,
-    max: i64,
-    errors: &mut Vec<String>,
-) -> i64 {
-    let value = value.unwrap_or(default);
-    if (min..=max).contains(&value) {
-        value
-    } else {
-        errors.push(format!(
-            "{key}: {value}: must be a whole number from {min} to {max}"
-        ));
-        default
-    }
-}
-
-fn positive_duration(
-    key: &str,
-    value: Option<Duration>,
-    default: Duration,
-    errors: &mut Vec<String>,
-) -> Duration {
-    let value = value.unwrap_or(default);
-    if value.is_zero() {
-        errors.push(format!("{key}: 0s: must be more than zero"));
-        return default;
-    }
-    value
-}
 
 /// Checks the `retry:` section.
 pub fn parse_retry(written: RetryFile, errors: &mut Vec<String>) -> RetryConfig {

@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::backends::resolve;
+use super::checks::positive_duration;
 use super::file::{AdminFile, DiscoveryFile, HealthCheckFile};
 use super::{AdminConfig, DiscoveryConfig, HealthCheckConfig};
 
@@ -17,14 +18,18 @@ pub(super) fn parse_health_check(
     if !path.starts_with('/') {
         errors.push(format!("health_check.path: {path:?}: must start with /"));
     }
-    let interval = written.interval.unwrap_or(Duration::from_secs(10));
-    if interval.is_zero() {
-        errors.push("health_check.interval: 0s: must be more than zero".into());
-    }
-    let timeout = written.timeout.unwrap_or(Duration::from_secs(2));
-    if timeout.is_zero() {
-        errors.push("health_check.timeout: 0s: must be more than zero".into());
-    }
+    let interval = positive_duration(
+        "health_check.interval",
+        written.interval,
+        Duration::from_secs(10),
+        errors,
+    );
+    let timeout = positive_duration(
+        "health_check.timeout",
+        written.timeout,
+        Duration::from_secs(2),
+        errors,
+    );
     let expected_status = written.expected_status.unwrap_or_else(|| vec![200]);
     if expected_status.is_empty() {
         errors.push("health_check.expected_status: the list is empty".into());
@@ -62,10 +67,12 @@ pub(super) fn parse_health_check(
 }
 
 pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) -> DiscoveryConfig {
-    let interval = written.interval.unwrap_or(Duration::from_secs(5));
-    if interval.is_zero() {
-        errors.push("discovery.interval: 0s: must be more than zero".into());
-    }
+    let interval = positive_duration(
+        "discovery.interval",
+        written.interval,
+        Duration::from_secs(5),
+        errors,
+    );
     let resolver = written
         .resolver
         .and_then(|text| match text.parse::<SocketAddr>() {

@@ -75,19 +75,27 @@ pub(super) fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfi
             ))
         }
     };
-    let (host, port) = parse_backend_address(&written.address)
-        .map_err(|why| format!(".address: {:?}: {why}", written.address))?;
-    let weight = match written.weight {
-        None => NonZeroUsize::MIN,
-        Some(w) => usize::try_from(w)
-            .ok()
-            .and_then(NonZeroUsize::new)
-            .filter(|w| w.get() <= MAX_WEIGHT)
-            .ok_or_else(|| {
-                format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
-            })?,
-    };
-    Ok(BackendConfig { host, port, weight })
+    written.check()
+}
+
+impl BackendFile {
+    /// The backend this entry describes, or what is wrong with it (after the
+    /// entry's key: `.address: ...`, `.weight: ...`).
+    fn check(&self) -> Result<BackendConfig, String> {
+        let (host, port) = parse_backend_address(&self.address)
+            .map_err(|why| format!(".address: {:?}: {why}", self.address))?;
+        let weight = match self.weight {
+            None => NonZeroUsize::MIN,
+            Some(w) => usize::try_from(w)
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .filter(|w| w.get() <= MAX_WEIGHT)
+                .ok_or_else(|| {
+                    format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
+                })?,
+        };
+        Ok(BackendConfig { host, port, weight })
+    }
 }
 
 impl BackendConfig {
@@ -98,8 +106,7 @@ impl BackendConfig {
             address: address.to_string(),
             weight,
         };
-        let value = serde_yaml_ng::to_value(&entry).map_err(|e| e.to_string())?;
-        parse_backend(&value).map_err(|why| format!("backend{why}"))
+        entry.check().map_err(|why| format!("backend{why}"))
     }
 }
 

@@ -107,7 +107,7 @@ pub enum WhenAllUnhealthy {
 }
 
 /// The long form of a backend entry.
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     /// `host:port` or `http://host:port`.

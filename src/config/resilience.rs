@@ -7,6 +7,17 @@ use std::time::Duration;
 use super::checks::{positive_duration, whole_number};
 use super::file::{LimitsFile, PassiveHealthFile, RetryFile, TimeoutsFile};
 
+/// The defaults of the time limits, as the README documents them.
+const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+const DEFAULT_UPSTREAM_RESPONSE: Duration = Duration::from_secs(30);
+const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
+const DEFAULT_CLIENT_BODY: Duration = Duration::from_secs(60);
+const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60 * 60);
+
 /// How failed requests are retried.
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -101,13 +112,13 @@ pub fn parse_passive_health(
     let ejection_time = positive_duration(
         "passive_health.ejection_time",
         written.ejection_time,
-        Duration::from_secs(10),
+        DEFAULT_EJECTION_TIME,
         errors,
     );
     let max_ejection_time = positive_duration(
         "passive_health.max_ejection_time",
         written.max_ejection_time,
-        Duration::from_secs(300),
+        DEFAULT_MAX_EJECTION_TIME,
         errors,
     );
     if max_ejection_time < ejection_time {
@@ -145,7 +156,7 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> Timeou
     let client_idle = positive_duration(
         "timeouts.client_idle",
         written.client_idle,
-        Duration::from_secs(60),
+        DEFAULT_CLIENT_IDLE,
         errors,
     );
     if client_idle < Duration::from_secs(1) {
@@ -153,41 +164,36 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> Timeou
             .push("timeouts.client_idle: must be at least 1s (it is kept in whole seconds)".into());
     }
     TimeoutsConfig {
-        connect: positive_duration(
-            "timeouts.connect",
-            written.connect,
-            Duration::from_secs(2),
-            errors,
-        ),
+        connect: positive_duration("timeouts.connect", written.connect, DEFAULT_CONNECT, errors),
         upstream_response: positive_duration(
             "timeouts.upstream_response",
             written.upstream_response,
-            Duration::from_secs(30),
+            DEFAULT_UPSTREAM_RESPONSE,
             errors,
         ),
         upstream_idle: positive_duration(
             "timeouts.upstream_idle",
             written.upstream_idle,
-            Duration::from_secs(60),
+            DEFAULT_UPSTREAM_IDLE,
             errors,
         ),
         client_header: positive_duration(
             "timeouts.client_header",
             written.client_header,
-            Duration::from_secs(10),
+            DEFAULT_CLIENT_HEADER,
             errors,
         ),
         client_idle,
         client_body: positive_duration(
             "timeouts.client_body",
             written.client_body,
-            Duration::from_secs(60),
+            DEFAULT_CLIENT_BODY,
             errors,
         ),
         tunnel_idle: positive_duration(
             "timeouts.tunnel_idle",
             written.tunnel_idle,
-            Duration::from_secs(3600),
+            DEFAULT_TUNNEL_IDLE,
             errors,
         ),
         request: written.request.unwrap_or(Duration::ZERO),

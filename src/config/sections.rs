@@ -10,27 +10,39 @@ use super::checks::positive_duration;
 use super::file::{AdminFile, DiscoveryFile, HealthCheckFile};
 use super::{AdminConfig, DiscoveryConfig, HealthCheckConfig};
 
+/// The health check's defaults: `GET /` with `Host: localhost` every 10 s,
+/// 2 s to answer 200.
+const DEFAULT_HEALTH_PATH: &str = "/";
+const DEFAULT_HEALTH_HOST: &str = "localhost";
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_STATUS: u16 = 200;
+/// How often backend host names are resolved again.
+const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
 pub(super) fn parse_health_check(
     written: HealthCheckFile,
     errors: &mut Vec<String>,
 ) -> HealthCheckConfig {
-    let path = written.path.unwrap_or_else(|| "/".into());
+    let path = written.path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.into());
     if !path.starts_with('/') {
         errors.push(format!("health_check.path: {path:?}: must start with /"));
     }
     let interval = positive_duration(
         "health_check.interval",
         written.interval,
-        Duration::from_secs(10),
+        DEFAULT_HEALTH_INTERVAL,
         errors,
     );
     let timeout = positive_duration(
         "health_check.timeout",
         written.timeout,
-        Duration::from_secs(2),
+        DEFAULT_HEALTH_TIMEOUT,
         errors,
     );
-    let expected_status = written.expected_status.unwrap_or_else(|| vec![200]);
+    let expected_status = written
+        .expected_status
+        .unwrap_or_else(|| vec![DEFAULT_HEALTH_STATUS]);
     if expected_status.is_empty() {
         errors.push("health_check.expected_status: the list is empty".into());
     }
@@ -59,7 +71,7 @@ pub(super) fn parse_health_check(
         path,
         interval,
         timeout,
-        host: written.host.unwrap_or_else(|| "localhost".into()),
+        host: written.host.unwrap_or_else(|| DEFAULT_HEALTH_HOST.into()),
         expected_status,
         healthy_threshold,
         unhealthy_threshold,
@@ -70,7 +82,7 @@ pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) 
     let interval = positive_duration(
         "discovery.interval",
         written.interval,
-        Duration::from_secs(5),
+        DEFAULT_DISCOVERY_INTERVAL,
         errors,
     );
     let resolver = written

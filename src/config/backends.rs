@@ -4,14 +4,16 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 
+use super::checks::Problems;
 use super::file::BackendFile;
 use super::sections::describe;
 use super::BackendConfig;
 
-pub(super) fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) -> Vec<SocketAddr> {
+pub(super) fn parse_listeners(listeners: &[String], errors: &mut Problems) -> Vec<SocketAddr> {
     if listeners.is_empty() {
-        errors.push(
-            "listeners: the list is empty; give at least one address such as 0.0.0.0:8000".into(),
+        errors.add(
+            "listeners",
+            "the list is empty; give at least one address such as 0.0.0.0:8000",
         );
     }
     listeners
@@ -20,7 +22,7 @@ pub(super) fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) ->
         .filter_map(|(i, text)| match resolve(text) {
             Ok(addr) => Some(addr),
             Err(why) => {
-                errors.push(format!("listeners[{i}]: {text:?}: {why}"));
+                errors.add(format!("listeners[{i}]"), format!("{text:?}: {why}"));
                 None
             }
         })
@@ -29,12 +31,12 @@ pub(super) fn parse_listeners(listeners: &[String], errors: &mut Vec<String>) ->
 
 pub(super) fn parse_backends(
     entries: &[serde_yaml_ng::Value],
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Vec<BackendConfig> {
     if entries.is_empty() {
-        errors.push(
-            "backends: the list is empty; give at least one backend (in the file or with --backend)"
-                .into(),
+        errors.add(
+            "backends",
+            "the list is empty; give at least one backend (in the file or with --backend)",
         );
     }
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(entries.len());
@@ -45,53 +47,72 @@ pub(super) fn parse_backends(
                     .iter()
                     .any(|b| b.host == backend.host && b.port == backend.port) =>
             {
-                errors.push(format!(
-                    "backends[{i}]: {}:{} is listed twice",
-                    backend.host, backend.port
-                ))
+                errors.add(
+                    format!("backends[{i}]"),
+                    format!("{}:{} is listed twice", backend.host, backend.port),
+                )
             }
             Ok(backend) => backends.push(backend),
-            Err(why) => errors.push(format!("backends[{i}]{why}")),
+            Err(EntryProblem { sub_key, message }) => {
+                errors.add(format!("backends[{i}]{sub_key}"), message)
+            }
         }
     }
     backends
 }
 
-/// Parses one `backends:` entry. The error starts with the sub-key it is about
-/// (`.weight: ...`) or with `: ` when it is about the entry as a whole.
-pub(super) fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, String> {
+/// What is wrong with one backend entry.
+#[derive(Debug)]
+pub(super) struct EntryProblem {
+    /// The part of the entry: `.address`, `.weight`, or empty for the whole.
+    sub_key: &'static str,
+    message: String,
+}
+
+impl EntryProblem {
+    fn whole(message: String) -> Self {
+        EntryProblem {
+            sub_key: "",
+            message,
+        }
+    }
+}
+
+/// Parses one `backends:` entry.
+pub(super) fn parse_backend(entry: &serde_yaml_ng::Value) -> Result<BackendConfig, EntryProblem> {
     let written: BackendFile = match entry {
         serde_yaml_ng::Value::String(address) => BackendFile {
             address: address.clone(),
             weight: None,
         },
-        serde_yaml_ng::Value::Mapping(_) => {
-            serde_yaml_ng::from_value(entry.clone()).map_err(|e| format!(": {e}"))?
-        }
+        serde_yaml_ng::Value::Mapping(_) => serde_yaml_ng::from_value(entry.clone())
+            .map_err(|e| EntryProblem::whole(e.to_string()))?,
         other => {
-            return Err(format!(
-                ": expected \"host:port\" or {{address: host:port, weight: N}}, found {}",
+            return Err(EntryProblem::whole(format!(
+                "expected \"host:port\" or {{address: host:port, weight: N}}, found {}",
                 describe(other)
-            ))
+            )))
         }
     };
     written.check()
 }
 
 impl BackendFile {
-    /// The backend this entry describes, or what is wrong with it (after the
-    /// entry's key: `.address: ...`, `.weight: ...`).
-    fn check(&self) -> Result<BackendConfig, String> {
-        let (host, port) = parse_backend_address(&self.address)
-            .map_err(|why| format!(".address: {:?}: {why}", self.address))?;
+    /// The backend this entry describes, or what is wrong with it.
+    fn check(&self) -> Result<BackendConfig, EntryProblem> {
+        let (host, port) = parse_backend_address(&self.address).map_err(|why| EntryProblem {
+            sub_key: ".address",
+            message: format!("{:?}: {why}", self.address),
+        })?;
         let weight = match self.weight {
             None => NonZeroUsize::MIN,
             Some(w) => usize::try_from(w)
                 .ok()
                 .and_then(NonZeroUsize::new)
                 .filter(|w| w.get() <= MAX_WEIGHT)
-                .ok_or_else(|| {
-                    format!(".weight: {w}: must be a whole number from 1 to {MAX_WEIGHT}")
+                .ok_or_else(|| EntryProblem {
+                    sub_key: ".weight",
+                    message: format!("{w}: must be a whole number from 1 to {MAX_WEIGHT}"),
                 })?,
         };
         Ok(BackendConfig { host, port, weight })
@@ -106,7 +127,9 @@ impl BackendConfig {
             address: address.to_string(),
             weight,
         };
-        entry.check().map_err(|why| format!("backend{why}"))
+        entry
+            .check()
+            .map_err(|p| format!("backend{}: {}", p.sub_key, p.message))
     }
 }
 

@@ -3,7 +3,54 @@
 //! and gives the default back, so that checking goes on and every problem is
 //! reported at once.
 
+use std::fmt;
 use std::time::Duration;
+
+/// One problem found in a config: the key it is about (`backends[2].weight`)
+/// and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the config: a dotted path, list entries by index.
+    pub key: String,
+    /// What is wrong, usually starting with the value as written.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The problems found so far: checking goes on after one, so that every
+/// problem in a file is reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// Notes a problem with `key`.
+    pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// How many problems were found.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems, in the order they were found.
+    pub fn into_vec(self) -> Vec<Problem> {
+        self.0
+    }
+}
 
 /// Checks that `value` (default `default`) is a whole number from `min` to
 /// `max`, pushing an error naming `key` otherwise.
@@ -13,15 +60,16 @@ pub(super) fn whole_number(
     default: i64,
     min: i64,
     max: i64,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> i64 {
     let value = value.unwrap_or(default);
     if (min..=max).contains(&value) {
         value
     } else {
-        errors.push(format!(
-            "{key}: {value}: must be a whole number from {min} to {max}"
-        ));
+        errors.add(
+            key,
+            format!("{value}: must be a whole number from {min} to {max}"),
+        );
         default
     }
 }
@@ -30,11 +78,11 @@ pub(super) fn positive_duration(
     key: &str,
     value: Option<Duration>,
     default: Duration,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Duration {
     let value = value.unwrap_or(default);
     if value.is_zero() {
-        errors.push(format!("{key}: 0s: must be more than zero"));
+        errors.add(key, "0s: must be more than zero");
         return default;
     }
     value

@@ -15,6 +15,9 @@ mod sections;
 mod server;
 mod summary;
 
+pub use checks::Problem;
+use checks::Problems;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -186,6 +189,15 @@ impl Overrides {
     }
 }
 
+/// One line per problem.
+fn lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What lb reads from its environment, beside the file and the flags.
 struct Environment {
     /// `LB_ADMIN_TOKEN`: the admin token when the file sets none.
@@ -205,9 +217,10 @@ pub enum ConfigError {
     /// The file is not YAML of the expected shape.
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    /// The file parsed, but values in it are wrong: one line per problem.
-    #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    /// The file parsed, but values in it are wrong: one line per problem,
+    /// each naming its key.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
 }
 
 impl Config {
@@ -237,7 +250,7 @@ impl Config {
         overrides: &Overrides,
         environment: &Environment,
     ) -> Result<Config, ConfigError> {
-        let mut errors = Vec::new();
+        let mut errors = Problems::default();
 
         let server = server::build(file.server.unwrap_or_default(), &mut errors);
 
@@ -284,7 +297,7 @@ impl Config {
                 warnings,
             })
         } else {
-            Err(ConfigError::Invalid(errors))
+            Err(ConfigError::Invalid(errors.into_vec()))
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::checks::{positive_duration, whole_number};
+use super::checks::{positive_duration, whole_number, Problems};
 use super::file::{LimitsFile, PassiveHealthFile, RetryFile, TimeoutsFile};
 
 /// The defaults of the time limits, as the README documents them.
@@ -82,7 +82,7 @@ pub struct LimitsConfig {
 const PINGORA_MAX_HEADER_BYTES: i64 = 1_048_575;
 
 /// Checks the `retry:` section.
-pub fn parse_retry(written: RetryFile, errors: &mut Vec<String>) -> RetryConfig {
+pub fn parse_retry(written: RetryFile, errors: &mut Problems) -> RetryConfig {
     RetryConfig {
         attempts: whole_number("retry.attempts", written.attempts, 2, 0, 10, errors) as usize,
         budget_percent: whole_number(
@@ -107,7 +107,7 @@ pub fn parse_retry(written: RetryFile, errors: &mut Vec<String>) -> RetryConfig 
 /// Checks the `passive_health:` section.
 pub fn parse_passive_health(
     written: PassiveHealthFile,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> PassiveHealthConfig {
     let ejection_time = positive_duration(
         "passive_health.ejection_time",
@@ -122,11 +122,14 @@ pub fn parse_passive_health(
         errors,
     );
     if max_ejection_time < ejection_time {
-        errors.push(format!(
-            "passive_health.max_ejection_time: {}: shorter than ejection_time ({})",
-            humantime::format_duration(max_ejection_time),
-            humantime::format_duration(ejection_time)
-        ));
+        errors.add(
+            "passive_health.max_ejection_time",
+            format!(
+                "{}: shorter than ejection_time ({})",
+                humantime::format_duration(max_ejection_time),
+                humantime::format_duration(ejection_time)
+            ),
+        );
     }
     PassiveHealthConfig {
         consecutive_failures: whole_number(
@@ -152,7 +155,7 @@ pub fn parse_passive_health(
 }
 
 /// Checks the `timeouts:` section.
-pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> TimeoutsConfig {
+pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Problems) -> TimeoutsConfig {
     let client_idle = positive_duration(
         "timeouts.client_idle",
         written.client_idle,
@@ -160,8 +163,10 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> Timeou
         errors,
     );
     if client_idle < Duration::from_secs(1) {
-        errors
-            .push("timeouts.client_idle: must be at least 1s (it is kept in whole seconds)".into());
+        errors.add(
+            "timeouts.client_idle",
+            "must be at least 1s (it is kept in whole seconds)",
+        );
     }
     TimeoutsConfig {
         connect: positive_duration("timeouts.connect", written.connect, DEFAULT_CONNECT, errors),
@@ -201,7 +206,7 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Vec<String>) -> Timeou
 }
 
 /// Checks the `limits:` section.
-pub fn parse_limits(written: LimitsFile, errors: &mut Vec<String>) -> LimitsConfig {
+pub fn parse_limits(written: LimitsFile, errors: &mut Problems) -> LimitsConfig {
     LimitsConfig {
         max_header_bytes: whole_number(
             "limits.max_header_bytes",

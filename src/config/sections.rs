@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::backends::resolve;
-use super::checks::positive_duration;
+use super::checks::{positive_duration, Problems};
 use super::file::{AdminFile, DiscoveryFile, HealthCheckFile};
 use super::{AdminConfig, DiscoveryConfig, HealthCheckConfig};
 
@@ -22,11 +22,11 @@ const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(super) fn parse_health_check(
     written: HealthCheckFile,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> HealthCheckConfig {
     let path = written.path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.into());
     if !path.starts_with('/') {
-        errors.push(format!("health_check.path: {path:?}: must start with /"));
+        errors.add("health_check.path", format!("{path:?}: must start with /"));
     }
     let interval = positive_duration(
         "health_check.interval",
@@ -44,13 +44,14 @@ pub(super) fn parse_health_check(
         .expected_status
         .unwrap_or_else(|| vec![DEFAULT_HEALTH_STATUS]);
     if expected_status.is_empty() {
-        errors.push("health_check.expected_status: the list is empty".into());
+        errors.add("health_check.expected_status", "the list is empty");
     }
     for status in &expected_status {
         if !(100..=599).contains(status) {
-            errors.push(format!(
-                "health_check.expected_status: {status}: not an HTTP status (100 to 599)"
-            ));
+            errors.add(
+                "health_check.expected_status",
+                format!("{status}: not an HTTP status (100 to 599)"),
+            );
         }
     }
     let mut threshold = |key: &str, value: Option<i64>| {
@@ -59,9 +60,10 @@ pub(super) fn parse_health_check(
             .ok()
             .and_then(NonZeroUsize::new)
             .unwrap_or_else(|| {
-                errors.push(format!(
-                    "health_check.{key}: {value}: must be a whole number of at least 1"
-                ));
+                errors.add(
+                    format!("health_check.{key}"),
+                    format!("{value}: must be a whole number of at least 1"),
+                );
                 NonZeroUsize::MIN
             })
     };
@@ -78,7 +80,7 @@ pub(super) fn parse_health_check(
     }
 }
 
-pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) -> DiscoveryConfig {
+pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Problems) -> DiscoveryConfig {
     let interval = positive_duration(
         "discovery.interval",
         written.interval,
@@ -90,9 +92,10 @@ pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) 
         .and_then(|text| match text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                errors.push(format!(
-                    "discovery.resolver: {text:?}: must be ip:port, e.g. 127.0.0.1:53"
-                ));
+                errors.add(
+                    "discovery.resolver",
+                    format!("{text:?}: must be ip:port, e.g. 127.0.0.1:53"),
+                );
                 None
             }
         });
@@ -104,7 +107,7 @@ pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Vec<String>) 
 pub(super) fn parse_admin(
     written: AdminFile,
     env_token: Option<String>,
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Option<AdminConfig> {
     let AdminFile { listen, token } = written;
     let token = token.or(env_token).filter(|t| !t.is_empty());
@@ -113,14 +116,18 @@ pub(super) fn parse_admin(
     let listen = match resolve(&text) {
         Ok(addr) => addr,
         Err(why) => {
-            errors.push(format!("admin.listen: {text:?}: {why}"));
+            errors.add("admin.listen", format!("{text:?}: {why}"));
             return None;
         }
     };
     if !listen.ip().is_loopback() && token.is_none() {
-        errors.push(format!(
-            "admin.token: required when admin.listen ({listen}) is not a loopback address; set it or LB_ADMIN_TOKEN"
-        ));
+        errors.add(
+            "admin.token",
+            format!(
+                "required when admin.listen ({listen}) is not a loopback address; \
+                 set it or LB_ADMIN_TOKEN"
+            ),
+        );
     }
     Some(AdminConfig { listen, token })
 }

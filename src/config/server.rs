@@ -10,6 +10,8 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 use serde_yaml_ng::{Mapping, Value};
 
+use super::checks::Problems;
+
 /// Grace period after a shutdown or upgrade signal before connections are
 /// closed. Pingora's default is 300 s, longer than Docker's 10 s stop timeout.
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
@@ -59,7 +61,7 @@ pub fn default_server_conf() -> ServerConf {
 
 /// Builds the `ServerConf` from the section as written, pushing one error per
 /// unknown key or bad value.
-pub fn build(written: Mapping, errors: &mut Vec<String>) -> ServerConf {
+pub fn build(written: Mapping, errors: &mut Problems) -> ServerConf {
     let defaults = default_server_conf();
     let Ok(Value::Mapping(mut merged)) = serde_yaml_ng::to_value(&defaults) else {
         // Serializing a plain struct to YAML cannot fail; keep the defaults if it ever does.
@@ -72,10 +74,13 @@ pub fn build(written: Mapping, errors: &mut Vec<String>) -> ServerConf {
             merged.insert(key, value);
         } else {
             let known: Vec<&str> = merged.keys().filter_map(Value::as_str).collect();
-            errors.push(format!(
-                "server.{name}: unknown key; Pingora's server settings are: {}",
-                known.join(", ")
-            ));
+            errors.add(
+                format!("server.{name}"),
+                format!(
+                    "unknown key; Pingora's server settings are: {}",
+                    known.join(", ")
+                ),
+            );
         }
     }
     if errors.len() > before {
@@ -84,12 +89,12 @@ pub fn build(written: Mapping, errors: &mut Vec<String>) -> ServerConf {
     match serde_yaml_ng::from_value::<ServerConf>(Value::Mapping(merged)) {
         Ok(conf) => {
             if conf.threads == 0 {
-                errors.push("server.threads: 0: must be at least 1".into());
+                errors.add("server.threads", "0: must be at least 1");
             }
             conf
         }
         Err(e) => {
-            errors.push(format!("server: {e}"));
+            errors.add("server", e.to_string());
             defaults
         }
     }

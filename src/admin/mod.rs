@@ -15,6 +15,7 @@
 //! every other request needs `Authorization: Bearer TOKEN`, else 401.
 
 pub mod stats;
+mod views;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use views::{BackendStatsView, BackendView, CheckView};
 
 use crate::admin::stats::Stats;
 use crate::config::{AdminConfig, BackendConfig};
@@ -74,7 +76,7 @@ struct NewBackend {
     weight: Option<i64>,
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Vec<u8>> {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     Response::builder()
         .status(status)
@@ -114,50 +116,31 @@ impl AdminApp {
             .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
     }
 
-    fn backend_json(&self, state: &BackendState) -> Value {
-        let last_check = state.last_check().map(|r| {
-            json!({
-                "at": humantime::format_rfc3339_seconds(r.at).to_string(),
-                "passed": r.passed,
-                "detail": r.detail,
-            })
-        });
-        json!({
-            "address": state.addr.to_string(),
-            "entry": state.entry,
-            "weight": state.weight,
-            "healthy": self.pool.is_healthy(&state.addr),
-            "ejected": self.pool.outliers().ejected_now(state),
-            "draining": state.draining.load(Relaxed),
-            "in_flight": state.in_flight.load(Relaxed),
-            "requests": state.requests.load(Relaxed),
-            "errors": state.errors.load(Relaxed),
-            "last_health_check": last_check,
-        })
+    fn backend_view<'a>(&self, state: &'a BackendState) -> BackendView<'a> {
+        BackendView {
+            address: state.addr.to_string(),
+            entry: &state.entry,
+            weight: state.weight,
+            healthy: self.pool.is_healthy(&state.addr),
+            ejected: self.pool.outliers().ejected_now(state),
+            draining: state.draining.load(Relaxed),
+            in_flight: state.in_flight.load(Relaxed),
+            requests: state.requests.load(Relaxed),
+            errors: state.errors.load(Relaxed),
+            last_health_check: state.last_check().map(CheckView::from),
+        }
     }
 
     fn stats(&self) -> Response<Vec<u8>> {
         let states = self.pool.members().states();
         let mut backends: Vec<&Arc<BackendState>> = states.values().collect();
         backends.sort_by_key(|s| s.addr);
-        let list: Vec<Value> = backends
+        let list: Vec<BackendStatsView> = backends
             .iter()
             .map(|state| {
                 let (sample, history) = self.stats.of(&state.addr);
-                let since = state.health_since();
-                let mut entry = self.backend_json(state);
-                if let Value::Object(fields) = &mut entry {
-                    fields.insert(
-                        "health_since".into(),
-                        json!(humantime::format_rfc3339_seconds(since).to_string()),
-                    );
-                    fields.insert("rps".into(), json!(sample.rps));
-                    fields.insert("error_rate".into(), json!(sample.error_rate));
-                    fields.insert("p50_ms".into(), json!(sample.p50_ms));
-                    fields.insert("p99_ms".into(), json!(sample.p99_ms));
-                    fields.insert("history".into(), json!(history));
-                }
-                entry
+                let backend = self.backend_view(state);
+                BackendStatsView::new(backend, state.health_since(), sample, history)
             })
             .collect();
         json_response(StatusCode::OK, &json!({ "backends": list }))
@@ -203,8 +186,8 @@ impl AdminApp {
         let states = self.pool.members().states();
         let mut backends: Vec<&Arc<BackendState>> = states.values().collect();
         backends.sort_by_key(|s| s.addr);
-        let list: Vec<Value> = backends.iter().map(|s| self.backend_json(s)).collect();
-        json_response(StatusCode::OK, &Value::Array(list))
+        let list: Vec<BackendView> = backends.iter().map(|s| self.backend_view(s)).collect();
+        json_response(StatusCode::OK, &list)
     }
 
     async fn add_backend(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -253,7 +236,7 @@ impl AdminApp {
             "admin API: backend {address} {}",
             if draining { "drained" } else { "enabled" }
         );
-        json_response(StatusCode::OK, &self.backend_json(&state))
+        json_response(StatusCode::OK, &self.backend_view(&state))
     }
 
     async fn reload(&self) -> Response<Vec<u8>> {

@@ -18,7 +18,7 @@ use pingora::services::background::BackgroundService;
 use prometheus::core::Metric;
 use serde::Serialize;
 
-use crate::pool::members::BackendState;
+use crate::pool::members::{lock, BackendState};
 use crate::pool::Pool;
 
 /// Samples kept per backend: a minute at one a second.
@@ -57,7 +57,7 @@ pub struct Stats {
 impl Stats {
     /// The latest sample and the history (oldest first) of `addr`.
     pub fn of(&self, addr: &SocketAddr) -> (Sample, Vec<f64>) {
-        let backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        let backends = lock(&self.backends);
         backends.get(addr).map_or_else(Default::default, |h| {
             (
                 h.samples.back().copied().unwrap_or_default(),
@@ -68,7 +68,7 @@ impl Stats {
 
     /// Takes one sample of every backend in `states`, `elapsed` after the last.
     fn sample(&self, states: &HashMap<SocketAddr, Arc<BackendState>>, elapsed: Duration) {
-        let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut backends = lock(&self.backends);
         backends.retain(|addr, _| states.contains_key(addr));
         for (addr, state) in states {
             let history = backends.entry(*addr).or_default();

@@ -67,33 +67,6 @@ pub(super) fn log_received_request(session: &Session) {
     log::debug!("{text}");
 }
 
-/// One access line: client, request, status, backend and timings.
-pub(super) fn log_line(session: &Session, ctx: &RequestCtx) {
-    let req = session.req_header();
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let backend = ctx
-        .backend
-        .as_ref()
-        .map_or_else(|| "-".to_string(), |b| b.0.addr.to_string());
-    let upstream_ms = ctx.upstream_elapsed.map_or_else(
-        || "-".to_string(),
-        |d| format!("{:.3}", d.as_secs_f64() * 1000.0),
-    );
-    log::info!(
-        target: "lb::access",
-        "{} \"{} {} {:?}\" {} backend={} upstream_ms={} total_ms={:.3} retries={}",
-        client_ip(session),
-        req.method,
-        req.uri,
-        req.version,
-        status,
-        backend,
-        upstream_ms,
-        ctx.received.elapsed().as_secs_f64() * 1000.0,
-        ctx.retries
-    );
-}
-
 pub(super) fn client_ip(session: &Session) -> String {
     session
         .client_addr()

@@ -485,12 +485,12 @@ impl ProxyHttp for Proxy {
                 .observe(status, total.as_secs_f64(), upstream),
         }
         if let Some(log) = access_log::access_log() {
-            log.write(
-                access::entry(session, ctx, status, total, &access::client_ip(session))
-                    .line(log.format()),
-            );
+            let client = access::client_ip(session);
+            log.write(access::entry(session, ctx, status, total, &client).line(log.format()));
         } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
-            access::log_line(session, ctx);
+            let client = access::client_ip(session);
+            let line = access::entry(session, ctx, status, total, &client).text_without_time();
+            log::info!(target: "lb::access", "{line}");
         }
     }
 }

@@ -279,42 +279,53 @@ impl Entry<'_> {
                 line.push_str(&fields[1..]);
             }
             AccessLogFormat::Text => {
-                let ms = |d: Option<Duration>, out: &mut String| match millis(d) {
-                    Some(m) => {
-                        let _ = write!(out, "{m}");
-                    }
-                    None => out.push('-'),
-                };
-                let _ = write!(
-                    line,
-                    "{time} {} \"{} {} {}\" {} {} backend=",
-                    self.client,
-                    self.method,
-                    self.path,
-                    self.protocol,
-                    self.status,
-                    self.bytes_sent
-                );
-                match self.backend {
-                    Some(b) => {
-                        let _ = write!(line, "{b}");
-                    }
-                    None => line.push('-'),
-                }
-                line.push_str(" connect_ms=");
-                ms(self.connect, &mut line);
-                line.push_str(" upstream_ms=");
-                ms(self.upstream, &mut line);
-                line.push_str(" total_ms=");
-                ms(Some(self.total), &mut line);
-                let _ = write!(
-                    line,
-                    " retries={} request_id={}",
-                    self.retries, self.request_id
-                );
+                line.push_str(&time);
+                line.push(' ');
+                self.write_text_fields(&mut line);
             }
         }
         line
+    }
+
+    /// The text format without its time: what goes through `RUST_LOG`
+    /// (target `lb::access`), whose logger stamps its own time.
+    pub fn text_without_time(&self) -> String {
+        let mut line = String::with_capacity(300);
+        self.write_text_fields(&mut line);
+        line
+    }
+
+    /// The text format's fields, left to right: the one place they are
+    /// written.
+    fn write_text_fields(&self, line: &mut String) {
+        let ms = |d: Option<Duration>, out: &mut String| match millis(d) {
+            Some(m) => {
+                let _ = write!(out, "{m}");
+            }
+            None => out.push('-'),
+        };
+        let _ = write!(
+            line,
+            "{} \"{} {} {}\" {} {} backend=",
+            self.client, self.method, self.path, self.protocol, self.status, self.bytes_sent
+        );
+        match self.backend {
+            Some(b) => {
+                let _ = write!(line, "{b}");
+            }
+            None => line.push('-'),
+        }
+        line.push_str(" connect_ms=");
+        ms(self.connect, line);
+        line.push_str(" upstream_ms=");
+        ms(self.upstream, line);
+        line.push_str(" total_ms=");
+        ms(Some(self.total), line);
+        let _ = write!(
+            line,
+            " retries={} request_id={}",
+            self.retries, self.request_id
+        );
     }
 }
 

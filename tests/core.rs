@@ -89,11 +89,7 @@ fn a_hundred_concurrent_requests_all_succeed() {
 /// Starts lb in front of `ports` with health checks too rare to notice
 /// anything during a test: every backend stays "healthy" to lb.
 fn spawn_lb_without_timely_checks(ports: &[u16]) -> Lb {
-    spawn_lb_edited(
-        ports,
-        |base| base.replace("interval: 200ms", "interval: 1h"),
-        "",
-    )
+    spawn_lb_edited(ports, |base| base.health_check.interval = "1h".into(), "")
 }
 
 #[test]
@@ -289,7 +285,7 @@ fn http_1_0_backends_such_as_python_http_server_work() {
             .stderr(std::process::Stdio::null()),
     );
     wait_for_port(port);
-    let lb = spawn_lb_edited(&[port], |base| base.replace("path: /health", "path: /"), "");
+    let lb = spawn_lb_edited(&[port], |base| base.health_check.path = "/".into(), "");
     for _ in 0..5 {
         let response = lb.get("/");
         assert_eq!(response.status, 200, "{response:?}");
@@ -351,11 +347,7 @@ fn spawn_body_counter() -> u16 {
 fn large_bodies_and_pipelined_requests_arrive_whole() {
     use std::io::Write;
     let backend = spawn_body_counter();
-    let lb = spawn_lb_edited(
-        &[backend],
-        |base| base.replace("path: /health", "path: /"),
-        "",
-    );
+    let lb = spawn_lb_edited(&[backend], |base| base.health_check.path = "/".into(), "");
     // 3 MiB that is not one byte repeated, so a lost or reordered chunk shows.
     let body: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)

@@ -434,12 +434,7 @@ fn an_upgrade_with_a_one_second_grace_period_loses_no_request() {
     // grace_period_seconds stays 1; the drain may take up to 5 s.
     let mut old = spawn_lb_edited(
         &ports,
-        |base| {
-            base.replace(
-                "graceful_shutdown_timeout_seconds: 1",
-                "graceful_shutdown_timeout_seconds: 5",
-            )
-        },
+        |base| base.server.graceful_shutdown_timeout_seconds = 5,
         "",
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -13,11 +13,7 @@ use common::*;
 
 /// Starts lb with a grace period long enough to drain, in front of three `be`.
 fn lb_with_grace(ports: &[u16]) -> Lb {
-    spawn_lb_edited(
-        ports,
-        |base| base.replace("grace_period_seconds: 1", "grace_period_seconds: 3"),
-        "",
-    )
+    spawn_lb_edited(ports, |base| base.server.grace_period_seconds = 3, "")
 }
 
 #[test]

@@ -34,10 +34,10 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
     std::thread::sleep(Duration::from_millis(300));
 
     // Add the third backend, remove the first.
-    let config = std::fs::read_to_string(lb.config_path()).unwrap();
-    let config = config.replace(
-        &format!("  - 127.0.0.1:{}\n", ports[0]),
-        &format!("  - 127.0.0.1:{}\n", ports[2]),
+    let config = format!(
+        "{}{}",
+        base_config(lb.dir.path(), lb.port),
+        backends_yaml(&[ports[2], ports[1]])
     );
     std::fs::write(lb.config_path(), config).unwrap();
     lb.proc.signal("HUP");

@@ -212,16 +212,67 @@ impl Lb {
     }
 }
 
-/// The `server:`, `listeners:` and `health_check:` sections tests use: short
-/// intervals, per-test pid and socket paths. `backends` is added by the caller.
+/// The `server:`, `listeners:` and `health_check:` sections tests start
+/// from, as a typed value: a test changes a field and the YAML is written by
+/// serde. Short health-check intervals, per-test pid and socket paths.
+#[derive(Debug, serde::Serialize)]
+pub struct BaseConfig {
+    pub server: ServerSection,
+    pub listeners: Vec<String>,
+    pub health_check: HealthCheckSection,
+}
+
+/// The `server:` section of [`BaseConfig`].
+#[derive(Debug, serde::Serialize)]
+pub struct ServerSection {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+/// The `health_check:` section of [`BaseConfig`].
+#[derive(Debug, serde::Serialize)]
+pub struct HealthCheckSection {
+    pub path: String,
+    pub interval: String,
+    pub timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<Vec<u16>>,
+}
+
+impl BaseConfig {
+    /// The base for an lb on `port` keeping its files in `dir`.
+    pub fn new(dir: &Path, port: u16) -> Self {
+        let dir = dir.display();
+        BaseConfig {
+            server: ServerSection {
+                threads: 2,
+                pid_file: format!("{dir}/lb.pid"),
+                upgrade_sock: format!("{dir}/upgrade.sock"),
+                grace_period_seconds: 1,
+                graceful_shutdown_timeout_seconds: 1,
+            },
+            listeners: vec![format!("127.0.0.1:{port}")],
+            health_check: HealthCheckSection {
+                path: "/health".into(),
+                interval: "200ms".into(),
+                timeout: "500ms".into(),
+                expected_status: None,
+            },
+        }
+    }
+
+    /// The YAML of these sections.
+    pub fn yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("serialize the test config")
+    }
+}
+
+/// [`BaseConfig`] as YAML; `backends` is added by the caller.
 pub fn base_config(dir: &Path, port: u16) -> String {
-    let dir = dir.display();
-    format!(
-        "server:\n  threads: 2\n  pid_file: {dir}/lb.pid\n  upgrade_sock: {dir}/upgrade.sock\n  \
-         grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n\
-         listeners:\n  - 127.0.0.1:{port}\n\
-         health_check:\n  path: /health\n  interval: 200ms\n  timeout: 500ms\n"
-    )
+    BaseConfig::new(dir, port).yaml()
 }
 
 /// The YAML list of backends on these ports.
@@ -247,24 +298,18 @@ pub fn spawn_lb(ports: &[u16], extra: &str) -> Lb {
 
 /// Starts lb like [`spawn_lb`], with `edit` applied to the base config first
 /// (to change a default, such as the health-check interval).
-pub fn spawn_lb_edited(ports: &[u16], edit: impl FnOnce(String) -> String, extra: &str) -> Lb {
+pub fn spawn_lb_edited(ports: &[u16], edit: impl FnOnce(&mut BaseConfig), extra: &str) -> Lb {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let config = format!(
-        "{}{}{extra}",
-        edit(base_config(dir.path(), port)),
-        backends_yaml(ports)
-    );
+    let mut base = BaseConfig::new(dir.path(), port);
+    edit(&mut base);
+    let config = format!("{}{}{extra}", base.yaml(), backends_yaml(ports));
     spawn_lb_with_config(dir, port, &config)
 }
 
-/// Adds `expected_status: [204]` to the base config's health check: `be`
-/// answers 200, so every backend fails its checks.
-pub fn expect_204(base: String) -> String {
-    base.replace(
-        "timeout: 500ms\n",
-        "timeout: 500ms\n  expected_status: [204]\n",
-    )
+/// Makes every health check fail: `be` answers 200, the checks expect 204.
+pub fn expect_204(base: &mut BaseConfig) {
+    base.health_check.expected_status = Some(vec![204]);
 }
 
 /// Starts lb with `config` written to `dir/lb.yaml`; its log goes to `dir/lb.log`.

@@ -429,8 +429,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn an_upgrade_with_a_one_second_grace_period_loses_no_request() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let (ports, _backends) = backends_named_after_their_ports(3);
     // grace_period_seconds stays 1; the drain may take up to 5 s.
     let mut old = spawn_lb_edited(
         &ports,

@@ -29,21 +29,19 @@ fn backends(dir: &Path, faults: &[&str]) -> (Vec<u16>, Vec<Proc>, Vec<std::path:
     let mut procs = Vec::new();
     let mut records = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
-        let port = free_port();
         let record = dir.join(format!("be{i}.log"));
         let record_arg = record.to_str().expect("utf-8 path").to_string();
-        procs.push(spawn_be_with(
-            port,
-            &format!("{fault}{i}"),
-            &[
+        let (proc, port) = BeBuilder::named(&format!("{fault}{i}"))
+            .args(&[
                 "--fault",
                 fault,
                 "--drip-interval",
                 "5ms",
                 "--record",
                 &record_arg,
-            ],
-        ));
+            ])
+            .start();
+        procs.push(proc);
         ports.push(port);
         records.push(record);
     }

@@ -91,9 +91,9 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
 
 #[test]
 fn retries_reloads_and_connection_reuse_are_counted() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let _good = spawn_be(ports[0], "good");
-    let _bad = spawn_be_with(ports[1], "bad", &["--fault", "reset"]);
+    let (_good, good_port) = BeBuilder::named("good").start();
+    let (_bad, bad_port) = BeBuilder::named("bad").args(&["--fault", "reset"]).start();
+    let ports = [good_port, bad_port];
     let admin_port = free_port();
     let lb = spawn_lb(
         &ports,

@@ -18,8 +18,7 @@ fn lb_with_grace(ports: &[u16]) -> Lb {
 
 #[test]
 fn a_graceful_upgrade_under_keep_alive_load_loses_no_request() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let (ports, _backends) = backends_named_after_their_ports(3);
     let mut old = lb_with_grace(&ports);
     let stop = Arc::new(AtomicBool::new(false));
     let load = keep_alive_load(old.port, 16, stop.clone());
@@ -80,12 +79,9 @@ fn a_graceful_upgrade_under_keep_alive_load_loses_no_request() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
-    let port = free_port();
-    let _slow = spawn_be_with(
-        port,
-        "slow",
-        &["--fault", "drip", "--drip-interval", "20ms"],
-    );
+    let (_slow, port) = BeBuilder::named("slow")
+        .args(&["--fault", "drip", "--drip-interval", "20ms"])
+        .start();
     let mut lb = lb_with_grace(&[port]);
     let lb_port = lb.port;
     let in_flight = std::thread::spawn(move || get(lb_port, "/"));

@@ -26,8 +26,7 @@ fn wait_until_served_by(port: u16, name: &str, limit: Duration) -> bool {
 
 #[test]
 fn sighup_adds_and_removes_backends_under_load_without_an_error() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let (ports, _backends) = backends_named_after_their_ports(3);
     let lb = spawn_lb(&ports[..2], "");
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = keep_alive_load(lb.port, 8, stop.clone());
@@ -66,8 +65,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
 
 #[test]
 fn an_invalid_file_on_sighup_keeps_the_running_config() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let (ports, _backends) = backends_named_after_their_ports(2);
     let lb = spawn_lb(&ports, "");
     let good = std::fs::read_to_string(lb.config_path()).unwrap();
     std::fs::write(
@@ -215,8 +213,7 @@ fn admin(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -
 
 #[test]
 fn admin_api_lists_adds_drains_enables_and_removes_backends() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _backends: Vec<Proc> = ports.iter().map(|&p| spawn_be(p, &p.to_string())).collect();
+    let (ports, _backends) = backends_named_after_their_ports(3);
     let admin_port = free_port();
     let lb = spawn_lb(
         &ports[..2],
@@ -371,8 +368,7 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
 
 #[test]
 fn admin_api_requires_its_token() {
-    let port = free_port();
-    let _backend = spawn_be(port, "only");
+    let (_backend, port) = BeBuilder::named("only").start();
     let admin_port = free_port();
     let lb = spawn_lb(
         &[port],

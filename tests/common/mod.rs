@@ -573,12 +573,17 @@ pub fn served_by(response: &Response) -> String {
         .to_string()
 }
 
-/// Three `be` named after their ports, on ports the kernel picks.
-pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
-    (0..3)
+/// `n` `be` named after their ports, on ports the kernel picks.
+pub fn backends_named_after_their_ports(n: usize) -> (Vec<u16>, Vec<Proc>) {
+    (0..n)
         .map(|_| {
             let (proc, port) = BeBuilder::named_after_its_port().start();
             (port, proc)
         })
         .unzip()
+}
+
+/// Three `be` named after their ports, on ports the kernel picks.
+pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
+    backends_named_after_their_ports(3)
 }

@@ -8,8 +8,8 @@
 //!   the client's own (`timeouts.client_body` for a body that trickles);
 //! - a client that trickles its request head is closed without the `408`
 //!   that says why;
-//! - a graceful upgrade with a 1 s `grace_period_seconds` loses requests on
-//!   kept-alive connections;
+//! - (a graceful upgrade with a 1 s `grace_period_seconds` losing requests
+//!   is tested in `operations.rs`, beside the other upgrade test);
 //! - and, beside the chunked-framing vectors in `hostile_input.rs`, the one
 //!   case lb's framing check cannot place (a chunked request pipelined
 //!   behind another), which it refuses.
@@ -21,7 +21,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +30,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::keepalive::keep_alive_load;
 use common::*;
 
 /// Starts lb like [`spawn_lb`], once `lb -t` accepted the config: a config
@@ -411,71 +409,6 @@ fn a_slowloris_head_gets_408() {
         "the connection stayed open after the 408: {:?}",
         reply.end
     );
-}
-
-// ---------------------------------------------------------------------------
-// Upgrades
-
-/// Kills the process `pid` (not our child) when dropped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.0.to_string()])
-            .status();
-    }
-}
-
-#[test]
-fn an_upgrade_with_a_one_second_grace_period_loses_no_request() {
-    let (ports, _backends) = backends_named_after_their_ports(3);
-    // grace_period_seconds stays 1; the drain may take up to 5 s.
-    let mut old = spawn_lb_edited(
-        &ports,
-        |base| base.server.graceful_shutdown_timeout_seconds = 5,
-        "",
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = keep_alive_load(old.port, 16, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-
-    let new_log = old.dir.path().join("new.log");
-    let upgrade = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
-        .arg("-c")
-        .arg(old.config_path())
-        .args(["--lb", env!("CARGO_BIN_EXE_lb"), "--timeout", "30", "--log"])
-        .arg(&new_log)
-        .output()
-        .expect("run scripts/lb-upgrade");
-    let report = String::from_utf8_lossy(&upgrade.stdout).to_string()
-        + &String::from_utf8_lossy(&upgrade.stderr);
-    // The new lb is not our child: stop it when the test ends, even when it fails.
-    let new_pid = std::fs::read_to_string(old.dir.path().join("lb.pid"))
-        .ok()
-        .and_then(|pid| pid.trim().parse().ok());
-    let _new = new_pid.map(KillOnDrop);
-    assert!(upgrade.status.success(), "lb-upgrade failed: {report}");
-    assert!(report.contains("done"), "{report}");
-    assert!(
-        old.proc.wait_exit(Duration::from_secs(10)).is_some(),
-        "the old lb is still running"
-    );
-    assert!(new_pid.is_some(), "no pid of the new lb in lb.pid");
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Relaxed);
-
-    let (ok, errors) = load.join().expect("the load thread");
-    eprintln!("{ok} requests succeeded, {} failed", errors.len());
-    assert!(ok > 100, "too little load to test anything: {ok}");
-    assert!(
-        errors.is_empty(),
-        "{} client-visible errors, e.g. {:?}\nold lb log:\n{}",
-        errors.len(),
-        &errors[..errors.len().min(5)],
-        old.log()
-    );
-    assert_eq!(get(old.port, "/").status, 200, "the new lb does not serve");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+//! A graceful upgrade under keep-alive load, the way users run one: the
+//! shipped `scripts/lb-upgrade` replaces a running lb while clients that do
+//! not retry keep sending requests.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::keepalive::keep_alive_load;
+use super::Lb;
+
+/// Kills the process `pid` (not the test's child) when dropped.
+pub struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// What the clients saw across an upgrade.
+pub struct Upgrade {
+    /// Requests answered 200.
+    pub ok: usize,
+    /// Every error a client saw.
+    pub errors: Vec<String>,
+    /// The new lb, killed when this is dropped.
+    _new: KillOnDrop,
+}
+
+/// Runs 16 keep-alive clients against `old`, replaces it with
+/// `scripts/lb-upgrade`, and checks that the upgrade reported success, that
+/// the old lb exited within `old_exits_within` and that a new one runs.
+/// Returns what the clients saw.
+pub fn upgrade_under_load(old: &mut Lb, old_exits_within: Duration) -> Upgrade {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_alive_load(old.port, 16, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The shipped one-command upgrade: new process, SIGQUIT, wait, report.
+    let new_log = old.dir.path().join("new.log");
+    let upgrade = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
+        .arg("-c")
+        .arg(old.config_path())
+        .args(["--lb", env!("CARGO_BIN_EXE_lb"), "--timeout", "30", "--log"])
+        .arg(&new_log)
+        .output()
+        .expect("run scripts/lb-upgrade");
+    let report = String::from_utf8_lossy(&upgrade.stdout).to_string()
+        + &String::from_utf8_lossy(&upgrade.stderr);
+    // The new lb is not our child: stop it when the test ends, even when it fails.
+    let new_pid: Option<u32> = std::fs::read_to_string(old.dir.path().join("lb.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok());
+    let new = new_pid.map(KillOnDrop);
+    assert!(upgrade.status.success(), "lb-upgrade failed: {report}");
+    assert!(report.contains("done"), "{report}");
+    assert!(
+        old.proc.wait_exit(old_exits_within).is_some(),
+        "the old lb is still running"
+    );
+    let new = new.expect("no pid of the new lb in lb.pid");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Relaxed);
+    let (ok, errors) = load.join().expect("the load thread");
+    eprintln!("{ok} requests succeeded, {} failed", errors.len());
+    Upgrade {
+        ok,
+        errors,
+        _new: new,
+    }
+}

@@ -82,3 +82,60 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
     let status = lb.proc.wait_exit(Duration::from_secs(30));
     assert!(status.is_some(), "lb did not exit after SIGTERM");
 }
+
+/// Sends one keep-alive request on a new connection to `port`, reads its
+/// answer, and returns the connection, idle.
+fn idle_connection_after_one_request(port: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = raw_connect(port, Duration::from_secs(15));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .expect("send a request");
+    let mut answer = [0u8; 4096];
+    let n = stream.read(&mut answer).expect("read the answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    stream
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_client_idle() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let lb = spawn_lb(&ports, "timeouts: {client_idle: 1s}\n");
+    let mut idle = idle_connection_after_one_request(lb.port);
+    let (bytes, end) = read_until_end(&mut idle);
+    assert!(
+        bytes.is_empty() && matches!(end, RawEnd::Eof | RawEnd::Reset),
+        "an idle connection got {:?} and ended {end:?} (client_idle: 1s, waited 15 s)",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+#[test]
+fn a_graceful_stop_closes_idle_keep_alive_connections_at_the_drain_end() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let mut lb = spawn_lb(&ports, "timeouts: {client_idle: 60s}\n");
+    let mut idle = idle_connection_after_one_request(lb.port);
+    lb.proc.signal("TERM");
+    let (bytes, end) = read_until_end(&mut idle);
+    assert!(
+        bytes.is_empty() && matches!(end, RawEnd::Eof | RawEnd::Reset),
+        "an idle connection got {:?} and ended {end:?} after SIGTERM",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        lb.wait_for_log(
+            "closing 1 idle client connection(s) after the drain limit",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        lb.proc.wait_exit(Duration::from_secs(10)).is_some(),
+        "lb did not exit"
+    );
+}

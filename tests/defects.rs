@@ -373,17 +373,7 @@ fn a_request_body_slower_than_client_body_gets_408() {
         &[b'a'; 100],
         Duration::from_millis(300),
     );
-    assert!(
-        reply.text().starts_with("HTTP/1.1 408"),
-        "a slow body got {:?}, then {:?}",
-        reply.text(),
-        reply.end
-    );
-    assert!(
-        matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
-        "the connection stayed open after the 408: {:?}",
-        reply.end
-    );
+    assert_408_then_closed(&reply, "a slow body");
 }
 
 #[test]
@@ -398,9 +388,14 @@ fn a_slowloris_head_gets_408() {
         header.as_bytes(),
         Duration::from_millis(300),
     );
+    assert_408_then_closed(&reply, "a slow head");
+}
+
+/// Checks that `reply` (to `what`) is a 408 and that lb then closed.
+fn assert_408_then_closed(reply: &RawReply, what: &str) {
     assert!(
         reply.text().starts_with("HTTP/1.1 408"),
-        "a slow head got {:?} before the connection ended ({:?}), not a 408",
+        "{what} got {:?} before the connection ended ({:?}), not a 408",
         reply.text(),
         reply.end
     );

@@ -31,6 +31,24 @@ pub struct Upgrade {
     _new: KillOnDrop,
 }
 
+impl Upgrade {
+    /// Checks that the clients sent enough to test anything and that none
+    /// of them saw an error; `old_log` is shown when one did.
+    pub fn assert_no_client_error(&self, old_log: &str) {
+        assert!(
+            self.ok > 100,
+            "too little load to test anything: {}",
+            self.ok
+        );
+        assert!(
+            self.errors.is_empty(),
+            "{} client-visible errors, e.g. {:?}\nold lb log:\n{old_log}",
+            self.errors.len(),
+            &self.errors[..self.errors.len().min(5)],
+        );
+    }
+}
+
 /// Runs 16 keep-alive clients against `old`, replaces it with
 /// `scripts/lb-upgrade`, and checks that the upgrade reported success, that
 /// the old lb exited within `old_exits_within` and that a new one runs.

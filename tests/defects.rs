@@ -32,28 +32,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use common::*;
 
-/// Starts lb like [`spawn_lb`], once `lb -t` accepted the config: a config
-/// lb rejects (a key it does not know yet) fails the test with lb's own
-/// error instead of a port that never opens.
-fn spawn_lb_checked(ports: &[u16], extra: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("create lb's temp dir");
-    let port = free_port();
-    let config = format!(
-        "{}{}{extra}",
-        base_config(dir.path(), port),
-        backends_yaml(ports)
-    );
-    let path = dir.path().join("lb.yaml");
-    std::fs::write(&path, &config).expect("write lb's config");
-    let path = path.to_str().expect("the temp dir's path is UTF-8");
-    let (status, stderr) = run_lb(&["-t", "-c", path]);
-    assert!(
-        status.success(),
-        "lb -t rejects the config:\n{stderr}\nconfig:\n{config}"
-    );
-    spawn_lb_with_config(dir, port, &config)
-}
-
 // ---------------------------------------------------------------------------
 // WebSockets
 
@@ -176,7 +154,7 @@ async fn keep_busy(ws: &mut Client, active: Duration, opened: Instant) {
 fn an_active_websocket_outlives_the_client_header_timeout() {
     let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
     let backend_port = spawn_ws_echo(&rt);
-    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_header: 2s\n");
+    let lb = spawn_lb(&[backend_port], "timeouts:\n  client_header: 2s\n");
 
     rt.block_on(async {
         let mut ws = ws_connect(lb.port, "/active").await;
@@ -210,7 +188,7 @@ fn an_active_websocket_outlives_the_client_header_timeout() {
 fn an_idle_websocket_is_closed_after_tunnel_idle() {
     let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
     let backend_port = spawn_ws_echo(&rt);
-    let lb = spawn_lb_checked(
+    let lb = spawn_lb(
         &[backend_port],
         "timeouts:\n  client_header: 1s\n  tunnel_idle: 3s\n",
     );
@@ -249,7 +227,7 @@ fn a_client_that_stalls_its_body_gets_408_and_ejects_no_backend() {
     let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
     let admin_port = free_port();
     // max_ejected_percent: 100 so that a single backend can be ejected at all.
-    let lb = spawn_lb_checked(
+    let lb = spawn_lb(
         &[backend_port],
         &format!(
             "timeouts:\n  upstream_response: 1s\n\
@@ -365,7 +343,7 @@ fn trickle(port: u16, head: &[u8], trickle: &[u8], interval: Duration) -> RawRep
 #[test]
 fn a_request_body_slower_than_client_body_gets_408() {
     let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
-    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_body: 2s\n");
+    let lb = spawn_lb(&[backend_port], "timeouts:\n  client_body: 2s\n");
     // 100 bytes, one every 300 ms: 30 s, far beyond the 2 s limit.
     let reply = trickle(
         lb.port,
@@ -379,7 +357,7 @@ fn a_request_body_slower_than_client_body_gets_408() {
 #[test]
 fn a_slowloris_head_gets_408() {
     let (_be, backend_port) = spawn_be_on_any_port("patient", &[]);
-    let lb = spawn_lb_checked(&[backend_port], "timeouts:\n  client_header: 1s\n");
+    let lb = spawn_lb(&[backend_port], "timeouts:\n  client_header: 1s\n");
     // A 60-byte header line, one byte every 300 ms: 18 s, far beyond 1 s.
     let header = format!("X-Slow: {}", "a".repeat(52));
     let reply = trickle(

@@ -326,8 +326,25 @@ pub fn spawn_lb_with_config(dir: tempfile::TempDir, port: u16, config: &str) -> 
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log),
     );
-    wait_for_port(port);
-    Lb { proc, port, dir }
+    let mut lb = Lb { proc, port, dir };
+    // Until lb accepts; an lb that exits first (a config it rejects) fails
+    // the test with its own error rather than a port that never opens.
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = lb.proc.exited() {
+            panic!(
+                "lb exited ({status}) before accepting:\n{}\nconfig:\n{config}",
+                lb.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lb did not accept connections on port {port} within {START_TIMEOUT:?}:\n{}",
+            lb.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lb
 }
 
 /// A response as the client saw it.

@@ -419,3 +419,27 @@ fn a_chunked_request_pipelined_behind_another_is_refused_not_forwarded_unchecked
         "{recorded}"
     );
 }
+
+/// An upgrade request has no per-read limit on the backend side (it would
+/// cut an open tunnel), so the client stream limits the wait for the
+/// backend's answer to `upstream_response`: a backend that never answers
+/// an upgrade gets the client a 504, not an endless wait.
+#[test]
+fn a_backend_that_never_answers_an_upgrade_gets_504() {
+    let (_be, backend_port) = BeBuilder::named("silent")
+        .args(&["--fault", "hang"])
+        .start();
+    let lb = spawn_lb(&[backend_port], "timeouts:\n  upstream_response: 1s\n");
+    let reply = raw_exchange(
+        lb.port,
+        b"GET /ws HTTP/1.1\r\nHost: lb\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Duration::from_secs(15),
+    );
+    assert!(
+        reply.text().starts_with("HTTP/1.1 504"),
+        "an unanswered upgrade got {:?}, then {:?}",
+        reply.text(),
+        reply.end
+    );
+}

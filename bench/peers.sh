@@ -11,8 +11,19 @@
 #   peers add none (what each does out of the box); `minimal`: none adds
 #   any (lb with `headers` off); `like-for-like`: nginx and HAProxy are
 #   configured to add the same four headers lb adds.
+# And, for bench/tls.sh, a TLS listener beside the plaintext one when
+# TLS_PORT is set: TLS_CERT and TLS_KEY (PEM files), TLS_PEM (the two
+# concatenated, for HAProxy). TLS 1.2 and 1.3, one cipher each where the
+# proxy lets it be chosen (TLS_AES_128_GCM_SHA256 and
+# ECDHE-ECDSA-AES128-GCM-SHA256; lb has no cipher setting, so the clients
+# offer only these), h2 and http/1.1 by ALPN, session resumption left on
+# as each proxy has it by default (nginx with a shared cache, as usually
+# deployed): the benchmark's clients never offer a session. Counters for
+# bench/tls.sh's checks, when set: NGINX_STATUS_PORT (nginx's stub_status
+# on a plaintext port of its own), HAPROXY_STATS_SOCKET (a UNIX socket).
 PROXY_THREADS=${PROXY_THREADS:-1}
 HEADERS=${HEADERS:-lb-only}
+TLS_PORT=${TLS_PORT:-}
 
 # backends_conf FILE DIR B1 B2 B3: one nginx answering `return 200` on three
 # ports, in the background.
@@ -46,6 +57,16 @@ master_process off;"
       proxy_set_header X-Forwarded-Host \$host;
       proxy_set_header X-Request-Id \$request_id;
       add_header X-Request-Id \$request_id always;"
+  local tls=""
+  [ -n "$TLS_PORT" ] && tls="listen 127.0.0.1:$TLS_PORT ssl http2;
+    ssl_certificate $TLS_CERT;
+    ssl_certificate_key $TLS_KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+    ssl_session_cache shared:SSL:10m;"
+  local status=""
+  [ -n "${NGINX_STATUS_PORT:-}" ] && status="server { listen 127.0.0.1:$NGINX_STATUS_PORT; location / { stub_status; } }"
   cat > "$1" <<EOF
 worker_processes $PROXY_THREADS;
 worker_rlimit_nofile 65536;
@@ -65,6 +86,7 @@ http {
   }
   server {
     listen 127.0.0.1:$3;
+    $tls
     location / {
       proxy_pass http://backends;
       proxy_http_version 1.1;
@@ -72,6 +94,7 @@ http {
       $headers
     }
   }
+  $status
 }
 EOF
 }
@@ -80,15 +103,22 @@ EOF
 haproxy_cfg() {
   local headers=""
   [ "$HEADERS" = like-for-like ] && headers="option forwardfor
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
   unique-id-header X-Request-Id
   http-response set-header X-Request-Id %[unique-id]"
+  local tls="" tls_global=""
+  [ -n "$TLS_PORT" ] && tls="bind 127.0.0.1:$TLS_PORT ssl crt $TLS_PEM alpn h2,http/1.1" \
+    && tls_global="ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256
+  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  ${HAPROXY_STATS_SOCKET:+stats socket $HAPROXY_STATS_SOCKET level admin}"
   cat > "$1" <<EOF
 global
   nbthread $PROXY_THREADS
   log stderr format short local0 err
+  $tls_global
 defaults
   mode http
   timeout connect 2s
@@ -98,6 +128,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$2
+  $tls
   $headers
   default_backend be
 backend be
@@ -116,6 +147,10 @@ lb_yaml() {
   local dir headers=""
   dir=$(dirname "$1")
   [ "$HEADERS" = minimal ] && headers="headers: {forwarded: false, request_id: false}"
+  local listeners="[127.0.0.1:$3]"
+  [ -n "$TLS_PORT" ] && listeners="
+  - 127.0.0.1:$3
+  - {address: 127.0.0.1:$TLS_PORT, tls: {certificates: [{cert: $TLS_CERT, key: $TLS_KEY}]}, http2: true}"
   cat > "$1" <<EOF
 server:
   threads: $PROXY_THREADS
@@ -123,7 +158,7 @@ server:
   upgrade_sock: $dir/${2}_upgrade.sock
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
-listeners: [127.0.0.1:$3]
+listeners: $listeners
 backends: [127.0.0.1:$5, 127.0.0.1:$6, 127.0.0.1:$7]
 health_check: {path: /, interval: 2s}
 timeouts: {client_idle: 120s}

@@ -5,7 +5,10 @@
 #
 #   bench/run.sh [--rounds N] [--duration SECS] [--connections N] [--quick]
 #                [--threads N] [--headers lb-only|minimal|like-for-like]
+#                [--tls]
 #
+# --tls runs the TLS and HTTP/2 section instead (bench/tls.sh, with these
+# options): handshakes, TLS keep-alive and h2 requests/s, CPU per request.
 # - backends: one nginx process answering `return 200` on three ports;
 # - proxies: nginx (proxy_pass, upstream keepalive), HAProxy (balance
 #   roundrobin, http-reuse always, checks) and lb (conf generated here);
@@ -52,10 +55,16 @@ while [ $# -gt 0 ]; do
     --quick) rounds=1; duration=5; idle_connections=2000; shift ;;
     --threads) PROXY_THREADS=$2; shift 2 ;;
     --headers) HEADERS=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --tls) tls=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 1 ;;
   esac
 done
+
+if [ -n "${tls:-}" ]; then
+  exec bench/tls.sh --rounds "$rounds" --duration "$duration" --connections "$connections" \
+    --headers "$HEADERS" --threads "$PROXY_THREADS"
+fi
 
 # ---- tools ----
 need=()

@@ -457,6 +457,16 @@ if [[ ",$only," == *,lb,* ]] && [ ${#names[@]} -gt 1 ]; then
   done
 fi
 echo
+echo "The handshake alone: CPU µs per TLS request minus CPU µs per plaintext new-connection request (accept, request, close):"
+echo
+echo "| proxy | TLS 1.3 handshake, CPU µs | TLS 1.2 handshake, CPU µs | TLS 1.3 keep-alive over plain keep-alive, CPU µs a request |"
+echo "| --- | ---: | ---: | ---: |"
+for name in "${names[@]}"; do
+  awk -v p="$name" -v new="$(col "plain-new,$name" 2)" -v h13="$(col "tls13-hs,$name" 2)" -v h12="$(col "tls12-hs,$name" 2)" \
+    -v ka="$(col "plain-ka,$name" 2)" -v tka="$(col "tls-ka,$name" 2)" \
+    'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", p, h13 - new, h12 - new, tka - ka }'
+done
+echo
 echo "Handshakes counted by each proxy / requests answered, per round (nginx: connections accepted; HAProxy: CumSslConns and SslFrontendSessionReuse_pct; lb: lb_tls_handshakes_total):"
 echo
 for line in tls13-hs tls12-hs; do

@@ -39,7 +39,7 @@
 #   h2load without the shim and an `openssl s_client -sess_in` control must
 #   show resumptions. During the runs, the handshakes each proxy counted
 #   (nginx: accepted connections; HAProxy: CumSslConns and
-#   SslFrontendSessionReuse_pct; lb: lb_tls_handshakes_total) are printed
+#   SslFrontendSessionReuse_pct; lb: lb_tls_handshakes_total, outcome ok) are printed
 #   beside the requests it answered;
 # - bounds: the keep-alive and h2 runs last --duration seconds; the
 #   new-connection runs (h2load cannot end a timed run whose clients
@@ -388,7 +388,7 @@ while True:
     data += b
 info = dict(l.split(": ", 1) for l in data.decode().splitlines() if ": " in l)
 print(info["CumSslConns"], info.get("SslFrontendSessionReuse_pct", "?"))' "$work/haproxy.sock" ;;
-    lb) curl -s "http://127.0.0.1:$LB_ADMIN/metrics" | awk '/^lb_tls_handshakes_total/ {n+=$2} END {print n+0}' ;;
+    lb) curl -s "http://127.0.0.1:$LB_ADMIN/metrics" | awk '/^lb_tls_handshakes_total/ && /outcome="ok"/ {n+=$2} END {print n+0}' ;;
   esac
 }
 
@@ -455,6 +455,8 @@ if [[ ",$only," == *,lb,* ]] && [ ${#names[@]} -gt 1 ]; then
     awk -v l="${title[$line]}" -v r="$(col "$line,lb" 1)" -v c="$(col "$line,lb" 2)" -v br="$best_rps" -v bc="$best_cpu" \
       'BEGIN { printf "| %s | %.2f | %.2f |\n", l, (br > 0 ? r / br : 0), (c > 0 ? bc / c : 0) }'
   done
+  echo
+  echo "Where a proxy's CPU % is well under 100 the rate is the load generator's, not the proxy's (the handshake lines always): read CPU per request there."
 fi
 echo
 echo "The handshake alone: CPU µs per TLS request minus CPU µs per plaintext new-connection request (accept, request, close):"
@@ -467,7 +469,7 @@ for name in "${names[@]}"; do
     'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", p, h13 - new, h12 - new, tka - ka }'
 done
 echo
-echo "Handshakes counted by each proxy / requests answered, per round (nginx: connections accepted; HAProxy: CumSslConns and SslFrontendSessionReuse_pct; lb: lb_tls_handshakes_total):"
+echo "Handshakes counted by each proxy / requests answered, per round (nginx: connections accepted; HAProxy: CumSslConns and SslFrontendSessionReuse_pct; lb: lb_tls_handshakes_total, outcome ok):"
 echo
 for line in tls13-hs tls12-hs; do
   for name in "${names[@]}"; do

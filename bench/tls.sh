@@ -136,7 +136,10 @@ wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
   echo "tls: nothing listens on $1" >&2; exit 1
 }
-bounded() { timeout -k 5 "$((duration + 30))" "$@"; }
+# Every load run ends by itself; `timeout` is the backstop: a timed run's
+# duration and 30 s, five times that for a run of a count (sized from the
+# warm-up's rate, which a busy machine can cut).
+bounded() { timeout -k 5 "$((5 * duration + 30))" "$@"; }
 
 # ---- certificate and client TLS settings ----
 mkdir -p "$work/tls"

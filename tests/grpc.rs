@@ -1,0 +1,620 @@
+//! gRPC through lb (issue 13, section 5): real gRPC clients and servers
+//! (Python `grpcio`, the fixtures in `tests/grpc/`) on loopback, with lb
+//! between them.
+//!
+//! - Over an `h2c: true` listener to `backend_protocol: h2c` backends, with
+//!   `health_check.type: grpc`: unary calls reach both backends; a server
+//!   stream delivers every message; a bidirectional stream echoes every
+//!   message; a failed call's `grpc-status` and `grpc-message` trailers reach
+//!   the client; a call's deadline (`grpc-timeout`) reaches the backend, a
+//!   call past it ends `DEADLINE_EXCEEDED`, and a slow call within it is
+//!   answered.
+//! - The gRPC health check keeps a backend whose health service says
+//!   `NOT_SERVING` out of rotation.
+//! - Over a TLS listener with HTTP/2 (ALPN h2) to the same h2c backends, and
+//!   over h2c to backends that speak TLS (`backend_protocol: h2`).
+//!
+//! A first test checks the fixtures without lb, so that a failure through lb
+//! is lb's. Certificates are made at test time with the `openssl` CLI. Without
+//! `python3` and its `grpcio` and `grpcio-health-checking` packages (or the
+//! `openssl` CLI, for the TLS tests) a test says it is skipped and passes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use common::*;
+
+/// How long lb may take before it routes calls to its backends.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Tools and fixtures
+
+/// The directory of `server.py` and `client.py`.
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc")
+}
+
+/// True when python3 can import grpcio and its health service; otherwise
+/// says the test is skipped.
+fn grpc_available() -> bool {
+    let imports = Command::new("python3")
+        .args(["-c", "import grpc, grpc_health.v1.health"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if matches!(imports, Ok(status) if status.success()) {
+        return true;
+    }
+    eprintln!(
+        "skipped: python3 with grpcio is not installed \
+         (pip install grpcio grpcio-health-checking protobuf)"
+    );
+    false
+}
+
+/// True when the `openssl` CLI runs; otherwise says the test is skipped.
+fn openssl_available() -> bool {
+    let version = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status();
+    if matches!(version, Ok(status) if status.success()) {
+        return true;
+    }
+    eprintln!("skipped: the openssl CLI is not installed (apt-get install openssl)");
+    false
+}
+
+/// A self-signed ECDSA P-256 certificate for `localhost` (SAN DNS:localhost),
+/// made in its own temporary directory.
+struct Cert {
+    dir: tempfile::TempDir,
+}
+
+impl Cert {
+    fn localhost() -> Cert {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = Cert { dir };
+        let output = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .arg("-keyout")
+            .arg(cert.key())
+            .arg("-out")
+            .arg(cert.cert())
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cert
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
+/// A running `server.py`: service `lbtest.Echo` answering as `name`.
+struct GrpcBackend {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    port: u16,
+    name: String,
+}
+
+/// How to start a `server.py`.
+struct GrpcBackendBuilder {
+    name: String,
+    args: Vec<String>,
+}
+
+impl GrpcBackendBuilder {
+    fn named(name: &str) -> Self {
+        GrpcBackendBuilder {
+            name: name.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Its health service says NOT_SERVING.
+    fn not_serving(mut self) -> Self {
+        self.args.extend(["--health".into(), "NOT_SERVING".into()]);
+        self
+    }
+
+    /// It serves TLS with `cert` instead of h2c.
+    fn tls(mut self, cert: &Cert) -> Self {
+        for (flag, path) in [("--cert", cert.cert()), ("--key", cert.key())] {
+            self.args.push(flag.into());
+            self.args.push(path.display().to_string());
+        }
+        self
+    }
+
+    /// Starts it on a port the kernel picks, read from the `ready PORT` line
+    /// it writes to a file in its own directory.
+    fn start(self) -> GrpcBackend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out_path = dir.path().join("stdout");
+        let out = std::fs::File::create(&out_path).expect("create server.py's stdout");
+        let mut proc = Proc::spawn(
+            Command::new("python3")
+                .arg(fixtures().join("server.py"))
+                .args(["--port", "0", "--name", &self.name])
+                .args(&self.args)
+                .stdout(out)
+                .stderr(Stdio::inherit()),
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        let port = loop {
+            let said = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if let Some(port) = ready_port(&said) {
+                break port;
+            }
+            if let Some(status) = proc.exited() {
+                panic!("server.py {} exited ({status}) before ready", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server.py {} was not ready within {START_TIMEOUT:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        GrpcBackend {
+            _proc: proc,
+            _dir: dir,
+            port,
+            name: self.name,
+        }
+    }
+}
+
+/// The port in a whole `ready PORT` line.
+fn ready_port(stdout: &str) -> Option<u16> {
+    let line = stdout.lines().next().filter(|_| stdout.contains('\n'))?;
+    line.strip_prefix("ready ")?.trim().parse().ok()
+}
+
+/// Two h2c backends named `a` and `b`.
+fn two_backends() -> Vec<GrpcBackend> {
+    ["a", "b"]
+        .iter()
+        .map(|name| GrpcBackendBuilder::named(name).start())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The client
+
+/// What `client.py` printed for one call.
+#[derive(Debug)]
+struct Outcome {
+    ok: bool,
+    /// The status code's name: "OK", "INVALID_ARGUMENT", ...
+    code: String,
+    details: String,
+    messages: Vec<String>,
+}
+
+/// Where and how `client.py` connects.
+enum Target<'a> {
+    /// h2c to 127.0.0.1:port.
+    Plain(u16),
+    /// TLS to 127.0.0.1:port, trusting `cert`, verifying the name localhost.
+    Tls(u16, &'a Cert),
+}
+
+/// Runs `client.py` with `args` (a subcommand and its arguments) against
+/// `target`. The client's own deadline (10 s unless `--timeout`) bounds it.
+fn call(target: &Target, args: &[&str]) -> Outcome {
+    let mut command = Command::new("python3");
+    command.arg(fixtures().join("client.py"));
+    match target {
+        Target::Plain(port) => {
+            command.arg(format!("127.0.0.1:{port}"));
+        }
+        Target::Tls(port, cert) => {
+            command
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--tls", "--server-name", "localhost", "--ca"])
+                .arg(cert.cert());
+        }
+    }
+    let output = command.args(args).output().expect("run client.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "client.py {args:?} printed no result ({e}): {stdout:?}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let text = |key: &str| json[key].as_str().unwrap_or_default().to_string();
+    let outcome = Outcome {
+        ok: json["ok"].as_bool() == Some(true),
+        code: text("code"),
+        details: text("details"),
+        messages: json["messages"]
+            .as_array()
+            .map(|messages| {
+                messages
+                    .iter()
+                    .map(|m| m.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    assert_eq!(
+        outcome.ok,
+        output.status.success(),
+        "client.py's exit status disagrees with its result: {outcome:?}"
+    );
+    outcome
+}
+
+/// Makes a unary call that must succeed; returns the backend that answered.
+fn unary_backend(target: &Target) -> String {
+    let outcome = call(target, &["unary", "ping"]);
+    assert!(outcome.ok, "unary call failed: {outcome:?}");
+    let reply = &outcome.messages[0];
+    let (name, echoed) = reply
+        .split_once(':')
+        .unwrap_or_else(|| panic!("not an echo: {reply:?}"));
+    assert_eq!(echoed, "ping", "the request bytes came back changed");
+    name.to_string()
+}
+
+/// Makes unary calls until every one of `names` has answered one (within
+/// [`ROUTE_TIMEOUT`]); returns every backend that answered, in order. Also
+/// waits out lb's first health checks.
+fn until_all_answer(target: &Target, names: &[&str], lb: &Lb) -> Vec<String> {
+    let deadline = Instant::now() + ROUTE_TIMEOUT;
+    let mut answered = Vec::new();
+    let mut last_failure = None;
+    while !names.iter().all(|name| answered.iter().any(|a| a == name)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every backend of {names:?} answered within {ROUTE_TIMEOUT:?}: \
+             answers {answered:?}, last failure {last_failure:?}\nlb's log:\n{}",
+            lb.log()
+        );
+        let outcome = call(target, &["unary", "ping"]);
+        if outcome.ok {
+            answered.push(unary_backend_of(&outcome));
+        } else {
+            last_failure = Some(outcome);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    answered
+}
+
+/// The backend name in a successful unary outcome.
+fn unary_backend_of(outcome: &Outcome) -> String {
+    outcome.messages[0]
+        .split_once(':')
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_else(|| panic!("not an echo: {outcome:?}"))
+}
+
+// ---------------------------------------------------------------------------
+// lb
+
+/// lb's config: the base config (server and health-check sections) with
+/// `listener` as its one listener, `backends` as its backends, the gRPC
+/// health check, and the keys of `extra` (YAML) merged over it.
+fn lb_config(dir: &Path, listener: Value, backends: &[&GrpcBackend], extra: &str) -> String {
+    let base = serde_yaml_ng::to_value(BaseConfig::new(dir, 0)).expect("base config");
+    let Value::Mapping(mut config) = base else {
+        panic!("the base config is not a mapping")
+    };
+    config.insert("listeners".into(), Value::Sequence(vec![listener]));
+    let addresses = backends
+        .iter()
+        .map(|be| Value::from(format!("127.0.0.1:{}", be.port)))
+        .collect();
+    config.insert("backends".into(), Value::Sequence(addresses));
+    merge(&mut config, "health_check:\n  type: grpc\n");
+    merge(&mut config, extra);
+    serde_yaml_ng::to_string(&config).expect("serialize lb's config")
+}
+
+/// Merges the keys of `yaml` into `config`, one level deep into mappings.
+fn merge(config: &mut Mapping, yaml: &str) {
+    let Ok(Value::Mapping(extra)) = serde_yaml_ng::from_str::<Value>(yaml) else {
+        return;
+    };
+    for (key, value) in extra {
+        match (config.get_mut(&key), value) {
+            (Some(Value::Mapping(inner)), Value::Mapping(value)) => inner.extend(value),
+            (_, value) => {
+                config.insert(key, value);
+            }
+        }
+    }
+}
+
+/// An h2c listener on 127.0.0.1:`port`.
+fn h2c_listener(port: u16) -> Value {
+    serde_yaml_ng::from_str(&format!("address: 127.0.0.1:{port}\nh2c: true\n")).unwrap()
+}
+
+/// A TLS listener with HTTP/2 on 127.0.0.1:`port` serving `cert`.
+fn tls_listener(port: u16, cert: &Cert) -> Value {
+    serde_yaml_ng::from_str(&format!(
+        "address: 127.0.0.1:{port}\n\
+         tls:\n  certificates:\n    - cert: {}\n      key: {}\n\
+         http2: true\n",
+        cert.cert().display(),
+        cert.key().display()
+    ))
+    .unwrap()
+}
+
+/// Starts lb with `listener(port)` in front of `backends`, with `extra` YAML.
+fn start_lb(listener: impl FnOnce(u16) -> Value, backends: &[&GrpcBackend], extra: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = lb_config(dir.path(), listener(port), backends, extra);
+    spawn_lb_with_config(dir, port, &config)
+}
+
+/// Two h2c backends behind an lb with an h2c listener, once calls reach both.
+fn h2c_setup() -> (Vec<GrpcBackend>, Lb) {
+    let backends = two_backends();
+    let lb = start_lb(
+        h2c_listener,
+        &backends.iter().collect::<Vec<_>>(),
+        "backend_protocol: h2c\n",
+    );
+    until_all_answer(&Target::Plain(lb.port), &["a", "b"], &lb);
+    (backends, lb)
+}
+
+// ---------------------------------------------------------------------------
+// The checks every transport gets
+
+/// Unary calls: over 6 calls after both answered, both answer again, and
+/// each echoes the request.
+fn check_unary_reaches_both(target: &Target) {
+    let mut names: Vec<String> = (0..6).map(|_| unary_backend(target)).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["a", "b"], "round robin should use both backends");
+}
+
+/// A server stream of 50 messages arrives whole and in order.
+fn check_server_stream(target: &Target) {
+    let outcome = call(target, &["server-stream", "50"]);
+    assert!(outcome.ok, "server stream failed: {outcome:?}");
+    assert_eq!(outcome.messages.len(), 50, "{outcome:?}");
+    let name = unary_backend_of(&outcome);
+    let expected: Vec<String> = (0..50).map(|i| format!("{name}:{i}")).collect();
+    assert_eq!(outcome.messages, expected);
+}
+
+/// A bidirectional stream of 20 messages is echoed whole and in order.
+fn check_bidi(target: &Target) {
+    let outcome = call(target, &["bidi", "20"]);
+    assert!(outcome.ok, "bidi stream failed: {outcome:?}");
+    let name = unary_backend_of(&outcome);
+    let expected: Vec<String> = (0..20).map(|i| format!("{name}:m{i}")).collect();
+    assert_eq!(outcome.messages, expected);
+}
+
+/// The backend's INVALID_ARGUMENT "bad input" reaches the client as sent
+/// (the grpc-status and grpc-message trailers pass through lb).
+fn check_fail_status(target: &Target) {
+    let outcome = call(target, &["fail"]);
+    assert!(!outcome.ok, "Fail succeeded: {outcome:?}");
+    assert_eq!(outcome.code, "INVALID_ARGUMENT", "{outcome:?}");
+    assert_eq!(outcome.details, "bad input", "{outcome:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Without lb: the fixtures themselves, so a failure through lb is lb's
+
+#[test]
+fn the_fixtures_work_without_lb() {
+    if !grpc_available() {
+        return;
+    }
+    let be = GrpcBackendBuilder::named("a").start();
+    let target = Target::Plain(be.port);
+    assert_eq!(unary_backend(&target), "a");
+    check_server_stream(&target);
+    check_bidi(&target);
+    check_fail_status(&target);
+    let late = call(&target, &["slow", "3000", "--timeout", "0.3"]);
+    assert_eq!(late.code, "DEADLINE_EXCEEDED", "{late:?}");
+    let health = call(&target, &["health"]);
+    assert_eq!(health.messages, ["SERVING"], "{health:?}");
+    let sick = GrpcBackendBuilder::named("sick").not_serving().start();
+    let health = call(&Target::Plain(sick.port), &["health"]);
+    assert_eq!(health.messages, ["NOT_SERVING"], "{health:?}");
+}
+
+#[test]
+fn the_tls_fixtures_work_without_lb() {
+    if !grpc_available() || !openssl_available() {
+        return;
+    }
+    let cert = Cert::localhost();
+    let be = GrpcBackendBuilder::named("t").tls(&cert).start();
+    let target = Target::Tls(be.port, &cert);
+    assert_eq!(unary_backend(&target), "t");
+    check_bidi(&target);
+}
+
+// ---------------------------------------------------------------------------
+// Over h2c
+
+#[test]
+fn unary_calls_over_h2c_reach_both_backends() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_unary_reaches_both(&Target::Plain(lb.port));
+}
+
+#[test]
+fn a_server_stream_over_h2c_delivers_every_message() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_server_stream(&Target::Plain(lb.port));
+}
+
+#[test]
+fn a_bidi_stream_over_h2c_echoes_every_message() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_bidi(&Target::Plain(lb.port));
+}
+
+#[test]
+fn a_failed_calls_status_and_message_reach_the_client() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_fail_status(&Target::Plain(lb.port));
+    // lb passed the failure on and stays usable.
+    unary_backend(&Target::Plain(lb.port));
+}
+
+#[test]
+fn a_call_past_its_deadline_ends_deadline_exceeded() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    let target = Target::Plain(lb.port);
+    // The call's grpc-timeout reaches the backend: it sees a deadline
+    // within the client's 5 s.
+    let deadline = call(&target, &["deadline", "--timeout", "5"]);
+    assert!(deadline.ok, "Deadline failed: {deadline:?}");
+    let left: f64 = deadline.messages[0]
+        .split_once(':')
+        .and_then(|(_, left)| left.parse().ok())
+        .unwrap_or_else(|| panic!("the backend saw no deadline: {deadline:?}"));
+    assert!(left > 0.0 && left <= 5.0, "{deadline:?}");
+    // The backend sleeps 3 s; the call's grpc-timeout is 300 ms.
+    let late = call(&target, &["slow", "3000", "--timeout", "0.3"]);
+    assert!(!late.ok, "a call past its deadline succeeded: {late:?}");
+    assert_eq!(late.code, "DEADLINE_EXCEEDED", "{late:?}");
+    // A slow call within its deadline is answered, not cut by lb.
+    let in_time = call(&target, &["slow", "1500", "--timeout", "10"]);
+    assert!(
+        in_time.ok,
+        "a slow call within its deadline failed: {in_time:?}"
+    );
+    assert!(in_time.messages[0].ends_with(":slept"), "{in_time:?}");
+}
+
+#[test]
+fn the_grpc_health_check_keeps_a_not_serving_backend_out() {
+    if !grpc_available() {
+        return;
+    }
+    let serving = two_backends();
+    let sick = GrpcBackendBuilder::named("sick").not_serving().start();
+    let lb = start_lb(
+        h2c_listener,
+        &[&serving[0], &serving[1], &sick],
+        "backend_protocol: h2c\n",
+    );
+    let down = format!("backend 127.0.0.1:{} down", sick.port);
+    assert!(
+        lb.wait_for_log(&down, ROUTE_TIMEOUT),
+        "lb did not mark the NOT_SERVING backend down:\n{}",
+        lb.log()
+    );
+    let target = Target::Plain(lb.port);
+    until_all_answer(&target, &["a", "b"], &lb);
+    let names: Vec<String> = (0..9).map(|_| unary_backend(&target)).collect();
+    assert!(
+        !names.iter().any(|name| name == &sick.name),
+        "the NOT_SERVING backend got calls: {names:?}"
+    );
+    for be in &serving {
+        let wrongly_down = format!("backend 127.0.0.1:{} down", be.port);
+        assert!(
+            !lb.log().contains(&wrongly_down),
+            "lb marked SERVING backend {} down:\n{}",
+            be.name,
+            lb.log()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Over TLS
+
+#[test]
+fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
+    if !grpc_available() || !openssl_available() {
+        return;
+    }
+    let cert = Cert::localhost();
+    let backends = two_backends();
+    let lb = start_lb(
+        |port| tls_listener(port, &cert),
+        &backends.iter().collect::<Vec<_>>(),
+        "backend_protocol: h2c\n",
+    );
+    let target = Target::Tls(lb.port, &cert);
+    until_all_answer(&target, &["a", "b"], &lb);
+    check_unary_reaches_both(&target);
+    check_server_stream(&target);
+    check_bidi(&target);
+    check_fail_status(&target);
+}
+
+#[test]
+fn grpc_over_h2c_to_tls_backends_over_h2() {
+    if !grpc_available() || !openssl_available() {
+        return;
+    }
+    let cert = Cert::localhost();
+    let backends: Vec<GrpcBackend> = ["a", "b"]
+        .iter()
+        .map(|name| GrpcBackendBuilder::named(name).tls(&cert).start())
+        .collect();
+    let extra = format!(
+        "backend_protocol: h2\nbackend_tls:\n  sni: localhost\n  ca: {}\n",
+        cert.cert().display()
+    );
+    let lb = start_lb(h2c_listener, &backends.iter().collect::<Vec<_>>(), &extra);
+    let target = Target::Plain(lb.port);
+    until_all_answer(&target, &["a", "b"], &lb);
+    check_unary_reaches_both(&target);
+    check_server_stream(&target);
+    check_bidi(&target);
+    check_fail_status(&target);
+}

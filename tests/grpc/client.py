@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""A gRPC test client for lb's integration tests (tests/grpc.rs).
+
+Makes one call to service `lbtest.Echo` (see server.py) at TARGET and prints
+one JSON line:
+
+    {"ok": true, "code": "OK", "details": "", "messages": [...]}
+
+or, when the call fails, "ok": false with the status code's name (e.g.
+"INVALID_ARGUMENT", "DEADLINE_EXCEEDED") and its details. Exit status 0 when
+the call succeeded, 1 when it ended with a non-OK status.
+
+Subcommands:
+    unary [TEXT]            Unary with TEXT (default "hello")
+    server-stream N         ServerStream asking for N messages
+    bidi N                  Bidi sending N messages "m0".."m{N-1}"
+    fail                    Fail (the server answers INVALID_ARGUMENT "bad input")
+    slow MS [--timeout S]   Slow: the server sleeps MS ms; the call's deadline is S seconds
+    deadline [--timeout S]  Deadline: the server answers the seconds left before the deadline
+    health [SERVICE]        grpc.health.v1.Health/Check; messages is [status name]
+
+Plaintext (h2c) by default; --tls with --ca FILE (and --server-name NAME to
+check the certificate against NAME rather than the target's host).
+"""
+
+import argparse
+import json
+import sys
+
+import grpc
+
+SERVICE = "lbtest.Echo"
+
+
+def identity(data):
+    return data
+
+
+def connection_options(parser, default):
+    """The options that may stand before or after the subcommand."""
+    parser.add_argument("--tls", action="store_true", default=default)
+    parser.add_argument(
+        "--ca", default=default, help="PEM CA certificate(s) to trust (with --tls)"
+    )
+    parser.add_argument(
+        "--server-name", default=default, help="name to verify the certificate for"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default,
+        help="deadline in seconds (default 10; 0: none)",
+    )
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", help="HOST:PORT")
+    parser.set_defaults(tls=False, ca=None, server_name=None, timeout=10.0)
+    connection_options(parser, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name):
+        subparser = sub.add_parser(name)
+        connection_options(subparser, argparse.SUPPRESS)
+        return subparser
+
+    command("unary").add_argument("text", nargs="?", default="hello")
+    command("server-stream").add_argument("count", type=int)
+    command("bidi").add_argument("count", type=int)
+    command("fail")
+    command("slow").add_argument("ms", type=int)
+    command("deadline")
+    command("health").add_argument("service", nargs="?", default="")
+    return parser.parse_args()
+
+
+def channel(args):
+    if not args.tls:
+        return grpc.insecure_channel(args.target)
+    root = None
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            root = f.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    options = []
+    if args.server_name:
+        options.append(("grpc.ssl_target_name_override", args.server_name))
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
+def method(name):
+    return f"/{SERVICE}/{name}"
+
+
+def call(ch, args):
+    """Makes the call; returns the list of response messages as text."""
+    raw = dict(request_serializer=identity, response_deserializer=identity)
+    timeout = args.timeout if args.timeout > 0 else None
+    if args.command == "unary":
+        reply = ch.unary_unary(method("Unary"), **raw)(
+            args.text.encode(), timeout=timeout
+        )
+        return [reply.decode()]
+    if args.command == "server-stream":
+        replies = ch.unary_stream(method("ServerStream"), **raw)(
+            str(args.count).encode(), timeout=timeout
+        )
+        return [r.decode() for r in replies]
+    if args.command == "bidi":
+        requests = (f"m{i}".encode() for i in range(args.count))
+        replies = ch.stream_stream(method("Bidi"), **raw)(requests, timeout=timeout)
+        return [r.decode() for r in replies]
+    if args.command == "fail":
+        reply = ch.unary_unary(method("Fail"), **raw)(b"x", timeout=timeout)
+        return [reply.decode()]
+    if args.command == "slow":
+        reply = ch.unary_unary(method("Slow"), **raw)(
+            str(args.ms).encode(), timeout=timeout
+        )
+        return [reply.decode()]
+    if args.command == "deadline":
+        reply = ch.unary_unary(method("Deadline"), **raw)(b"", timeout=timeout)
+        return [reply.decode()]
+    if args.command == "health":
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(ch)
+        reply = stub.Check(
+            health_pb2.HealthCheckRequest(service=args.service), timeout=timeout
+        )
+        return [health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)]
+    raise ValueError(args.command)
+
+
+def main():
+    args = parse_args()
+    with channel(args) as ch:
+        try:
+            messages = call(ch, args)
+        except grpc.RpcError as error:
+            result = {
+                "ok": False,
+                "code": error.code().name,
+                "details": error.details() or "",
+                "messages": [],
+            }
+            print(json.dumps(result), flush=True)
+            return 1
+    print(json.dumps({"ok": True, "code": "OK", "details": "", "messages": messages}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

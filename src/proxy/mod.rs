@@ -385,7 +385,12 @@ impl ProxyHttp for Proxy {
             );
             upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         }
-        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+        let proto = if access::is_tls(session) {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
         let host = upstream_request
             .headers
             .get(http::header::HOST)
@@ -484,6 +489,9 @@ impl ProxyHttp for Proxy {
                 .unrouted()
                 .observe(status, total.as_secs_f64(), upstream),
         }
+        metrics()
+            .protocols
+            .request(access::protocol(session.req_header().version));
         if let Some(log) = access_log::access_log() {
             let client = access::client_ip(session);
             log.write(access::entry(session, ctx, status, total, &client).line(log.format()));

@@ -5,10 +5,14 @@
 //! - Over an `h2c: true` listener to `backend_protocol: h2c` backends, with
 //!   `health_check.type: grpc`: unary calls reach both backends; a server
 //!   stream delivers every message; a bidirectional stream echoes every
-//!   message; a failed call's `grpc-status` and `grpc-message` trailers reach
+//!   message, also in lock step (each message sent only after the answer to
+//!   the one before, so neither direction may be held back); a 1 MiB message
+//!   comes back whole; 20 calls at once on one connection spread over both
+//!   backends; a failed call's `grpc-status` and `grpc-message` trailers reach
 //!   the client; a call's deadline (`grpc-timeout`) reaches the backend, a
 //!   call past it ends `DEADLINE_EXCEEDED`, and a slow call within it is
-//!   answered.
+//!   answered, even past `timeouts.upstream_response`; a call the client
+//!   cancels is cancelled at the backend too.
 //! - The gRPC health check keeps a backend whose health service says
 //!   `NOT_SERVING` out of rotation.
 //! - Over a TLS listener with HTTP/2 (ALPN h2) to the same h2c backends, and
@@ -118,7 +122,8 @@ impl Cert {
 /// A running `server.py`: service `lbtest.Echo` answering as `name`.
 struct GrpcBackend {
     _proc: Proc,
-    _dir: tempfile::TempDir,
+    /// Holds `stdout`, what it printed.
+    dir: tempfile::TempDir,
     port: u16,
     name: String,
 }
@@ -184,10 +189,29 @@ impl GrpcBackendBuilder {
         };
         GrpcBackend {
             _proc: proc,
-            _dir: dir,
+            dir,
             port,
             name: self.name,
         }
+    }
+}
+
+impl GrpcBackend {
+    /// Waits until the backend has printed `text` on stdout; false if it
+    /// does not within `limit`.
+    fn wait_for_output(&self, text: &str, limit: Duration) -> bool {
+        let path = self.dir.path().join("stdout");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains(text)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 }
 
@@ -423,6 +447,47 @@ fn check_bidi(target: &Target) {
     assert_eq!(outcome.messages, expected);
 }
 
+/// A bidirectional stream in lock step: each message goes out only once the
+/// answer to the one before came back, which stalls until the deadline if lb
+/// holds back either direction until its stream ends.
+fn check_pingpong(target: &Target) {
+    let outcome = call(target, &["pingpong", "10", "--timeout", "10"]);
+    assert!(outcome.ok, "ping-pong stream failed: {outcome:?}");
+    let name = unary_backend_of(&outcome);
+    let expected: Vec<String> = (0..10).map(|i| format!("{name}:m{i}")).collect();
+    assert_eq!(outcome.messages, expected);
+}
+
+/// A 1 MiB request comes back whole and unchanged (HTTP/2 flow control both
+/// ways through lb).
+fn check_big_message(target: &Target) {
+    let outcome = call(target, &["big", "1048576"]);
+    assert!(outcome.ok, "a 1 MiB call failed: {outcome:?}");
+    assert_eq!(outcome.messages[1..], ["1048576", "intact"], "{outcome:?}");
+}
+
+/// 20 calls at once on one client connection all succeed, each with its own
+/// answer, and lb spreads them over both backends (balancing is per call,
+/// not per connection).
+fn check_concurrent_calls(target: &Target) {
+    let outcome = call(target, &["concurrent", "20"]);
+    assert!(outcome.ok, "concurrent calls failed: {outcome:?}");
+    assert_eq!(outcome.messages.len(), 20, "{outcome:?}");
+    let mut names = Vec::new();
+    for (i, reply) in outcome.messages.iter().enumerate() {
+        let (name, echoed) = reply.split_once(':').expect("an echo");
+        assert_eq!(echoed, format!("c{i}"), "answers crossed: {outcome:?}");
+        names.push(name.to_string());
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "one connection's calls should use both backends"
+    );
+}
+
 /// The backend's INVALID_ARGUMENT "bad input" reaches the client as sent
 /// (the grpc-status and grpc-message trailers pass through lb).
 fn check_fail_status(target: &Target) {
@@ -445,6 +510,8 @@ fn the_fixtures_work_without_lb() {
     assert_eq!(unary_backend(&target), "a");
     check_server_stream(&target);
     check_bidi(&target);
+    check_pingpong(&target);
+    check_big_message(&target);
     check_fail_status(&target);
     let late = call(&target, &["slow", "3000", "--timeout", "0.3"]);
     assert_eq!(late.code, "DEADLINE_EXCEEDED", "{late:?}");
@@ -498,6 +565,33 @@ fn a_bidi_stream_over_h2c_echoes_every_message() {
 }
 
 #[test]
+fn a_lock_step_bidi_stream_over_h2c_is_not_held_back() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_pingpong(&Target::Plain(lb.port));
+}
+
+#[test]
+fn a_1_mib_call_over_h2c_comes_back_whole() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_big_message(&Target::Plain(lb.port));
+}
+
+#[test]
+fn concurrent_calls_on_one_h2c_connection_spread_over_both_backends() {
+    if !grpc_available() {
+        return;
+    }
+    let (_backends, lb) = h2c_setup();
+    check_concurrent_calls(&Target::Plain(lb.port));
+}
+
+#[test]
 fn a_failed_calls_status_and_message_reach_the_client() {
     if !grpc_available() {
         return;
@@ -535,6 +629,49 @@ fn a_call_past_its_deadline_ends_deadline_exceeded() {
         "a slow call within its deadline failed: {in_time:?}"
     );
     assert!(in_time.messages[0].ends_with(":slept"), "{in_time:?}");
+}
+
+#[test]
+fn a_call_may_outwait_upstream_response_within_its_grpc_timeout() {
+    if !grpc_available() {
+        return;
+    }
+    let backends = two_backends();
+    let lb = start_lb(
+        h2c_listener,
+        &backends.iter().collect::<Vec<_>>(),
+        "backend_protocol: h2c\ntimeouts:\n  upstream_response: 1s\n",
+    );
+    let target = Target::Plain(lb.port);
+    until_all_answer(&target, &["a", "b"], &lb);
+    // The backend answers after 2.5 s, past upstream_response (1 s) but
+    // within the call's own deadline (grpc-timeout 10 s), which lb follows.
+    let outcome = call(&target, &["slow", "2500", "--timeout", "10"]);
+    assert!(
+        outcome.ok,
+        "a call within its grpc-timeout was cut: {outcome:?}\nlb's log:\n{}",
+        lb.log()
+    );
+}
+
+#[test]
+fn a_call_the_client_cancels_is_cancelled_at_the_backend() {
+    if !grpc_available() {
+        return;
+    }
+    let be = GrpcBackendBuilder::named("a").start();
+    let lb = start_lb(h2c_listener, &[&be], "backend_protocol: h2c\n");
+    let target = Target::Plain(lb.port);
+    until_all_answer(&target, &["a"], &lb);
+    // No deadline: the backend learns of the cancel only from lb (a reset
+    // stream or a closed connection).
+    let outcome = call(&target, &["cancel", "2000"]);
+    assert_eq!(outcome.code, "CANCELLED", "{outcome:?}");
+    assert!(
+        be.wait_for_output("cancelled Slow 2000", Duration::from_secs(10)),
+        "lb did not pass the client's cancel on to the backend\nlb's log:\n{}",
+        lb.log()
+    );
 }
 
 #[test]
@@ -593,6 +730,9 @@ fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
     check_unary_reaches_both(&target);
     check_server_stream(&target);
     check_bidi(&target);
+    check_pingpong(&target);
+    check_big_message(&target);
+    check_concurrent_calls(&target);
     check_fail_status(&target);
 }
 
@@ -616,5 +756,8 @@ fn grpc_over_h2c_to_tls_backends_over_h2() {
     check_unary_reaches_both(&target);
     check_server_stream(&target);
     check_bidi(&target);
+    check_pingpong(&target);
+    check_big_message(&target);
+    check_concurrent_calls(&target);
     check_fail_status(&target);
 }

@@ -14,6 +14,12 @@ Subcommands:
     unary [TEXT]            Unary with TEXT (default "hello")
     server-stream N         ServerStream asking for N messages
     bidi N                  Bidi sending N messages "m0".."m{N-1}"
+    pingpong N              Bidi, sending each of N messages only after the answer to the
+                            one before arrived (fails if a proxy holds back either stream)
+    big BYTES               Unary with BYTES bytes; messages is [backend, length, "intact"|"corrupt"]
+    concurrent N            N Unary calls at once on one channel (HTTP/2 streams side by side)
+    cancel MS               Slow MS without a deadline, cancelled by the client after 0.3 s;
+                            prints CANCELLED
     fail                    Fail (the server answers INVALID_ARGUMENT "bad input")
     slow MS [--timeout S]   Slow: the server sleeps MS ms; the call's deadline is S seconds
     deadline [--timeout S]  Deadline: the server answers the seconds left before the deadline
@@ -25,7 +31,9 @@ check the certificate against NAME rather than the target's host).
 
 import argparse
 import json
+import queue
 import sys
+import time
 
 import grpc
 
@@ -68,6 +76,10 @@ def parse_args():
     command("unary").add_argument("text", nargs="?", default="hello")
     command("server-stream").add_argument("count", type=int)
     command("bidi").add_argument("count", type=int)
+    command("pingpong").add_argument("count", type=int)
+    command("big").add_argument("size", type=int)
+    command("concurrent").add_argument("count", type=int)
+    command("cancel").add_argument("ms", type=int)
     command("fail")
     command("slow").add_argument("ms", type=int)
     command("deadline")
@@ -111,6 +123,25 @@ def call(ch, args):
         requests = (f"m{i}".encode() for i in range(args.count))
         replies = ch.stream_stream(method("Bidi"), **raw)(requests, timeout=timeout)
         return [r.decode() for r in replies]
+    if args.command == "pingpong":
+        return pingpong(ch.stream_stream(method("Bidi"), **raw), args.count, timeout)
+    if args.command == "big":
+        payload = bytes(i % 251 for i in range(args.size))
+        reply = ch.unary_unary(method("Unary"), **raw)(payload, timeout=timeout)
+        name, _, echoed = reply.partition(b":")
+        intact = "intact" if echoed == payload else "corrupt"
+        return [name.decode(), str(len(echoed)), intact]
+    if args.command == "concurrent":
+        unary = ch.unary_unary(method("Unary"), **raw)
+        calls = [
+            unary.future(f"c{i}".encode(), timeout=timeout) for i in range(args.count)
+        ]
+        return [c.result().decode() for c in calls]
+    if args.command == "cancel":
+        future = ch.unary_unary(method("Slow"), **raw).future(str(args.ms).encode())
+        time.sleep(0.3)
+        future.cancel()
+        return [future.result().decode()]  # raises CANCELLED
     if args.command == "fail":
         reply = ch.unary_unary(method("Fail"), **raw)(b"x", timeout=timeout)
         return [reply.decode()]
@@ -133,18 +164,42 @@ def call(ch, args):
     raise ValueError(args.command)
 
 
+def pingpong(bidi, count, timeout):
+    """Sends message i+1 only once the answer to message i arrived."""
+    answered = queue.Queue()
+
+    def requests():
+        for i in range(count):
+            yield f"m{i}".encode()
+            # Blocks until the answer came back (or the call ended).
+            if answered.get() is None:
+                return
+
+    replies = []
+    try:
+        for reply in bidi(requests(), timeout=timeout):
+            replies.append(reply.decode())
+            answered.put(True)
+    finally:
+        answered.put(None)
+    return replies
+
+
+def failure(code, details):
+    return {"ok": False, "code": code, "details": details or "", "messages": []}
+
+
 def main():
     args = parse_args()
     with channel(args) as ch:
         try:
             messages = call(ch, args)
         except grpc.RpcError as error:
-            result = {
-                "ok": False,
-                "code": error.code().name,
-                "details": error.details() or "",
-                "messages": [],
-            }
+            result = failure(error.code().name, error.details())
+            print(json.dumps(result), flush=True)
+            return 1
+        except grpc.FutureCancelledError:
+            result = failure("CANCELLED", "cancelled by this client")
             print(json.dumps(result), flush=True)
             return 1
     print(json.dumps({"ok": True, "code": "OK", "details": "", "messages": messages}))

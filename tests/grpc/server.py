@@ -7,7 +7,8 @@ Serves service `lbtest.Echo` with raw-bytes messages (no proto codegen):
 - ServerStream: the request is a decimal count N; answers N messages "<name>:<i>"
 - Bidi:         echoes each message as "<name>:<message>"
 - Fail:         aborts with INVALID_ARGUMENT, details "bad input"
-- Slow:         sleeps the number of milliseconds in the request, then answers "<name>:slept"
+- Slow:         sleeps the number of milliseconds in the request, then answers "<name>:slept";
+                prints "cancelled Slow MS" on stdout if the call was cancelled meanwhile
 - Deadline:     answers "<name>:<seconds left before the call's deadline>", or
                 "<name>:none" when the call came without a deadline (grpc-timeout)
 
@@ -70,7 +71,11 @@ def echo_handlers(name):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad input")
 
     def slow(request, context):
-        time.sleep(int(request.decode() or "0") / 1000.0)
+        ms = request.decode() or "0"
+        time.sleep(int(ms) / 1000.0)
+        if not context.is_active():
+            # The client (or a proxy for it) cancelled the call meanwhile.
+            print(f"cancelled Slow {ms}", flush=True)
         return prefix + b"slept"
 
     def deadline(request, context):

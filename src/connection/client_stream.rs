@@ -46,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::chunked::{BadChunkFraming, ChunkedFraming};
 use super::head::{ends_head, RequestReads};
+use crate::telemetry::metrics::metrics;
 
 /// The limits a [`ClientStream`] enforces, as the config gave them when the
 /// connection opened.
@@ -182,6 +183,8 @@ pub struct ClientStream {
     signals: AtomicU8,
     /// What this request's reads held, for the keep-alive loop.
     reads: Arc<RequestReads>,
+    /// Set once the connection became a tunnel.
+    upgraded: Option<UpgradedConnection>,
 }
 
 impl ClientStream {
@@ -201,6 +204,7 @@ impl ClientStream {
             last_activity: now,
             signals: AtomicU8::new(0),
             reads,
+            upgraded: None,
         }
     }
 
@@ -275,6 +279,7 @@ impl ClientStream {
 
     /// `101` is being written: the connection becomes a tunnel.
     fn start_tunnel(&mut self) {
+        self.upgraded = Some(UpgradedConnection::count());
         self.phase = Phase::Tunnel;
         self.deadline = None;
         self.last_activity = Instant::now();
@@ -467,6 +472,24 @@ impl AsyncWrite for ClientStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts an upgraded connection in `lb_upgraded_connections` while it
+/// lives.
+#[derive(Debug)]
+struct UpgradedConnection;
+
+impl UpgradedConnection {
+    fn count() -> Self {
+        metrics().protocols.upgraded_connections.inc();
+        UpgradedConnection
+    }
+}
+
+impl Drop for UpgradedConnection {
+    fn drop(&mut self) {
+        metrics().protocols.upgraded_connections.dec();
     }
 }
 

@@ -71,6 +71,8 @@ pub struct ProtocolMetrics {
     /// gauge is the time left, computed when scraped.
     expiries: std::sync::Mutex<Vec<(String, String, std::time::SystemTime)>>,
     by_protocol: [IntCounter; 3],
+    /// Connections upgraded (WebSocket) and open now.
+    pub upgraded_connections: IntGauge,
 }
 
 impl ProtocolMetrics {
@@ -97,6 +99,14 @@ impl ProtocolMetrics {
             ),
             expiries: std::sync::Mutex::new(Vec::new()),
             by_protocol: PROTOCOLS.map(|p| by_protocol.with_label_values(&[p])),
+            upgraded_connections: register(
+                registry,
+                IntGauge::new(
+                    "lb_upgraded_connections",
+                    "Client connections upgraded (WebSocket) and open now.",
+                )
+                .expect("valid metric"),
+            ),
         }
     }
 

@@ -18,10 +18,11 @@
 //! - Over a TLS listener with HTTP/2 (ALPN h2) to the same h2c backends, and
 //!   over h2c to backends that speak TLS (`backend_protocol: h2`).
 //!
-//! A first test checks the fixtures without lb, so that a failure through lb
-//! is lb's. Certificates are made at test time with the `openssl` CLI. Without
-//! `python3` and its `grpcio` and `grpcio-health-checking` packages (or the
-//! `openssl` CLI, for the TLS tests) a test says it is skipped and passes.
+//! Two first tests check the fixtures without lb, so that a failure through
+//! lb is lb's. Certificates are made at test time with the `openssl` CLI
+//! (`common::tls::make_cert`). Without `python3` and its `grpcio` and
+//! `grpcio-health-checking` packages (or the `openssl` CLI, for the TLS
+//! tests) a test says it is skipped and passes.
 
 mod common;
 
@@ -62,19 +63,6 @@ fn grpc_available() -> bool {
     false
 }
 
-/// True when the `openssl` CLI runs; otherwise says the test is skipped.
-fn openssl_available() -> bool {
-    let version = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .status();
-    if matches!(version, Ok(status) if status.success()) {
-        return true;
-    }
-    eprintln!("skipped: the openssl CLI is not installed (apt-get install openssl)");
-    false
-}
-
 /// A self-signed ECDSA P-256 certificate for `localhost` (SAN DNS:localhost),
 /// made in its own temporary directory.
 struct Cert {
@@ -84,38 +72,16 @@ struct Cert {
 impl Cert {
     fn localhost() -> Cert {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cert = Cert { dir };
-        let output = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec"])
-            .args([
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "2",
-            ])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost"])
-            .arg("-keyout")
-            .arg(cert.key())
-            .arg("-out")
-            .arg(cert.cert())
-            .output()
-            .expect("run openssl");
-        assert!(
-            output.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        cert
+        tls::make_cert(dir.path(), "localhost", &["localhost"]);
+        Cert { dir }
     }
 
     fn cert(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
+        self.dir.path().join("localhost.pem")
     }
 
     fn key(&self) -> PathBuf {
-        self.dir.path().join("key.pem")
+        self.dir.path().join("localhost.key")
     }
 }
 
@@ -251,22 +217,22 @@ enum Target<'a> {
 }
 
 /// Runs `client.py` with `args` (a subcommand and its arguments) against
-/// `target`. The client's own deadline (10 s unless `--timeout`) bounds it.
+/// `target`. The client's own deadline (10 s unless `--timeout`) bounds the
+/// call, and `timeout` (30 s) the process.
 fn call(target: &Target, args: &[&str]) -> Outcome {
-    let mut command = Command::new("python3");
-    command.arg(fixtures().join("client.py"));
+    let client = fixtures().join("client.py");
+    let mut command = vec![tls::path(&client).to_string()];
     match target {
-        Target::Plain(port) => {
-            command.arg(format!("127.0.0.1:{port}"));
-        }
+        Target::Plain(port) => command.push(format!("127.0.0.1:{port}")),
         Target::Tls(port, cert) => {
-            command
-                .arg(format!("127.0.0.1:{port}"))
-                .args(["--tls", "--server-name", "localhost", "--ca"])
-                .arg(cert.cert());
+            command.push(format!("127.0.0.1:{port}"));
+            command.extend(["--tls", "--server-name", "localhost", "--ca"].map(String::from));
+            command.push(tls::path(&cert.cert()).to_string());
         }
     }
-    let output = command.args(args).output().expect("run client.py");
+    command.extend(args.iter().map(|a| a.to_string()));
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let output = tls::run("python3", &command);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -529,7 +495,7 @@ fn the_fixtures_work_without_lb() {
 
 #[test]
 fn the_tls_fixtures_work_without_lb() {
-    if !grpc_available() || !openssl_available() {
+    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();
@@ -711,7 +677,7 @@ fn the_grpc_health_check_keeps_a_not_serving_backend_out() {
 
 #[test]
 fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
-    if !grpc_available() || !openssl_available() {
+    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();
@@ -734,7 +700,7 @@ fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
 
 #[test]
 fn grpc_over_h2c_to_tls_backends_over_h2() {
-    if !grpc_available() || !openssl_available() {
+    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();

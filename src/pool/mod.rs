@@ -14,6 +14,7 @@ pub mod health;
 pub mod members;
 pub mod outlier;
 pub mod resolve;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

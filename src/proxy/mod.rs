@@ -4,14 +4,14 @@
 //!
 //! Hot-path cost is a stated decision here: no locks, and no allocation or
 //! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
-//! asks for. Log lines are only formatted when their level is enabled.
+//! asks for (with its SNI string when backends use TLS). Log lines are only formatted when their level is enabled.
 //!
 //! The hooks, in the order Pingora calls them for a request, and where
 //! their work lives:
 //! ```text
 //! request_filter ─────────── limits (414/431/413, bad targets, chunk framing)
 //! request_body_filter ────── limits (413 while a body streams)
-//! upstream_peer ──────────── the pool's choice; peer timeouts
+//! upstream_peer ──────────── the pool's choice; transport (TLS, ALPN); peer timeouts
 //! connected_to_upstream ──── metrics
 //! upstream_request_filter ── hop_by_hop, forwarded, request_id
 //! upstream_response_filter ─ passive health
@@ -46,6 +46,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
 use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
+use crate::pool::transport::PeerTemplate;
 use crate::pool::{Pool, Selection};
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
@@ -69,6 +70,8 @@ pub struct ProxySettings {
     headers: HeadersConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
+    /// How to connect to backends (TLS, SNI, ALPN, CA), built once.
+    transport: PeerTemplate,
 }
 
 /// A handle to change a running proxy's settings.
@@ -114,6 +117,7 @@ impl ProxySettings {
             limits: config.limits.clone(),
             headers: config.headers,
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
+            transport: PeerTemplate::new(&config.backend_transport),
         }
     }
 
@@ -239,8 +243,8 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (backend, state) = match self.pool.select(&ctx.tried) {
-            Selection::Backend(backend, state) => (backend, state),
+        let state = match self.pool.select(&ctx.tried) {
+            Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
             }
@@ -248,8 +252,8 @@ impl ProxyHttp for Proxy {
                 return Error::e_explain(ErrorType::HTTPStatus(502), "no backend left to try")
             }
         };
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let settings = self.settings.load();
+        let mut peer = settings.transport.peer(state.addr, &state.host);
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         if ctx.upgrade {

@@ -6,7 +6,7 @@
 //! service discovery is [`members::Members`]: configured entries, resolved
 //! again every `discovery.interval`. [`PoolService`], a Pingora background
 //! service, runs discovery and the active health checks
-//! ([`health::HttpProbe`]) on their intervals, and at once when a reload or
+//! ([`health::Probe`], over the transport [`transport`] describes) on their intervals, and at once when a reload or
 //! the admin API changes the pool. Passive health ([`outlier`]) and draining
 //! are checked per candidate during selection.
 
@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Config, WhenAllUnhealthy};
-use health::{HttpProbe, SharedProbe};
+use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
 
@@ -48,7 +48,7 @@ pub struct Pool {
     balancer: LoadBalancer<RoundRobin>,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
-    probe: Arc<HttpProbe>,
+    probe: Arc<Probe>,
     settings: ArcSwap<PoolSettings>,
     /// How many ring steps a selection may take before giving up; enough to
     /// visit every backend even when the weights repeat some of them.
@@ -73,8 +73,9 @@ impl Pool {
     pub fn new(config: &Config) -> Result<Arc<Pool>> {
         let members = Arc::new(Members::new(&config.backends, config.discovery.resolver));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
-        let probe = Arc::new(HttpProbe::new(
+        let probe = Arc::new(Probe::new(
             &config.health_check,
+            &config.backend_transport,
             Arc::clone(&members),
             Arc::clone(&outliers),
         )?);
@@ -105,7 +106,8 @@ impl Pool {
     /// Applies a reloaded config's backends, health check, passive health
     /// and `when_all_unhealthy`, then resolves and rebuilds the ring at once.
     pub fn reconfigure(&self, config: &Config) -> Result<()> {
-        self.probe.set_config(&config.health_check)?;
+        self.probe
+            .set_config(&config.health_check, &config.backend_transport)?;
         self.outliers.set_config(config.passive_health.clone());
         self.members
             .set_config(&config.backends, config.discovery.resolver);

@@ -5,10 +5,12 @@
 //! ring lives in an `ArcSwap`) and picking is one relaxed atomic add. Its
 //! service discovery is [`members::Members`]: configured entries, resolved
 //! again every `discovery.interval`. [`PoolService`], a Pingora background
-//! service, runs discovery and the active health checks
-//! ([`health::Probe`], over the transport [`transport`] describes) on their intervals, and at once when a reload or
-//! the admin API changes the pool. Passive health ([`outlier`]) and draining
-//! are checked per candidate during selection.
+//! service, runs discovery and the active health checks ([`health::Probe`])
+//! on their intervals, and at once when a reload or the admin API changes
+//! the pool. Passive health ([`outlier`]) and draining are checked per
+//! candidate during selection. Requests and health checks reach backends
+//! over the same transport (TLS, SNI, HTTP/2), built once per config by
+//! [`transport::PeerTemplate`].
 
 pub mod health;
 pub mod members;

@@ -25,12 +25,13 @@ RUN cargo build --release --locked --bins
 
 # ---- runtime ----
 FROM debian:bookworm-slim
-# No ca-certificates: lb and be speak plain HTTP only.
+# ca-certificates: the system roots, for backends over TLS (backend_tls
+#   without a ca file).
 # tini: PID 1, passes signals on and reaps every process, the old lb of an
 #   in-place upgrade included.
 # curl: the HEALTHCHECK. procps: pgrep and pkill, for lb-entrypoint.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini curl procps \
+    && apt-get install -y --no-install-recommends tini curl procps ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 lb \
     && useradd --uid 10001 --gid lb --no-create-home --home-dir /nonexistent \
@@ -46,8 +47,10 @@ COPY deploy/lb.docker.yaml /etc/lb/lb.yaml
 # default to /tmp/lb.pid and /tmp/lb_upgrade.sock; /tmp in debian:bookworm-slim
 # is world-writable (1777), so the non-root user can write them.
 USER 10001:10001
-# 8000: clients. 9000: the admin API (on loopback in the default config).
-EXPOSE 8000 9000
+# 8000: clients. 443: HTTPS and HTTP/2, when the config has a TLS listener
+# there (deploy/lb.compose.yaml does, with certificates mounted at
+# /etc/lb/certs). 9000: the admin API (on loopback in the default config).
+EXPOSE 8000 443 9000
 # Needs an admin listener on port 9000 that 127.0.0.1 reaches (loopback or
 # 0.0.0.0), as the default config and deploy/lb.compose.yaml have. A config
 # of your own without one makes the container "unhealthy": add it, or run

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use pingora::listeners::ListenerConfig;
+use std::net::SocketAddr;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::{ListenerConfig, Listeners};
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
@@ -13,11 +17,12 @@ use pingora::services::listening::Service;
 use crate::admin;
 use crate::admin::stats::{Sampler, Stats};
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::connection::LbApp;
 use crate::pool::{Pool, PoolService};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadOnHangup, Reloader};
+use crate::tls::{PlainHttpOnTlsPort, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.
@@ -36,6 +41,13 @@ pub enum StartError {
     /// The access log file cannot be opened.
     #[error("access_log.path: cannot open the access log")]
     AccessLog(#[source] std::io::Error),
+    /// A TLS listener's settings could not be made.
+    #[error("listeners: cannot set up TLS on {addr}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: pingora::BError,
+    },
     /// Building the backend pool failed.
     #[error("cannot build the backend pool")]
     Pool(#[source] pingora::BError),
@@ -62,12 +74,14 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     }
     let pool = Pool::new(&config).map_err(StartError::Pool)?;
     let proxy_logic = Proxy::new(Arc::clone(&pool), &config);
+    let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
         cli.overrides(),
         &config,
         Arc::clone(&pool),
         proxy_logic.control(),
+        tls_listeners.iter().map(|(_, l)| Arc::clone(l)).collect(),
     ));
     let opt = Opt {
         conf: None, // the file is already read; Pingora would warn that it is ignored
@@ -91,7 +105,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         write_pid_file(&server.configuration.pid_file);
     }
 
-    let proxy = proxy_service(&server, proxy_logic, &config);
+    let proxies = proxy_services(&server, proxy_logic, &config, &tls_listeners)?;
     server.add_service(background_service(
         "backend pool",
         PoolService(Arc::clone(&pool)),
@@ -103,7 +117,12 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     if let Some(admin) = &config.admin {
         add_admin(&mut server, admin, &pool, &reloader);
     }
-    server.add_service(proxy);
+    for proxy in proxies {
+        server.add_service(proxy);
+    }
+    for redirect in redirect_services(&config) {
+        server.add_service(redirect);
+    }
     log::info!(
         "lb listening on {} with {} backend(s)",
         config
@@ -117,16 +136,39 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// The proxy service: lb's `ProxyHttp` inside Pingora's `HttpProxy`, inside
-/// [`LbApp`], on every listener.
-fn proxy_service(
+/// Each TLS listener's certificates and callbacks, by address.
+fn tls_listeners(config: &Config) -> Vec<(SocketAddr, Arc<TlsListener>)> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| match &l.kind {
+            ListenerKind::Tls(tls) => Some((
+                l.addr,
+                TlsListener::new(l.addr.to_string(), Arc::clone(&tls.certificates)),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The proxy services: lb's `ProxyHttp` inside Pingora's `HttpProxy`,
+/// inside [`LbApp`], one service per listener that proxies (each listener
+/// has its own protocols; they share the proxy and the connection count).
+fn proxy_services(
     server: &Server,
     proxy_logic: Proxy,
     config: &Config,
-) -> Service<LbApp<HttpProxy<Proxy>>> {
+    tls_listeners: &[(SocketAddr, Arc<TlsListener>)],
+) -> Result<Vec<Service<LbApp<HttpProxy<Proxy>>>>, StartError> {
     let proxy_control = proxy_logic.control();
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
+    // HTTP/2 reaches the proxy only from listeners that speak it: ALPN on
+    // TLS, or an h2c listener (LbApp checks for the preface first).
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    options.h2_idle_timeout = Some(config.timeouts.client_idle);
+    proxy_app.server_options = Some(options);
     let app = LbApp::new(
         proxy_app,
         proxy_control,
@@ -134,11 +176,59 @@ fn proxy_service(
         config.timeouts.client_header,
         crate::config::drain_window(&server.configuration),
     );
-    let mut proxy = Service::new("lb proxy".to_string(), app);
-    for addr in &config.listeners {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
+    let mut services = Vec::new();
+    for listener in &config.listeners {
+        let name = format!("lb proxy {}", listener.addr);
+        let mut listeners = Listeners::new();
+        let endpoint = ListenerConfig::tcp(listener.addr.to_string()).l4_buffer(client_buffers());
+        let h2c = match &listener.kind {
+            ListenerKind::Http { h2c } => {
+                listeners.add_listener(endpoint);
+                *h2c
+            }
+            ListenerKind::Tls(tls) => {
+                let Some((_, callbacks)) = tls_listeners.iter().find(|(a, _)| *a == listener.addr)
+                else {
+                    continue;
+                };
+                let settings =
+                    callbacks
+                        .settings(tls.min_version, tls.http2)
+                        .map_err(|source| StartError::Tls {
+                            addr: listener.addr,
+                            source,
+                        })?;
+                listeners.add_listener(endpoint.tls(settings));
+                listeners.set_pre_tls_callback(Arc::new(PlainHttpOnTlsPort {
+                    listener: listener.addr.to_string(),
+                    first_byte: config.timeouts.client_header,
+                }));
+                false
+            }
+            ListenerKind::RedirectHttps { .. } => continue,
+        };
+        services.push(Service::with_listeners(name, listeners, app.with_h2c(h2c)));
     }
-    proxy
+    Ok(services)
+}
+
+/// A service for each `redirect_https` listener.
+fn redirect_services(config: &Config) -> Vec<Service<HttpServer<RedirectToHttps>>> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| match l.kind {
+            ListenerKind::RedirectHttps { port } => {
+                let mut service = Service::new(
+                    format!("lb redirect {}", l.addr),
+                    HttpServer::new_app(RedirectToHttps { port }),
+                );
+                service.add_tcp(&l.addr.to_string());
+                Some(service)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The admin API and the sampler behind its status page.
@@ -182,7 +272,8 @@ fn write_pid_file(path: &str) {
 
 fn check_listeners(config: &Config) -> Result<(), StartError> {
     let admin = config.admin.as_ref().map(|a| a.listen);
-    for &addr in config.listeners.iter().chain(admin.iter()) {
+    let listeners = config.listeners.iter().map(|l| l.addr);
+    for addr in listeners.chain(admin) {
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
     }
     Ok(())

@@ -21,6 +21,20 @@ pub struct Cli {
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
 
+    /// Address to accept HTTPS clients on (repeatable), with the `--cert`
+    /// and `--key` pairs; with `--listen`, replaces the file's `listeners`.
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    pub tls_listen: Vec<String>,
+
+    /// Certificate PEM file of the `--tls-listen` listeners (repeatable;
+    /// the first is the default, others are chosen by SNI).
+    #[arg(long = "cert", value_name = "FILE")]
+    pub cert: Vec<PathBuf>,
+
+    /// Private key PEM file of the `--cert` at the same position.
+    #[arg(long = "key", value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+
     /// Backend `host:port` or `http://host:port` (repeatable); replaces the file's `backends`.
     #[arg(long = "backend", value_name = "ADDR")]
     pub backend: Vec<String>,
@@ -54,6 +68,9 @@ impl Cli {
         let Cli {
             pingora: _,
             listen,
+            tls_listen,
+            cert,
+            key,
             backend,
             health_check_path,
             health_check_interval,
@@ -62,6 +79,9 @@ impl Cli {
         } = self;
         Overrides {
             listen: listen.clone(),
+            tls_listen: tls_listen.clone(),
+            certs: cert.clone(),
+            keys: key.clone(),
             backends: backend.clone(),
             health_check_path: health_check_path.clone(),
             health_check_interval: *health_check_interval,

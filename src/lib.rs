@@ -7,6 +7,8 @@
 //! # Layout
 //! Three layers, each a folder, beside the command line and the assembly:
 //! - the request path, in the order a request meets it:
+//!   - [`tls`]: TLS listeners, their certificates (by SNI, replaced at
+//!     reload) and the redirect to HTTPS;
 //!   - [`connection`]: client connections around the proxy: their limit,
 //!     the keep-alive loop, the time limits on heads, bodies and tunnels,
 //!     chunked framing, the drain at shutdown;
@@ -34,3 +36,4 @@ pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod telemetry;
+pub mod tls;

@@ -1,8 +1,9 @@
 //! Live reload: `SIGHUP` (or `POST /api/reload`) reads the config file
 //! again and applies it in place, without dropping a connection.
 //!
-//! Backends, weights, health checks, passive health, retries, timeouts and
-//! limits change at once. Settings that need a restart (the `server:`
+//! Backends, weights, health checks, passive health, retries, timeouts,
+//! limits and the TLS listeners' certificates change at once (handshakes
+//! after the reload get the new certificates; open connections go on). Settings that need a restart (the `server:`
 //! section, listeners, the admin listener, `limits.max_connections`,
 //! `timeouts.client_header`) are logged as such and left as they are. A
 //! file that fails validation changes nothing; the error is logged.
@@ -14,10 +15,11 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::{Config, ConfigError, Overrides};
+use crate::config::{Config, ConfigError, ListenerKind, Overrides};
 use crate::pool::Pool;
 use crate::proxy::ProxyControl;
 use crate::telemetry::metrics::metrics;
+use crate::tls::TlsListener;
 
 /// Re-reads the config and applies what can change while running.
 pub struct Reloader {
@@ -25,6 +27,8 @@ pub struct Reloader {
     overrides: Overrides,
     pool: Arc<Pool>,
     proxy: ProxyControl,
+    /// The TLS listeners, whose certificates a reload replaces.
+    tls_listeners: Vec<Arc<TlsListener>>,
     /// The running values of the settings a reload cannot change.
     restart_only: Mutex<Vec<(&'static str, String)>>,
 }
@@ -33,7 +37,15 @@ pub struct Reloader {
 fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("server", format!("{:?}", config.server)),
-        ("listeners", format!("{:?}", config.listeners)),
+        (
+            "listeners",
+            config
+                .listeners
+                .iter()
+                .map(|l| l.shape())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         (
             "admin",
             format!("{:?}", config.admin.as_ref().map(|a| a.listen)),
@@ -57,12 +69,14 @@ impl Reloader {
         config: &Config,
         pool: Arc<Pool>,
         proxy: ProxyControl,
+        tls_listeners: Vec<Arc<TlsListener>>,
     ) -> Self {
         Reloader {
             path,
             overrides,
             pool,
             proxy,
+            tls_listeners,
             restart_only: Mutex::new(restart_only(config)),
         }
     }
@@ -95,13 +109,32 @@ impl Reloader {
         }
         self.pool.reconfigure(&config).map_err(ReloadError::Pool)?;
         self.proxy.reconfigure(&config);
+        let certificates = self.replace_certificates(&config);
         for warning in &config.warnings {
             log::warn!("reload: {warning}");
         }
         Ok(Reloaded {
             backends: config.backends.len(),
+            certificates,
             needs_restart,
         })
+    }
+
+    /// Gives each running TLS listener the certificates the new config
+    /// read for its address; returns how many listeners got them.
+    fn replace_certificates(&self, config: &Config) -> usize {
+        let mut replaced = 0;
+        for listener in &config.listeners {
+            let ListenerKind::Tls(tls) = &listener.kind else {
+                continue;
+            };
+            let name = listener.addr.to_string();
+            if let Some(running) = self.tls_listeners.iter().find(|l| l.name() == name) {
+                running.replace(Arc::clone(&tls.certificates));
+                replaced += 1;
+            }
+        }
+        replaced
     }
 }
 
@@ -110,6 +143,8 @@ impl Reloader {
 pub struct Reloaded {
     /// Backend entries in the new config.
     pub backends: usize,
+    /// TLS listeners whose certificates were read again.
+    pub certificates: usize,
     /// Changed settings that wait for a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -117,6 +152,9 @@ pub struct Reloaded {
 impl std::fmt::Display for Reloaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "reloaded: {} backend entr(ies)", self.backends)?;
+        if self.certificates > 0 {
+            write!(f, ", certificates of {} TLS listener(s)", self.certificates)?;
+        }
         if !self.needs_restart.is_empty() {
             write!(
                 f,

@@ -211,6 +211,46 @@ fn an_idle_websocket_is_closed_after_tunnel_idle() {
     });
 }
 
+/// The value of the unlabelled metric `name` on lb's admin listener.
+fn gauge(admin_port: u16, name: &str) -> Option<i64> {
+    let metrics = admin_get(admin_port, "/metrics").body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn an_open_websocket_is_counted_and_outlives_the_request_timeout() {
+    let rt = tokio::runtime::Runtime::new().expect("start a tokio runtime");
+    let backend_port = spawn_ws_echo(&rt);
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &[backend_port],
+        &format!("timeouts:\n  request: 2s\nadmin:\n  listen: 127.0.0.1:{admin_port}\n"),
+    );
+    wait_for_port(admin_port);
+    assert_eq!(gauge(admin_port, "lb_upgraded_connections"), Some(0));
+
+    rt.block_on(async {
+        let mut ws = ws_connect(lb.port, "/counted").await;
+        let opened = Instant::now();
+        // Twice `timeouts.request`: that limit is for requests, not tunnels.
+        keep_busy(&mut ws, Duration::from_secs(4), opened).await;
+        assert_eq!(gauge(admin_port, "lb_upgraded_connections"), Some(1));
+        let _ = ws.close(None).await;
+        while ws.next().await.is_some() {}
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(admin_port, "lb_upgraded_connections") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "lb_upgraded_connections still {:?} 10 s after the WebSocket closed",
+            gauge(admin_port, "lb_upgraded_connections")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Slow clients
 

@@ -17,7 +17,9 @@ fn main() {
         Err(e) => exit_with(&e),
     };
     if cli.pingora.test {
-        println!("configuration OK\n{config}");
+        // A closed pipe (`lb -t | head`) is the reader's choice, not an error.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "configuration OK\n{config}");
         return;
     }
     if let Err(e) = lb::app::run(cli, config) {

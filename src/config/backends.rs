@@ -1,4 +1,4 @@
-//! Listeners and backends: addresses as written (`host:port`, `http://host:port`,
+//! Backends: addresses as written (`host:port`, `http://host:port`,
 //! `{address, weight}`), checked and, for IP addresses, resolved.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,26 +8,6 @@ use super::checks::Problems;
 use super::file::BackendFile;
 use super::sections::describe;
 use super::BackendConfig;
-
-pub(super) fn parse_listeners(listeners: &[String], errors: &mut Problems) -> Vec<SocketAddr> {
-    if listeners.is_empty() {
-        errors.add(
-            "listeners",
-            "the list is empty; give at least one address such as 0.0.0.0:8000",
-        );
-    }
-    listeners
-        .iter()
-        .enumerate()
-        .filter_map(|(i, text)| match resolve(text) {
-            Ok(addr) => Some(addr),
-            Err(why) => {
-                errors.add(format!("listeners[{i}]"), format!("{text:?}: {why}"));
-                None
-            }
-        })
-        .collect()
-}
 
 pub(super) fn parse_backends(
     entries: &[serde_yaml_ng::Value],

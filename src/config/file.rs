@@ -15,8 +15,10 @@ pub struct FileConfig {
     /// Pingora's `ServerConf`, kept as raw YAML so its keys can be checked
     /// against the ones Pingora knows before it is deserialized.
     pub server: Option<serde_yaml_ng::Mapping>,
-    /// Addresses to accept clients on, `host:port`.
-    pub listeners: Option<Vec<String>>,
+    /// Where to accept clients: each entry `host:port` or a mapping with
+    /// `address` and `tls`, `http2`, `h2c` or `redirect_https`, kept raw so
+    /// each entry's error can name its index.
+    pub listeners: Option<Vec<serde_yaml_ng::Value>>,
     /// The backend pool: each entry is `host:port` or `{address, weight}`,
     /// kept raw so each entry's error can name its index.
     pub backends: Option<Vec<serde_yaml_ng::Value>>,

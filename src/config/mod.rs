@@ -10,6 +10,7 @@
 mod backends;
 mod checks;
 mod file;
+mod listeners;
 mod resilience;
 mod sections;
 mod server;
@@ -24,12 +25,14 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use backends::{parse_backends, parse_listeners};
+use backends::parse_backends;
 use file::{FileConfig, HealthCheckFile};
+use listeners::{expired_certificates, parse_listeners, tls_flag_entries};
 use pingora::server::configuration::ServerConf;
 use sections::{parse_admin, parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, WhenAllUnhealthy};
+pub use listeners::{ListenerConfig, ListenerKind, TlsListenerConfig};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use server::drain_window;
 pub use transport::{
@@ -55,8 +58,8 @@ pub const DEFAULT_LISTENER: &str = "0.0.0.0:8000";
 pub struct Config {
     /// Pingora's own settings (threads, pid file, upgrade socket, grace periods).
     pub server: ServerConf,
-    /// Addresses clients connect to.
-    pub listeners: Vec<SocketAddr>,
+    /// Where clients connect, and what each listener speaks.
+    pub listeners: Vec<ListenerConfig>,
     /// The backend pool, in the order written.
     pub backends: Vec<BackendConfig>,
     /// How lb connects to the backends: protocol and TLS.
@@ -157,6 +160,13 @@ pub struct HealthCheckConfig {
 pub struct Overrides {
     /// `--listen`: replaces the whole `listeners` list when not empty.
     pub listen: Vec<String>,
+    /// `--tls-listen`: TLS listeners with the `--cert`/`--key` pairs; with
+    /// `--listen`, replaces the whole `listeners` list when not empty.
+    pub tls_listen: Vec<String>,
+    /// `--cert`: certificate files of the `--tls-listen` listeners.
+    pub certs: Vec<PathBuf>,
+    /// `--key`: their keys, in the same order.
+    pub keys: Vec<PathBuf>,
     /// `--backend`: replaces the whole `backends` list when not empty.
     pub backends: Vec<String>,
     /// `--health-check-path`.
@@ -170,6 +180,31 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// The listener entries: the flags', or else the file's, or else the
+    /// default.
+    fn listeners(
+        &self,
+        written: Option<Vec<serde_yaml_ng::Value>>,
+        errors: &mut Problems,
+    ) -> Vec<serde_yaml_ng::Value> {
+        if self.listen.is_empty() && self.tls_listen.is_empty() {
+            if !self.certs.is_empty() || !self.keys.is_empty() {
+                errors.add("--cert/--key", "given without --tls-listen");
+            }
+            return written.unwrap_or_else(|| vec![DEFAULT_LISTENER.into()]);
+        }
+        self.listen
+            .iter()
+            .map(|l| serde_yaml_ng::Value::String(l.clone()))
+            .chain(tls_flag_entries(
+                &self.tls_listen,
+                &self.certs,
+                &self.keys,
+                errors,
+            ))
+            .collect()
+    }
+
     /// The backend entries: the flags', or else the file's.
     fn backends(&self, written: Option<Vec<serde_yaml_ng::Value>>) -> Vec<serde_yaml_ng::Value> {
         if self.backends.is_empty() {
@@ -262,12 +297,7 @@ impl Config {
 
         let server = server::build(file.server.unwrap_or_default(), &mut errors);
 
-        let listeners = if overrides.listen.is_empty() {
-            file.listeners
-                .unwrap_or_else(|| vec![DEFAULT_LISTENER.to_string()])
-        } else {
-            overrides.listen.clone()
-        };
+        let listeners = overrides.listeners(file.listeners, &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
 
         let backends = parse_backends(&overrides.backends(file.backends), &mut errors);
@@ -285,7 +315,10 @@ impl Config {
             admin.listen = Some(listen.clone());
         }
         let admin = parse_admin(admin, environment.admin_token.clone(), &mut errors);
-        let mut warnings: Vec<String> = server::drain_warning(&server).into_iter().collect();
+        let mut warnings: Vec<String> = server::drain_warning(&server)
+            .into_iter()
+            .chain(expired_certificates(&listeners))
+            .collect();
         let backend_transport = transport::parse_transport(
             "",
             file.backend_protocol,
@@ -467,7 +500,8 @@ mod tests {
             ..Overrides::default()
         };
         let config = Config::from_file(file, &overrides, &NO_ENVIRONMENT).unwrap();
-        assert_eq!(config.listeners, vec!["127.0.0.1:9".parse().unwrap()]);
+        let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
+        assert_eq!(addrs, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(config.backends.len(), 1);
         assert_eq!(config.backends[0].port, 7);
         assert_eq!(config.health_check.interval, Duration::from_secs(1));

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AccessLogTarget, Config, HealthCheckKind, WhenAllUnhealthy};
+use super::{AccessLogTarget, Config, HealthCheckKind, ListenerKind, WhenAllUnhealthy};
 
 /// A duration as the config file writes it (`1h 30m`).
 fn d(d: Duration) -> String {
@@ -30,6 +30,7 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", "),
         ));
+        self.certificate_rows(rows);
         for b in &self.backends {
             rows.push((
                 "backend".into(),
@@ -65,6 +66,29 @@ impl Config {
                 hc.unhealthy_threshold
             ),
         ));
+    }
+
+    /// Each TLS listener's certificates: file, names, expiry.
+    fn certificate_rows(&self, rows: &mut Vec<(String, String)>) {
+        for listener in &self.listeners {
+            let ListenerKind::Tls(tls) = &listener.kind else {
+                continue;
+            };
+            for (i, c) in tls.certificates.iter().enumerate() {
+                rows.push((
+                    "certificate".into(),
+                    format!(
+                        "{} {}: {}, {} {}{}",
+                        listener.addr,
+                        c.files.cert.display(),
+                        c.names.join(" "),
+                        if c.expired() { "EXPIRED on" } else { "expires" },
+                        c.expiry_text(),
+                        if i == 0 { " (default)" } else { "" }
+                    ),
+                ));
+            }
+        }
     }
 
     /// Timeouts, headers, retries and passive health.

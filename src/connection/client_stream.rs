@@ -46,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::chunked::{BadChunkFraming, ChunkedFraming};
 use super::head::{ends_head, RequestReads};
+use crate::telemetry::metrics::metrics;
 
 /// The limits a [`ClientStream`] enforces, as the config gave them when the
 /// connection opened.
@@ -146,6 +147,11 @@ enum Phase {
     /// `101 Switching Protocols` was sent: bytes pass both ways until one
     /// side closes.
     Tunnel,
+    /// An HTTP/2 connection before the client's first bytes (its
+    /// preface), which must come within `timeouts.client_header`.
+    H2Preface,
+    /// An HTTP/2 connection: its streams have their own limits.
+    H2,
 }
 
 /// The answer to a client that sent part of a head and then too little.
@@ -177,6 +183,8 @@ pub struct ClientStream {
     signals: AtomicU8,
     /// What this request's reads held, for the keep-alive loop.
     reads: Arc<RequestReads>,
+    /// Set once the connection became a tunnel.
+    upgraded: Option<UpgradedConnection>,
 }
 
 impl ClientStream {
@@ -196,7 +204,28 @@ impl ClientStream {
             last_activity: now,
             signals: AtomicU8::new(0),
             reads,
+            upgraded: None,
         }
+    }
+
+    /// Wraps an HTTP/2 connection's `inner`: only its preface has a time
+    /// limit, `header` from now.
+    pub fn for_h2(inner: Stream, header: Duration) -> Self {
+        // Only `header` applies in the HTTP/2 phases.
+        let timeouts = ClientTimeouts {
+            header,
+            body: header,
+            tunnel_idle: header,
+            upgrade_response: header,
+        };
+        let mut stream = ClientStream::new(inner, timeouts, Arc::default());
+        stream.phase = Phase::H2Preface;
+        stream
+    }
+
+    /// The stream it wraps.
+    pub fn into_inner(self) -> Stream {
+        self.inner
     }
 
     /// The `ClientStream` under `stream`, when lb made it.
@@ -250,6 +279,7 @@ impl ClientStream {
 
     /// `101` is being written: the connection becomes a tunnel.
     fn start_tunnel(&mut self) {
+        self.upgraded = Some(UpgradedConnection::count());
         self.phase = Phase::Tunnel;
         self.deadline = None;
         self.last_activity = Instant::now();
@@ -317,6 +347,8 @@ impl ClientStream {
                 self.last_activity + self.timeouts.tunnel_idle,
                 StreamFault::TunnelIdle,
             )),
+            Phase::H2Preface => Some((self.deadline?, StreamFault::HeaderTimeout)),
+            Phase::H2 => None,
         }
     }
 
@@ -399,6 +431,7 @@ impl AsyncRead for ClientStream {
                             .map(|end| end + body_bytes);
                     }
                     Phase::Tunnel => this.last_activity = Instant::now(),
+                    Phase::H2Preface => this.phase = Phase::H2,
                     _ => {}
                 }
                 this.reads.record(filled.len(), head_end);
@@ -442,6 +475,24 @@ impl AsyncWrite for ClientStream {
     }
 }
 
+/// Counts an upgraded connection in `lb_upgraded_connections` while it
+/// lives.
+#[derive(Debug)]
+struct UpgradedConnection;
+
+impl UpgradedConnection {
+    fn count() -> Self {
+        metrics().protocols.upgraded_connections.inc();
+        UpgradedConnection
+    }
+}
+
+impl Drop for UpgradedConnection {
+    fn drop(&mut self) {
+        metrics().protocols.upgraded_connections.dec();
+    }
+}
+
 #[async_trait]
 impl Shutdown for ClientStream {
     async fn shutdown(&mut self) {
@@ -455,7 +506,19 @@ impl UniqueID for ClientStream {
     }
 }
 
-impl Ssl for ClientStream {}
+impl Ssl for ClientStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for ClientStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

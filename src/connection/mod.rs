@@ -46,7 +46,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
@@ -56,8 +56,17 @@ use crate::proxy::ProxyControl;
 use crate::telemetry::metrics::metrics;
 
 /// A `ServerApp` that limits connections and header time, then hands each
-/// connection to `inner` (the proxy).
+/// connection to `inner` (the proxy). One per listener kind: every copy
+/// (made with [`LbApp::with_h2c`]) shares the proxy, the connection count
+/// and the drain.
 pub struct LbApp<A> {
+    shared: Arc<Shared<A>>,
+    /// Whether this listener also takes HTTP/2 with prior knowledge.
+    h2c: bool,
+}
+
+/// What every listener's `LbApp` shares.
+struct Shared<A> {
     inner: Arc<A>,
     open: AtomicUsize,
     max_connections: usize,
@@ -82,16 +91,30 @@ impl<A> LbApp<A> {
         drain_limit: Duration,
     ) -> Self {
         LbApp {
-            inner: Arc::new(inner),
-            open: AtomicUsize::new(0),
-            max_connections,
-            client_header,
-            drain_limit,
-            proxy,
-            closing_idle: watch::Sender::new(false),
+            shared: Arc::new(Shared {
+                inner: Arc::new(inner),
+                open: AtomicUsize::new(0),
+                max_connections,
+                client_header,
+                drain_limit,
+                proxy,
+                closing_idle: watch::Sender::new(false),
+            }),
+            h2c: false,
         }
     }
 
+    /// The same app for another listener, taking HTTP/2 with prior
+    /// knowledge (h2c) or not.
+    pub fn with_h2c(&self, h2c: bool) -> Self {
+        LbApp {
+            shared: Arc::clone(&self.shared),
+            h2c,
+        }
+    }
+}
+
+impl<A> Shared<A> {
     /// Waits until no client connection is open, or `drain_limit` passed.
     async fn drain(&self) {
         let deadline = Instant::now() + self.drain_limit;
@@ -126,18 +149,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let open = self.open.fetch_add(1, Relaxed) + 1;
+        let shared = &*self.shared;
+        let open = shared.open.fetch_add(1, Relaxed) + 1;
         metrics().client_connections.inc();
-        let _counted = OpenConnection(&self.open);
-        if open > self.max_connections {
+        let _counted = OpenConnection(&shared.open);
+        if open > shared.max_connections {
             log::warn!(
                 "closing a new client connection: {} are open (limits.max_connections)",
-                self.max_connections
+                shared.max_connections
             );
             return None;
         }
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let stream = ClientStream::for_h2(stream, shared.client_header);
+            return shared.serve_h2(Box::new(stream), shutdown).await;
+        }
         let reads = Arc::new(RequestReads::default());
-        let timeouts = self.proxy.client_timeouts(self.client_header);
+        let timeouts = shared.proxy.client_timeouts(shared.client_header);
         let stream: Stream = Box::new(ClientStream::new(stream, timeouts, Arc::clone(&reads)));
         self.serve_http1(stream, &reads, shutdown).await;
         None
@@ -146,9 +174,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
     /// Called once the listeners stopped: drain, then let the proxy drop
     /// the connections still waiting for a request.
     async fn cleanup(&self) {
-        self.drain().await;
-        self.closing_idle.send_replace(true);
-        self.inner.http_cleanup().await
+        let shared = &*self.shared;
+        shared.drain().await;
+        shared.closing_idle.send_replace(true);
+        shared.inner.http_cleanup().await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Shared<A> {
+    /// Serves an HTTP/2 connection: Pingora's own loop, which spawns a
+    /// task per stream and sends GOAWAY at shutdown.
+    async fn serve_h2(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        ServerApp::process_new(&self.inner, stream, shutdown).await
     }
 }
 
@@ -168,22 +205,33 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
         // requests. The two cost 1.6k instructions a request when made anew
         // for each (bench/instructions.sh: 92,902 with them, 91,275 without
         // either); made once, they cost 0.5k less (92,381).
-        let mut closing_idle = self.closing_idle.subscribe();
+        let shared = &*self.shared;
+        let mut closing_idle = shared.closing_idle.subscribe();
         let drain_over = closing_idle.wait_for(|closing| *closing);
-        let idle_timer = tokio::time::sleep(self.client_header);
+        let idle_timer = tokio::time::sleep(shared.client_header);
         tokio::pin!(drain_over, idle_timer);
         // The first head has `timeouts.client_header` from the connect.
-        let Some(first_bytes) =
+        let Some(mut first_bytes) =
             read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await
         else {
             return;
         };
+        if self.h2c {
+            let h2 = read_preface(&mut stream, &mut first_bytes, idle_timer.as_mut()).await;
+            if h2 {
+                if let Some(stream) = unread(stream, &first_bytes) {
+                    shared.serve_h2(stream, shutdown).await;
+                }
+                return;
+            }
+        }
         let mut session = new_session(stream, None, Some(first_bytes));
         // As Pingora does: no keep-alive once shutdown has begun. The proxy
         // sets the configured idle timeout on every request.
         session.set_keepalive((!*shutdown.borrow()).then_some(PINGORA_KEEPALIVE_SECS));
         session.set_keepalive_reuses_remaining(
-            self.inner
+            shared
+                .inner
                 .server_options()
                 .and_then(|options| options.keepalive_request_limit),
         );
@@ -192,14 +240,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
         // be waited on.
         let mut nothing_read_ahead = true;
         loop {
-            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+            let Some(reused) = shared.inner.process_new_http(session, shutdown).await else {
                 return;
             };
             let (mut stream, settings) = reused.consume();
             nothing_read_ahead &= reads.only_a_head();
             reads.start_request();
             let first_bytes = if nothing_read_ahead {
-                let idle = self.proxy.client_idle();
+                let idle = shared.proxy.client_idle();
                 idle_timer.as_mut().reset(Instant::now() + idle);
                 match read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await
                 {
@@ -212,6 +260,45 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             session = new_session(stream, settings, first_bytes);
         }
     }
+}
+
+/// The start of every HTTP/2 connection with prior knowledge (RFC 9113,
+/// 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client on an h2c listener opens with HTTP/2's preface:
+/// reads on while what came so far could still be its start. `PRI` is no
+/// HTTP/1 method, so a client that sent the preface whole means HTTP/2.
+async fn read_preface(
+    stream: &mut Stream,
+    bytes: &mut BytesMut,
+    mut timer: Pin<&mut Sleep>,
+) -> bool {
+    while bytes.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(bytes) {
+        let before = bytes.len();
+        tokio::select! {
+            read = stream.read_buf(bytes) => {
+                if read.is_err() || bytes.len() == before {
+                    return false;
+                }
+            }
+            _ = timer.as_mut() => return false,
+        }
+    }
+    bytes.starts_with(H2_PREFACE)
+}
+
+/// The plain TCP stream under lb's `stream` with `bytes` put back in front
+/// of what is still to read, for Pingora's HTTP/2 to read again.
+fn unread(stream: Stream, bytes: &[u8]) -> Option<Stream> {
+    let client = stream.into_any().downcast::<ClientStream>().ok()?;
+    let mut tcp = client
+        .into_inner()
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+        .ok()?;
+    tcp.rewind(bytes);
+    Some(tcp)
 }
 
 /// A client's next HTTP/1 session on `stream`, with the settings the last

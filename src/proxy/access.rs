@@ -8,6 +8,8 @@ use pingora::proxy::Session;
 
 use super::RequestCtx;
 use crate::telemetry::access_log;
+use crate::telemetry::metrics::Protocol;
+use crate::tls::TlsInfo;
 
 /// The access log's view of a finished request.
 pub(super) fn entry<'a>(
@@ -18,12 +20,17 @@ pub(super) fn entry<'a>(
     client: &'a str,
 ) -> access_log::Entry<'a> {
     let req = session.req_header();
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_deref());
     access_log::Entry {
         time: None,
         client,
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         protocol: version_name(req.version),
+        tls_version: tls.map(|t| &*t.version),
+        sni: tls
+            .and_then(|t| t.extension.get::<TlsInfo>())
+            .and_then(|info| info.sni.as_deref()),
         status,
         bytes_sent: session.body_bytes_sent(),
         backend: ctx.backend.as_ref().map(|b| b.0.addr),
@@ -36,6 +43,20 @@ pub(super) fn entry<'a>(
             .as_ref()
             .and_then(|id| id.to_str().ok())
             .unwrap_or("-"),
+    }
+}
+
+/// Whether the client reached lb over TLS.
+pub(super) fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The client's protocol, for the metrics.
+pub(super) fn protocol(version: http::Version) -> Protocol {
+    match version {
+        http::Version::HTTP_2 => Protocol::Http2,
+        http::Version::HTTP_10 | http::Version::HTTP_09 => Protocol::Http10,
+        _ => Protocol::Http11,
     }
 }
 

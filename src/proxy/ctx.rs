@@ -53,6 +53,9 @@ pub struct RequestCtx {
     pub(super) upgrade: bool,
     /// A body was announced and has not been received whole yet.
     pub(super) body_pending: bool,
+    /// A gRPC call's own deadline (`grpc-timeout`), which replaces
+    /// `timeouts.upstream_response`.
+    pub(super) grpc_timeout: Option<Duration>,
     /// The status to answer a failed request with when the failure was the
     /// client's, not the backend's (408 for a body that never came).
     pub(super) client_fault: Option<u16>,

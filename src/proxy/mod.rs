@@ -26,6 +26,7 @@ pub mod budget;
 mod ctx;
 mod error_page;
 mod forwarded;
+mod grpc;
 pub mod hop_by_hop;
 mod limits;
 pub mod request_id;
@@ -124,7 +125,7 @@ impl ProxySettings {
     /// How long each read from the backend may wait: `upstream_response`, or
     /// less when the `request` limit has less time left.
     fn upstream_read_timeout(&self, ctx: &RequestCtx) -> Duration {
-        let response = self.timeouts.upstream_response;
+        let response = ctx.grpc_timeout.unwrap_or(self.timeouts.upstream_response);
         if self.timeouts.request.is_zero() {
             return response;
         }
@@ -175,6 +176,7 @@ impl ProxyHttp for Proxy {
             retries: 0,
             upgrade: false,
             body_pending: false,
+            grpc_timeout: None,
             client_fault: None,
         }
     }
@@ -203,6 +205,9 @@ impl ProxyHttp for Proxy {
         }
         if settings.headers.request_id {
             ctx.request_id = Some(request_id::of(session.req_header()));
+        }
+        if session.is_http2() {
+            ctx.grpc_timeout = grpc::timeout(&session.req_header().headers);
         }
         // Only where keep-alive is still on: Pingora turns it off for a client
         // that asked to close, and for every request once shutdown has begun.
@@ -389,7 +394,12 @@ impl ProxyHttp for Proxy {
             );
             upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         }
-        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+        let proto = if access::is_tls(session) {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
         let host = upstream_request
             .headers
             .get(http::header::HOST)
@@ -488,6 +498,9 @@ impl ProxyHttp for Proxy {
                 .unrouted()
                 .observe(status, total.as_secs_f64(), upstream),
         }
+        metrics()
+            .protocols
+            .request(access::protocol(session.req_header().version));
         if let Some(log) = access_log::access_log() {
             let client = access::client_ip(session);
             log.write(access::entry(session, ctx, status, total, &client).line(log.format()));

@@ -202,6 +202,10 @@ pub struct Entry<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub protocol: &'a str,
+    /// The TLS version, when the client came over TLS.
+    pub tls_version: Option<&'a str>,
+    /// The name the client asked for in its TLS handshake.
+    pub sni: Option<&'a str>,
     pub status: u16,
     pub bytes_sent: usize,
     #[serde(serialize_with = "optional_display")]
@@ -326,6 +330,10 @@ impl Entry<'_> {
             " retries={} request_id={}",
             self.retries, self.request_id
         );
+        // Only TLS requests carry these, so plain HTTP lines stay as they were.
+        if let Some(version) = self.tls_version {
+            let _ = write!(line, " tls={version} sni={}", self.sni.unwrap_or("-"));
+        }
     }
 }
 
@@ -340,6 +348,8 @@ mod tests {
             method: "GET",
             path: "/a?b=1",
             protocol: "HTTP/1.1",
+            tls_version: None,
+            sni: None,
             status: 200,
             bytes_sent: 31,
             backend: Some("127.0.0.1:8080".parse().unwrap()),
@@ -362,6 +372,24 @@ mod tests {
         assert_eq!(line["request_id"], "abc");
         assert_eq!(line["time"], "2025-11-25T13:39:17.427Z");
         assert_eq!(line["upstream_response_ms"], 1.5);
+    }
+
+    #[test]
+    fn tls_requests_name_their_version_and_sni() {
+        let tls = Entry {
+            protocol: "HTTP/2",
+            tls_version: Some("TLSv1.3"),
+            sni: Some("a.test"),
+            ..entry()
+        };
+        assert!(tls
+            .text_without_time()
+            .ends_with("request_id=abc tls=TLSv1.3 sni=a.test"));
+        let json: serde_json::Value =
+            serde_json::from_str(&tls.line(AccessLogFormat::Json)).unwrap();
+        assert_eq!(json["tls_version"], "TLSv1.3");
+        assert_eq!(json["sni"], "a.test");
+        assert_eq!(json["protocol"], "HTTP/2");
     }
 
     #[test]

@@ -1,0 +1,361 @@
+//! The `listeners:` list: each entry a plain `host:port` (HTTP/1.1, as
+//! before) or a mapping that adds TLS, HTTP/2 or a redirect to HTTPS.
+//! Certificates are read and checked here, so a bad file is a config error
+//! naming its key, at start, in `lb -t` and at reload alike.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::backends::resolve;
+use super::checks::Problems;
+use super::sections::describe;
+use crate::tls::{CertificateFiles, CertificateSet, MinTlsVersion};
+
+/// One listener as configured.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Where it accepts connections.
+    pub addr: SocketAddr,
+    /// What it speaks.
+    pub kind: ListenerKind,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// Plain HTTP/1.1; with `h2c`, also HTTP/2 with prior knowledge.
+    Http { h2c: bool },
+    /// HTTPS: HTTP/1.1, and HTTP/2 by ALPN when `http2`.
+    Tls(TlsListenerConfig),
+    /// Answers every request with a 308 to the same URL over https, on
+    /// `port`.
+    RedirectHttps { port: u16 },
+}
+
+/// A TLS listener's settings.
+#[derive(Debug, Clone)]
+pub struct TlsListenerConfig {
+    /// The files, as configured.
+    pub files: Vec<CertificateFiles>,
+    /// The certificates read from them.
+    pub certificates: Arc<CertificateSet>,
+    /// The lowest version accepted.
+    pub min_version: MinTlsVersion,
+    /// Whether h2 is offered by ALPN.
+    pub http2: bool,
+}
+
+impl ListenerConfig {
+    /// A plain HTTP/1.1 listener on `addr`.
+    pub fn http(addr: SocketAddr) -> Self {
+        ListenerConfig {
+            addr,
+            kind: ListenerKind::Http { h2c: false },
+        }
+    }
+
+    /// Whether its clients reach lb over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, ListenerKind::Tls(_))
+    }
+
+    /// What a reload cannot change: the address and the protocols, not the
+    /// certificates (a reload replaces those).
+    pub fn shape(&self) -> String {
+        match &self.kind {
+            ListenerKind::Http { h2c } => format!("{} http h2c={h2c}", self.addr),
+            ListenerKind::Tls(tls) => format!(
+                "{} tls min_version={} http2={}",
+                self.addr,
+                tls.min_version.as_str(),
+                tls.http2
+            ),
+            ListenerKind::RedirectHttps { port } => {
+                format!("{} redirect_https={port}", self.addr)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            ListenerKind::Http { h2c: false } => write!(f, "{}", self.addr),
+            ListenerKind::Http { h2c: true } => write!(f, "{} (h2c)", self.addr),
+            ListenerKind::Tls(tls) => write!(
+                f,
+                "{} (TLS {}+{})",
+                self.addr,
+                tls.min_version.as_str(),
+                if tls.http2 { ", h2" } else { "" }
+            ),
+            ListenerKind::RedirectHttps { port } => {
+                write!(f, "{} (redirect to https port {port})", self.addr)
+            }
+        }
+    }
+}
+
+/// One `listeners:` entry written as a mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    address: String,
+    tls: Option<TlsFile>,
+    http2: Option<bool>,
+    h2c: Option<bool>,
+    redirect_https: Option<u16>,
+}
+
+/// A listener's `tls:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    certificates: Vec<CertificateFile>,
+    min_version: Option<String>,
+}
+
+/// One `certificates:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateFile {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The TLS listeners given with `--tls-listen`, and the certificates of
+/// `--cert`/`--key`, as config entries.
+pub(super) fn tls_flag_entries(
+    addresses: &[String],
+    certs: &[PathBuf],
+    keys: &[PathBuf],
+    errors: &mut Problems,
+) -> Vec<serde_yaml_ng::Value> {
+    if certs.len() != keys.len() {
+        errors.add(
+            "--cert/--key",
+            format!(
+                "{} --cert and {} --key: give them in pairs",
+                certs.len(),
+                keys.len()
+            ),
+        );
+    }
+    let certificates: Vec<serde_yaml_ng::Value> = certs
+        .iter()
+        .zip(keys)
+        .map(|(cert, key)| {
+            let mut entry = serde_yaml_ng::Mapping::new();
+            entry.insert("cert".into(), cert.display().to_string().into());
+            entry.insert("key".into(), key.display().to_string().into());
+            entry.into()
+        })
+        .collect();
+    addresses
+        .iter()
+        .map(|address| {
+            let mut tls = serde_yaml_ng::Mapping::new();
+            tls.insert("certificates".into(), certificates.clone().into());
+            let mut entry = serde_yaml_ng::Mapping::new();
+            entry.insert("address".into(), address.clone().into());
+            entry.insert("tls".into(), tls.into());
+            entry.into()
+        })
+        .collect()
+}
+
+/// Checks every entry, reading TLS certificates; one error per problem,
+/// named by the entry's index.
+pub(super) fn parse_listeners(
+    entries: &[serde_yaml_ng::Value],
+    errors: &mut Problems,
+) -> Vec<ListenerConfig> {
+    if entries.is_empty() {
+        errors.add(
+            "listeners",
+            "the list is empty; give at least one address such as 0.0.0.0:8000",
+        );
+    }
+    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        let Some(listener) = parse_listener(&key, entry, errors) else {
+            continue;
+        };
+        if listeners.iter().any(|l| l.addr == listener.addr) {
+            errors.add(key, format!("{} is listed twice", listener.addr));
+            continue;
+        }
+        listeners.push(listener);
+    }
+    listeners
+}
+
+fn parse_listener(
+    key: &str,
+    entry: &serde_yaml_ng::Value,
+    errors: &mut Problems,
+) -> Option<ListenerConfig> {
+    let written: ListenerFile = match entry {
+        serde_yaml_ng::Value::String(address) => ListenerFile {
+            address: address.clone(),
+            tls: None,
+            http2: None,
+            h2c: None,
+            redirect_https: None,
+        },
+        serde_yaml_ng::Value::Mapping(_) => match serde_yaml_ng::from_value(entry.clone()) {
+            Ok(written) => written,
+            Err(e) => {
+                errors.add(key, e.to_string());
+                return None;
+            }
+        },
+        other => {
+            errors.add(
+                key,
+                format!(
+                    "expected \"host:port\" or {{address: host:port, tls: ...}}, found {}",
+                    describe(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let addr = match resolve(&written.address) {
+        Ok(addr) => addr,
+        Err(why) => {
+            let key = if entry.is_string() {
+                key.to_string()
+            } else {
+                format!("{key}.address")
+            };
+            errors.add(key, format!("{:?}: {why}", written.address));
+            return None;
+        }
+    };
+    let kind = listener_kind(key, written, errors)?;
+    Some(ListenerConfig { addr, kind })
+}
+
+/// What the entry's keys make of the listener; the keys that exclude one
+/// another are errors.
+fn listener_kind(key: &str, written: ListenerFile, errors: &mut Problems) -> Option<ListenerKind> {
+    let ListenerFile {
+        address: _,
+        tls,
+        http2,
+        h2c,
+        redirect_https,
+    } = written;
+    match (tls, redirect_https) {
+        (Some(_), Some(_)) => {
+            errors.add(
+                format!("{key}.redirect_https"),
+                "a TLS listener cannot redirect to HTTPS: it is HTTPS",
+            );
+            None
+        }
+        (Some(tls), None) => {
+            if h2c.is_some() {
+                errors.add(
+                    format!("{key}.h2c"),
+                    "h2c is HTTP/2 without TLS; on a TLS listener, http2 offers h2",
+                );
+            }
+            parse_tls(key, tls, http2.unwrap_or(true), errors).map(ListenerKind::Tls)
+        }
+        (None, redirect) => {
+            if http2.is_some() {
+                errors.add(
+                    format!("{key}.http2"),
+                    "http2 needs tls (ALPN); for HTTP/2 without TLS, write h2c: true",
+                );
+            }
+            match redirect {
+                Some(0) => {
+                    errors.add(format!("{key}.redirect_https"), "0: not a port");
+                    None
+                }
+                Some(port) => Some(ListenerKind::RedirectHttps { port }),
+                None => Some(ListenerKind::Http {
+                    h2c: h2c.unwrap_or(false),
+                }),
+            }
+        }
+    }
+}
+
+fn parse_tls(
+    key: &str,
+    written: TlsFile,
+    http2: bool,
+    errors: &mut Problems,
+) -> Option<TlsListenerConfig> {
+    let min_version = match written.min_version.as_deref() {
+        None | Some("1.2") => MinTlsVersion::Tls12,
+        Some("1.3") => MinTlsVersion::Tls13,
+        Some(other) => {
+            errors.add(
+                format!("{key}.tls.min_version"),
+                format!("{other:?}: write \"1.2\" or \"1.3\""),
+            );
+            MinTlsVersion::Tls12
+        }
+    };
+    if written.certificates.is_empty() {
+        errors.add(
+            format!("{key}.tls.certificates"),
+            "the list is empty; give at least one {cert, key} pair",
+        );
+        return None;
+    }
+    let files: Vec<CertificateFiles> = written
+        .certificates
+        .into_iter()
+        .map(|c| CertificateFiles {
+            cert: c.cert,
+            key: c.key,
+        })
+        .collect();
+    match CertificateSet::load(&files) {
+        Ok(set) => Some(TlsListenerConfig {
+            files,
+            certificates: Arc::new(set),
+            min_version,
+            http2,
+        }),
+        Err(problems) => {
+            for (i, problem) in problems {
+                errors.add(format!("{key}.tls.certificates[{i}]"), problem.to_string());
+            }
+            None
+        }
+    }
+}
+
+/// Warnings for certificates that have expired.
+pub(super) fn expired_certificates(listeners: &[ListenerConfig]) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|l| match &l.kind {
+            ListenerKind::Tls(tls) => Some((l.addr, tls)),
+            _ => None,
+        })
+        .flat_map(|(addr, tls)| {
+            tls.certificates
+                .iter()
+                .filter(|c| c.expired())
+                .map(move |c| {
+                    format!(
+                        "listener {addr}: certificate {} expired on {}",
+                        c.files.cert.display(),
+                        c.expiry_text()
+                    )
+                })
+        })
+        .collect()
+}

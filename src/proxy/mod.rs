@@ -381,10 +381,20 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let client_http11 = session.req_header().version == http::Version::HTTP_11;
         hop_by_hop::remove(upstream_request, client_http11)?;
+        let settings = self.settings.load();
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers
+        // refuse a call without it (grpcio resets the stream). It goes on to
+        // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
+        // lb's HTTP/1.1 client side does not pass on.
+        if settings.transport.protocol().is_http2()
+            && hop_by_hop::asks_for_trailers(session.req_header())
+        {
+            upstream_request.insert_header("TE", HeaderValue::from_static("trailers"))?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if !self.settings.load().headers.forwarded {
+        if !settings.headers.forwarded {
             return Ok(());
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {

@@ -492,6 +492,46 @@ fn a_grpc_health_check_passes_only_on_serving() {
 }
 
 #[test]
+fn a_grpc_call_goes_through_lb_to_an_h2c_backend() {
+    let Some((_server, be_port)) = start_grpc_health("SERVING") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    // An h2c listener (gRPC clients speak HTTP/2 with prior knowledge), and
+    // gRPC health checks (the server answers nothing else).
+    let base = base_config(dir.path(), port)
+        .replacen(
+            &format!("- 127.0.0.1:{port}\n"),
+            &format!("- address: 127.0.0.1:{port}\n  h2c: true\n"),
+            1,
+        )
+        .replacen("health_check:\n", "health_check:\n  type: grpc\n", 1);
+    let config = format!("{base}backends: [127.0.0.1:{be_port}]\nbackend_protocol: h2c\n");
+    let lb = spawn_lb_with_config(dir, port, &config);
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, grpc\n\
+             from grpc_health.v1 import health_pb2, health_pb2_grpc\n\
+             channel = grpc.insecure_channel(sys.argv[1])\n\
+             answer = health_pb2_grpc.HealthStub(channel).Check(\n\
+             \x20   health_pb2.HealthCheckRequest(), timeout=10)\n\
+             print(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))\n",
+        )
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .expect("run the gRPC client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim() == "SERVING",
+        "{stdout}{}\nlb log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        lb.log()
+    );
+}
+
+#[test]
 fn lb_t_shows_the_transport_and_the_health_check_type() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("lb.yaml");

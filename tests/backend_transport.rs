@@ -54,84 +54,36 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA (`NAME-ca.pem`) and a certificate it signed for `dns_name`
-/// (`NAME.pem`, key `NAME.key`), in `dir`.
+/// A CA (`NAME-ca.pem`) and a certificate it signed for `san`
+/// (`DNS:backend.test`, `IP:127.0.0.1`): `NAME.pem`, key `NAME.key`, in `dir`.
 struct Certs {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
-fn make_certs(dir: &Path, name: &str, dns_name: &str) -> Certs {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let cert = format!("{name}.pem");
-    let ext = format!("{name}.ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={dns_name}"),
-        ],
-    );
-    std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{dns_name}\n")).expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
+fn make_certs(dir: &Path, name: &str, san: &str) -> Certs {
+    let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2";
+    let run = |args: String| openssl(dir, &args.split_whitespace().collect::<Vec<_>>());
+    run(format!(
+        "req -x509 {new_key} -keyout {name}-ca.key -out {name}-ca.pem -subj /CN={name}-ca"
+    ));
+    run(format!(
+        "req -new {new_key} -keyout {name}.key -out {name}.csr -subj /CN={name}"
+    ));
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName={san}\n"),
+    )
+    .expect("write the extensions file");
+    run(format!(
+        "x509 -req -in {name}.csr -CA {name}-ca.pem -CAkey {name}-ca.key -CAcreateserial \
+         -out {name}.pem -days 2 -extfile {name}.ext"
+    ));
     Certs {
-        ca: dir.join(ca),
-        cert: dir.join(cert),
-        key: dir.join(key),
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
     }
 }
 
@@ -241,7 +193,7 @@ fn a_tls_backend_is_reached_with_the_sni_and_checked_against_the_ca() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "backend.test");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
     let (_nginx, be_port) = start_nginx(
         dir.path(),
         Listen::Tls {
@@ -268,8 +220,8 @@ fn a_backend_certificate_from_another_ca_fails_requests_and_health_checks() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "backend.test");
-    let other = make_certs(dir.path(), "other", "backend.test");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let other = make_certs(dir.path(), "other", "DNS:backend.test");
     let (_nginx, be_port) = start_nginx(
         dir.path(),
         Listen::Tls {
@@ -303,7 +255,7 @@ fn a_certificate_for_another_name_fails_unless_verify_is_off() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "backend.test");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
     let (_nginx, be_port) = start_nginx(
         dir.path(),
         Listen::Tls {
@@ -340,12 +292,77 @@ fn a_certificate_for_another_name_fails_unless_verify_is_off() {
 }
 
 #[test]
+fn a_reload_replaces_the_ca() {
+    if !have_openssl_and_nginx() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let other = make_certs(dir.path(), "other", "DNS:backend.test");
+    let (_nginx, be_port) = start_nginx(
+        dir.path(),
+        Listen::Tls {
+            certs: &certs,
+            http2: false,
+        },
+    );
+    let (lb, admin) = start_lb(
+        &format!("127.0.0.1:{be_port}"),
+        &format!(
+            "backend_tls: {{sni: backend.test, ca: {}}}\n",
+            other.ca.display()
+        ),
+    );
+    wait_for_check(&lb, admin, false);
+    let config = std::fs::read_to_string(lb.config_path()).expect("read config");
+    let fixed = config.replace(
+        &other.ca.display().to_string(),
+        &certs.ca.display().to_string(),
+    );
+    std::fs::write(lb.config_path(), fixed).expect("write config");
+    lb.proc.signal("HUP");
+    wait_for_check(&lb, admin, true);
+    let response = lb.get("/");
+    assert_eq!(response.status, 200, "{response:?}\n{}", lb.log());
+}
+
+#[test]
+fn an_ip_address_backend_is_checked_as_a_dns_name_as_lb_warns() {
+    if !have_openssl_and_nginx() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = make_certs(dir.path(), "backend", "IP:127.0.0.1");
+    let (_nginx, be_port) = start_nginx(
+        dir.path(),
+        Listen::Tls {
+            certs: &certs,
+            http2: false,
+        },
+    );
+    // Without sni, the name checked is "127.0.0.1" as a DNS name: the
+    // certificate's IP SAN does not match (Pingora adds the SNI to
+    // OpenSSL's host names, never to its IP addresses).
+    let (lb, admin) = start_lb(
+        &format!("127.0.0.1:{be_port}"),
+        &format!("backend_tls: {{ca: {}}}\n", certs.ca.display()),
+    );
+    let check = wait_for_check(&lb, admin, false);
+    assert!(check.contains("certificate verify failed"), "{check}");
+    assert!(
+        lb.log().contains("backend_tls.sni is not set"),
+        "no warning:\n{}",
+        lb.log()
+    );
+}
+
+#[test]
 fn h2_over_tls_reaches_the_backend_in_http2() {
     if !have_openssl_and_nginx() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "backend.test");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
     let (_nginx, be_port) = start_nginx(
         dir.path(),
         Listen::Tls {
@@ -413,8 +430,8 @@ fn a_tcp_health_check_over_tls_does_the_handshake() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "backend.test");
-    let other = make_certs(dir.path(), "other", "backend.test");
+    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let other = make_certs(dir.path(), "other", "DNS:backend.test");
     let (_nginx, be_port) = start_nginx(
         dir.path(),
         Listen::Tls {

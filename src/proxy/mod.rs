@@ -321,6 +321,21 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer._address));
+        let attempts = self.settings.load().attempts;
+        if retry::refused_unprocessed(&e) {
+            let retry = retry::may_resend_refused(session, ctx, attempts);
+            if retry {
+                ctx.retry_anywhere();
+                metrics().retry("refused_unprocessed");
+                log::debug!(
+                    "backend {} refused a request unprocessed ({}); sending it again",
+                    peer._address,
+                    e.root_cause()
+                );
+            }
+            e.set_retry(retry);
+            return e;
+        }
         ctx.client_fault = error_page::client_fault(session, &e);
         let from_backend = ctx.client_fault.is_none()
             && (e.esource() == &ErrorSource::Upstream
@@ -328,14 +343,7 @@ impl ProxyHttp for Proxy {
         if let (Some(attempt), true) = (&ctx.backend, from_backend) {
             self.pool.record_failure(&attempt.0, &e.etype().as_str());
         }
-        let retry = from_backend
-            && retry::may_retry(
-                session,
-                &e,
-                ctx,
-                client_reused,
-                self.settings.load().attempts,
-            );
+        let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
         if retry {
             ctx.retry_elsewhere();
             metrics().retry(if client_reused {

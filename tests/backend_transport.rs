@@ -91,8 +91,9 @@ fn make_certs(dir: &Path, name: &str, san: &str) -> Certs {
 enum Listen<'a> {
     /// TLS; `http2` offers h2 by ALPN beside HTTP/1.1.
     Tls { certs: &'a Certs, http2: bool },
-    /// Plaintext HTTP/2 with prior knowledge only.
-    H2c,
+    /// Plaintext HTTP/2 with prior knowledge only; nginx closes each
+    /// connection (GOAWAY) after `requests` requests.
+    H2c { requests: u32 },
 }
 
 /// Starts nginx on a free port, answering every request with the protocol
@@ -110,8 +111,8 @@ fn start_nginx(dir: &Path, listen: Listen<'_>) -> (Proc, u16) {
             certs.cert.display(),
             certs.key.display()
         ),
-        Listen::H2c => format!(
-            "listen 127.0.0.1:{port} http2;\n\
+        Listen::H2c { requests } => format!(
+            "listen 127.0.0.1:{port} http2;\nkeepalive_requests {requests};\n\
              location / {{ return 200 \"$server_protocol\\n\"; }}"
         ),
     };
@@ -392,7 +393,7 @@ fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_nginx, be_port) = start_nginx(dir.path(), Listen::H2c);
+    let (_nginx, be_port) = start_nginx(dir.path(), Listen::H2c { requests: 1000 });
     // The backend speaks only HTTP/2: an HTTP/1.1 health check would fail.
     let (lb, admin) = start_lb(&format!("127.0.0.1:{be_port}"), "backend_protocol: h2c\n");
     wait_for_check(&lb, admin, true);
@@ -401,6 +402,38 @@ fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
         assert_eq!(response.status, 200, "{response:?}\n{}", lb.log());
         assert_eq!(response.body, "HTTP/2.0\n");
     }
+}
+
+#[test]
+fn an_http2_backend_closing_connections_gracefully_costs_no_request() {
+    if !have("nginx", &["-v"]) {
+        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    // nginx sends GOAWAY after every 25th request: streams lb opened on
+    // the connection meanwhile are refused unprocessed, and must be sent
+    // again, not answered 502 or counted against the backend.
+    let (_nginx, be_port) = start_nginx(dir.path(), Listen::H2c { requests: 25 });
+    let (lb, admin) = start_lb(&format!("127.0.0.1:{be_port}"), "backend_protocol: h2c\n");
+    wait_for_check(&lb, admin, true);
+    let port = lb.port;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|_| get(port, "/").status)
+                    .filter(|status| *status != 200)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let failed: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert!(failed.is_empty(), "statuses {failed:?}\n{}", lb.log());
+    assert!(!lb.log().contains("in a row"), "{}", lb.log());
 }
 
 #[test]

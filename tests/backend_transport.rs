@@ -415,7 +415,12 @@ fn an_http2_backend_closing_connections_gracefully_costs_no_request() {
     // the connection meanwhile are refused unprocessed, and must be sent
     // again, not answered 502 or counted against the backend.
     let (_nginx, be_port) = start_nginx(dir.path(), Listen::H2c { requests: 25 });
-    let (lb, admin) = start_lb(&format!("127.0.0.1:{be_port}"), "backend_protocol: h2c\n");
+    // More attempts than the default 2: under load a request can be
+    // refused by two closing connections in a row.
+    let (lb, admin) = start_lb(
+        &format!("127.0.0.1:{be_port}"),
+        "backend_protocol: h2c\nretry: {attempts: 4}\n",
+    );
     wait_for_check(&lb, admin, true);
     let port = lb.port;
     let clients: Vec<_> = (0..8)

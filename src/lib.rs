@@ -35,5 +35,6 @@ pub mod connection;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod routing;
 pub mod telemetry;
 pub mod tls;

@@ -733,11 +733,6 @@ fn lb_t_names_a_bad_certificate_and_its_file_and_warns_of_an_expired_one() {
 
 // 10. Graceful upgrade with HTTP/2 clients.
 
-/// Requests sent across an upgrade: 12 s of load, so that it outlasts
-/// the old lb (SIGQUIT about 1.5 s in, Pingora's 5 s before it tells the
-/// old connections to finish, then the 3 s grace period).
-const UPGRADE_LOAD: u64 = 9600;
-
 /// `log` without its access lines (thousands under load).
 fn without_access_lines(log: &str) -> String {
     log.lines()
@@ -772,74 +767,11 @@ fn upgrade(old: &mut Lb) -> KillOnDrop {
     new.expect("no pid of the new lb in lb.pid")
 }
 
-/// Runs [`h2_load`] against `url` while `old` is replaced; returns
-/// h2load's report and the new lb. At 800 requests/s h2load cannot have
-/// sent them all before the old lb exits; one that ended early says why in
-/// its report.
-fn upgrade_under_h2_load(old: &mut Lb, url: &str) -> (H2loadReport, KillOnDrop) {
-    let load = h2load_in_background(old.dir.path(), &h2_load(url, UPGRADE_LOAD));
-    std::thread::sleep(Duration::from_secs(1));
-    let new = upgrade(old);
-    let h2load = load.finish(Duration::from_secs(30));
-    eprintln!("h2load:\n{}", h2load.output);
-    let log = old.log();
-    let access: Vec<&str> = log.lines().filter(|l| l.contains("lb::access")).collect();
-    let not_200: Vec<&&str> = access.iter().filter(|l| !l.contains("\" 200 ")).collect();
-    eprintln!(
-        "the old lb logged {} requests, {} not answered 200: {not_200:?}",
-        access.len(),
-        not_200.len()
-    );
-    (h2load, new)
-}
-
-#[test]
-fn a_graceful_upgrade_under_http_2_load_over_tls_loses_no_request() {
-    if !tools_installed(&["openssl", "h2load"]) {
-        return;
-    }
-    let (ports, _backends) = backends_named_after_their_ports(3);
-    let (dir, a, _b) = dir_with_two_certs();
-    let tls_port = free_port();
-    let mut old = spawn_lb_with_listeners(
-        dir,
-        |base| base.server.grace_period_seconds = 3,
-        &[tls_listener(tls_port, &[&a], "")],
-        &ports,
-        "",
-    );
-    let (report, _new) = upgrade_under_h2_load(&mut old, &format!("https://127.0.0.1:{tls_port}/"));
-    eprintln!("old lb log:\n{}", without_access_lines(&old.log()));
-    report.assert_every_started_request_succeeded();
-    report.assert_clean(Some(UPGRADE_LOAD));
-    assert_eq!(
-        s_client(tls_port, &[]).subject,
-        subject("a.test"),
-        "the new lb does not serve TLS"
-    );
-}
-
-#[test]
-fn a_graceful_upgrade_under_h2c_load_loses_no_request() {
-    if !tools_installed(&["h2load"]) {
-        return;
-    }
-    let (ports, _backends) = backends_named_after_their_ports(3);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let h2c = free_port();
-    let mut old = spawn_lb_with_listeners(
-        dir,
-        |base| base.server.grace_period_seconds = 3,
-        &[h2c_listener(h2c)],
-        &ports,
-        "",
-    );
-    let (report, _new) = upgrade_under_h2_load(&mut old, &format!("http://127.0.0.1:{h2c}/"));
-    eprintln!("old lb log:\n{}", without_access_lines(&old.log()));
-    report.assert_every_started_request_succeeded();
-    report.assert_clean(Some(UPGRADE_LOAD));
-    assert_eq!(get(old.port, "/").status, 200, "the new lb does not serve");
-}
+// h2load is not used across an upgrade: after a GOAWAY it sends nothing
+// more on that connection and never opens another (nghttp2's
+// `try_again_or_fail`), so every request it had left counts as failed
+// although lb never saw it. Clients that reconnect, as RFC 9113 6.8 asks,
+// are below.
 
 /// Clients that do what RFC 9113 (6.8) asks after a GOAWAY: 4 curl
 /// processes, each sending 600 HTTP/2 requests over TLS one after another

@@ -91,6 +91,8 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     // `server.configuration`, not `config.server`.
     let mut server = Server::new_with_opt_and_conf(opt, std::mem::take(&mut config.server));
     server.bootstrap();
+    // After bootstrap, which may fork (daemon mode).
+    catch_hangup_early();
     // After bootstrap: in daemon mode it forks, and a thread started before would not survive.
     if let Some(access_log) = &config.access_log {
         crate::telemetry::access_log::start(access_log).map_err(StartError::AccessLog)?;
@@ -262,6 +264,24 @@ fn add_admin(
 /// buffer, and 1% fewer instructions per request.
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::new(0, 1460)
+}
+
+/// Takes SIGHUP away from its default action (ending the process) now:
+/// the service that reloads on it starts after the listeners, and a SIGHUP
+/// that came between, from a script that saw the port open, would kill lb.
+/// The handler stays installed once made; the reload service listens to it.
+fn catch_hangup_early() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(async {
+            if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                log::warn!("cannot catch SIGHUP yet: {e}");
+            }
+        }),
+        Err(e) => log::warn!("cannot catch SIGHUP yet: {e}"),
+    }
 }
 
 fn write_pid_file(path: &str) {

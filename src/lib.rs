@@ -14,7 +14,8 @@
 //!     chunked framing, the drain at shutdown;
 //!   - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool,
 //!     with the limits, retries and budget, headers and error pages;
-//!   - [`pool`]: the backends, their selection and their health checks.
+//!   - [`pool`]: the backends, their selection, their health checks and
+//!     the transport to them (TLS, SNI, HTTP/2).
 //! - the control plane: [`config`] (the YAML file, its checks, the runtime
 //!   `Config`), [`reload`] (SIGHUP and the admin API's reload), [`admin`]
 //!   (the admin API, the status page and its per-second samples);
@@ -34,5 +35,6 @@ pub mod connection;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod routing;
 pub mod telemetry;
 pub mod tls;

@@ -366,7 +366,7 @@ fn test_mode_prints_the_configuration_as_a_table() {
     for expected in [
         "listeners           127.0.0.1:8000",
         "backend             127.0.0.1:8081 weight 3",
-        "health check        GET /",
+        "health check        http: GET /",
         "timeouts            connect 1s",
         "retry               1 attempt(s)",
         "admin               http://127.0.0.1:9000",

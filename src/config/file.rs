@@ -42,6 +42,23 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     /// Headers lb adds to requests and responses.
     pub headers: Option<HeadersFile>,
+    /// `http1`, `h2` or `h2c`: the protocol spoken to backends.
+    pub backend_protocol: Option<String>,
+    /// TLS to backends; present means backends are reached over TLS.
+    pub backend_tls: Option<BackendTlsFile>,
+}
+
+/// The `backend_tls:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsFile {
+    /// Name sent as SNI and checked against the certificate; the backend's
+    /// host name when absent.
+    pub sni: Option<String>,
+    /// Whether to check the backend's certificate (default true).
+    pub verify: Option<bool>,
+    /// PEM file of the CA certificates to trust instead of the system roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// The `headers:` section.
@@ -122,6 +139,9 @@ pub struct BackendFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
+    /// `http`, `tcp` or `grpc`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     /// Path of the probe request.
     pub path: Option<String>,
     /// Time between the starts of two rounds of checks.

@@ -15,6 +15,7 @@ mod resilience;
 mod sections;
 mod server;
 mod summary;
+mod transport;
 
 pub use checks::Problem;
 use checks::Problems;
@@ -34,6 +35,9 @@ pub use file::{AccessLogFormat, WhenAllUnhealthy};
 pub use listeners::{ListenerConfig, ListenerKind, TlsListenerConfig};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use server::drain_window;
+pub use transport::{
+    BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
+};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or
@@ -58,6 +62,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The backend pool, in the order written.
     pub backends: Vec<BackendConfig>,
+    /// How lb connects to the backends: protocol and TLS.
+    pub backend_transport: BackendTransport,
     /// Active health checks of every backend.
     pub health_check: HealthCheckConfig,
     /// Retries of failed requests and their budget.
@@ -131,6 +137,8 @@ pub struct BackendConfig {
 /// How backends are probed.
 #[derive(Debug, Clone)]
 pub struct HealthCheckConfig {
+    /// What the probe sends: an HTTP request, a connection, or a gRPC call.
+    pub kind: HealthCheckKind,
     /// Path of the `GET` probe, starting with `/`.
     pub path: String,
     /// Time between the starts of two rounds of probes.
@@ -307,16 +315,29 @@ impl Config {
             admin.listen = Some(listen.clone());
         }
         let admin = parse_admin(admin, environment.admin_token.clone(), &mut errors);
-        let warnings = server::drain_warning(&server)
+        let mut warnings: Vec<String> = server::drain_warning(&server)
             .into_iter()
             .chain(expired_certificates(&listeners))
             .collect();
+        let backend_transport = transport::parse_transport(
+            "",
+            file.backend_protocol,
+            file.backend_tls,
+            &mut errors,
+            &mut warnings,
+        );
+        transport::check_kind_fits(health_check.kind, &backend_transport, &mut errors);
+        warnings.extend(transport::ip_backend_warnings(
+            &backend_transport,
+            &backends,
+        ));
 
         if errors.is_empty() {
             Ok(Config {
                 server,
                 listeners,
                 backends,
+                backend_transport,
                 health_check,
                 retry,
                 passive_health,
@@ -484,6 +505,117 @@ mod tests {
         assert_eq!(config.backends.len(), 1);
         assert_eq!(config.backends[0].port, 7);
         assert_eq!(config.health_check.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn backend_transport_defaults_to_plaintext_http1() {
+        let config = load_str("backends: [127.0.0.1:1]\n").unwrap();
+        assert_eq!(config.backend_transport.protocol, BackendProtocol::Http1);
+        assert!(config.backend_transport.tls.is_none());
+        assert_eq!(config.health_check.kind, HealthCheckKind::Http);
+    }
+
+    #[test]
+    fn backend_tls_defaults_to_verify_and_the_host_name() {
+        let config =
+            load_str("backends: [be1:443]\nbackend_protocol: h2\nbackend_tls: {}\n").unwrap();
+        assert_eq!(config.backend_transport.protocol, BackendProtocol::H2);
+        let tls = config.backend_transport.tls.expect("tls");
+        assert!(tls.verify);
+        assert!(tls.sni.is_none() && tls.ca.is_none());
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn h2_without_tls_and_h2c_with_tls_are_errors() {
+        let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h2\n");
+        assert!(
+            text.contains("backend_protocol: \"h2\" is HTTP/2 over TLS"),
+            "{text}"
+        );
+        let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h2c\nbackend_tls: {}\n");
+        assert!(text.contains("backend_protocol: \"h2c\""), "{text}");
+        let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h3\n");
+        assert!(
+            text.contains("backend_protocol: \"h3\": must be http1, h2 or h2c"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn verify_false_is_a_warning() {
+        let config =
+            load_str("backends: [127.0.0.1:1]\nbackend_tls: {verify: false, sni: api.internal}\n")
+                .unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("backend_tls.verify is false")),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn an_ip_backend_without_sni_is_warned_about() {
+        let config = load_str("backends: [127.0.0.1:1]\nbackend_tls: {}\n").unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("backend_tls.sni is not set")),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let text = error_text(&format!(
+            "backends: [127.0.0.1:1]\nbackend_tls: {{ca: {}}}\n",
+            missing.display()
+        ));
+        assert!(text.contains("backend_tls.ca"), "{text}");
+        assert!(text.contains("missing.pem"), "{text}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let text = error_text(&format!(
+            "backends: [127.0.0.1:1]\nbackend_tls: {{ca: {}}}\n",
+            empty.display()
+        ));
+        assert!(text.contains("backend_tls.ca"), "{text}");
+        assert!(text.contains("empty.pem"), "{text}");
+        assert!(text.contains("no PEM certificate"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_sni_is_an_error() {
+        let text = error_text("backends: [127.0.0.1:1]\nbackend_tls: {sni: ''}\n");
+        assert!(text.contains("backend_tls.sni: \"\""), "{text}");
+    }
+
+    #[test]
+    fn health_check_type_is_checked() {
+        let config = load_str(
+            "backends: [127.0.0.1:1]\nbackend_protocol: h2c\nhealth_check: {type: grpc}\n",
+        )
+        .unwrap();
+        assert_eq!(config.health_check.kind, HealthCheckKind::Grpc);
+        let config = load_str("backends: [127.0.0.1:1]\nhealth_check: {type: tcp}\n").unwrap();
+        assert_eq!(config.health_check.kind, HealthCheckKind::Tcp);
+        let text = error_text("backends: [127.0.0.1:1]\nhealth_check: {type: icmp}\n");
+        assert!(
+            text.contains("health_check.type: \"icmp\": must be http, tcp or grpc"),
+            "{text}"
+        );
+        let text = error_text("backends: [127.0.0.1:1]\nhealth_check: {type: grpc}\n");
+        assert!(
+            text.contains("health_check.type: \"grpc\": gRPC needs HTTP/2"),
+            "{text}"
+        );
     }
 
     #[test]

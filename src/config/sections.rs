@@ -24,6 +24,7 @@ pub(super) fn parse_health_check(
     written: HealthCheckFile,
     errors: &mut Problems,
 ) -> HealthCheckConfig {
+    let kind = super::transport::parse_health_check_kind(written.kind, errors);
     let path = written.path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.into());
     if !path.starts_with('/') {
         errors.add("health_check.path", format!("{path:?}: must start with /"));
@@ -70,6 +71,7 @@ pub(super) fn parse_health_check(
     let healthy_threshold = threshold("healthy_threshold", written.healthy_threshold);
     let unhealthy_threshold = threshold("unhealthy_threshold", written.unhealthy_threshold);
     HealthCheckConfig {
+        kind,
         path,
         interval,
         timeout,

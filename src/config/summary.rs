@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AccessLogTarget, Config, ListenerKind, WhenAllUnhealthy};
+use super::{AccessLogTarget, Config, HealthCheckKind, ListenerKind, WhenAllUnhealthy};
 
 /// A duration as the config file writes it (`1h 30m`).
 fn d(d: Duration) -> String {
@@ -37,16 +37,31 @@ impl Config {
                 format!("{}:{} weight {}", b.host, b.port, b.weight),
             ));
         }
+        rows.push((
+            "backend transport".into(),
+            self.backend_transport.describe(),
+        ));
         let hc = &self.health_check;
+        let probe = match hc.kind {
+            HealthCheckKind::Http => format!(
+                "http: GET {} (Host: {}), pass on {:?}",
+                hc.path, hc.host, hc.expected_status
+            ),
+            HealthCheckKind::Tcp if self.backend_transport.tls.is_some() => {
+                "tcp: connect and TLS handshake".to_string()
+            }
+            HealthCheckKind::Tcp => "tcp: connect".to_string(),
+            HealthCheckKind::Grpc => format!(
+                "grpc: grpc.health.v1.Health/Check (Host: {}) must say SERVING",
+                hc.host
+            ),
+        };
         rows.push((
             "health check".into(),
             format!(
-                "GET {} (Host: {}) every {}, timeout {}, pass on {:?}, up after {}, down after {}",
-                hc.path,
-                hc.host,
+                "{probe}, every {}, timeout {}, up after {}, down after {}",
                 d(hc.interval),
                 d(hc.timeout),
-                hc.expected_status,
                 hc.healthy_threshold,
                 hc.unhealthy_threshold
             ),

@@ -1,58 +1,112 @@
-//! Active health checks: an HTTP probe of each backend with thresholds.
+//! Active health checks: a probe of each backend with thresholds, over the
+//! same transport as requests (TLS, SNI, certificate checks, HTTP/2).
 //!
-//! [`HttpProbe`] wraps Pingora's `HttpHealthCheck` (which sends the request
-//! and reads the response) and adds what it lacks: a limit on the whole
-//! probe, a pass on any of the configured statuses, settings that a reload
+//! [`Probe`] sends one of three checks (`health_check.type`):
+//! - `http`: a request to `health_check.path`; any configured status passes.
+//! - `tcp`: a connection, and the TLS handshake when backends use TLS.
+//! - `grpc`: `grpc.health.v1.Health/Check` with an empty request, over
+//!   HTTP/2; it passes on status 200, `grpc-status` 0 and SERVING.
+//!
+//! Pingora's `HttpHealthCheck` and `TcpHealthCheck` are not used, for three
+//! reasons read from their 0.9 source: their peer template has one SNI for
+//! every backend (lb's default SNI is each backend's own host name), the
+//! HTTP check cannot send a request body (gRPC needs the 5-byte message
+//! prefix), and its validator sees the response header only, never the body
+//! or the trailers where gRPC puts its answer. The probe drives Pingora's
+//! connectors itself, with the peer built by [`PeerTemplate`] like a
+//! request's. It also adds a limit on the whole probe, settings that a reload
 //! replaces in place, a record of each backend's last check, and log lines
 //! that say why a backend went down (`backend 127.0.0.1:8081 down: status
-//! 500`). The pool's background service runs it every interval, all
-//! backends in parallel; Pingora applies the thresholds.
+//! 500`). The pool's background service runs it every interval, all backends
+//! in parallel; Pingora applies the thresholds.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector as HttpConnector;
+use pingora::connectors::TransportConnector;
+use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
 use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
 
 use super::members::{CheckRecord, Members};
 use super::outlier::OutlierDetector;
-use crate::config::HealthCheckConfig;
+use super::transport::PeerTemplate;
+use crate::config::{BackendTransport, HealthCheckConfig, HealthCheckKind};
 use crate::telemetry::metrics::metrics;
+
+/// The path of the gRPC health-checking protocol's one unary method.
+const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
+/// An empty `HealthCheckRequest` (the server as a whole), framed: not
+/// compressed, length 0.
+const GRPC_EMPTY_REQUEST: [u8; 5] = [0, 0, 0, 0, 0];
+/// The most of a gRPC health answer read; a real one is 7 bytes.
+const GRPC_MAX_ANSWER: usize = 4096;
+/// `ServingStatus.SERVING` in `grpc.health.v1`.
+const GRPC_SERVING: u64 = 1;
 
 /// One version of the probe's settings.
 struct ProbeSettings {
-    check: HttpHealthCheck,
+    kind: HealthCheckKind,
+    /// The request an `http` probe sends over HTTP/1.1, with a `Host` header.
+    request: RequestHeader,
+    /// The request an `http` or `grpc` probe sends over HTTP/2: the host in
+    /// `:authority` only, as Pingora's proxy sends requests (nginx refuses
+    /// a `Host` header beside `:authority` as a duplicate).
+    request_h2: RequestHeader,
+    /// Statuses an `http` probe passes on.
+    expected_status: Vec<u16>,
+    /// The connection settings: the requests' own, with the probe's timeouts.
+    peer: PeerTemplate,
     timeout: Duration,
+    healthy_threshold: usize,
+    unhealthy_threshold: usize,
 }
 
-/// The HTTP probe of the pool's backends.
-pub struct HttpProbe {
+/// The probe of the pool's backends.
+pub struct Probe {
     settings: ArcSwap<ProbeSettings>,
+    /// For `http` and `grpc` probes; never reuses a connection, since no
+    /// session is given back to it.
+    http: HttpConnector,
+    /// For `tcp` probes.
+    transport: TransportConnector,
     members: Arc<Members>,
     /// Passive health, told when a backend passes its checks again.
     outliers: Arc<OutlierDetector>,
 }
 
-impl HttpProbe {
-    /// Builds the probe described by `config`.
+impl Probe {
+    /// Builds the probe described by `config`, reaching backends over
+    /// `transport`.
     pub fn new(
         config: &HealthCheckConfig,
+        transport: &BackendTransport,
         members: Arc<Members>,
         outliers: Arc<OutlierDetector>,
     ) -> Result<Self> {
-        Ok(HttpProbe {
-            settings: ArcSwap::from_pointee(build_settings(config)?),
+        Ok(Probe {
+            settings: ArcSwap::from_pointee(build_settings(config, transport)?),
+            http: HttpConnector::new(None),
+            transport: TransportConnector::new(None),
             members,
             outliers,
         })
     }
 
     /// Applies new settings (a reload); the next round of checks uses them.
-    pub fn set_config(&self, config: &HealthCheckConfig) -> Result<()> {
-        self.settings.store(Arc::new(build_settings(config)?));
+    pub fn set_config(
+        &self,
+        config: &HealthCheckConfig,
+        transport: &BackendTransport,
+    ) -> Result<()> {
+        self.settings
+            .store(Arc::new(build_settings(config, transport)?));
         Ok(())
     }
 
@@ -81,55 +135,274 @@ impl HttpProbe {
             .and_then(|state| state.last_check())
             .map_or_else(|| "health check failed".into(), |r| r.detail)
     }
+
+    /// One probe of `addr`, without the overall time limit.
+    async fn probe(&self, settings: &ProbeSettings, addr: SocketAddr) -> Result<()> {
+        // The SNI defaults to the host name the backend was configured with.
+        let state = self.members.state(&addr);
+        let host = state
+            .as_ref()
+            .map_or_else(|| addr.ip().to_string(), |s| s.host.clone());
+        let mut peer = settings.peer.peer(addr, &host);
+        peer.options.connection_timeout = Some(settings.timeout);
+        peer.options.read_timeout = Some(settings.timeout);
+        peer.options.write_timeout = Some(settings.timeout);
+        match settings.kind {
+            HealthCheckKind::Tcp => self.transport.new_stream(&peer).await.map(drop),
+            HealthCheckKind::Http => {
+                let (mut session, _) = self.http.get_http_session(&peer).await?;
+                session.set_write_timeout(peer.options.write_timeout);
+                session.set_read_timeout(peer.options.read_timeout);
+                let request = match session {
+                    HttpSession::H2(_) => &settings.request_h2,
+                    _ => &settings.request,
+                };
+                session
+                    .write_request_header(Box::new(request.clone()))
+                    .await?;
+                session.finish_request_body().await?;
+                session.read_response_header().await?;
+                let status = session
+                    .response_header()
+                    .map_or(0, |resp| resp.status.as_u16());
+                if !settings.expected_status.contains(&status) {
+                    return Error::e_explain(
+                        ErrorType::CustomCode("unexpected status", status),
+                        "health check",
+                    );
+                }
+                while session.read_response_body().await?.is_some() {}
+                Ok(())
+            }
+            HealthCheckKind::Grpc => {
+                let (session, _) = self.http.get_http_session(&peer).await?;
+                grpc_check(session, &settings.request_h2, settings.timeout).await
+            }
+        }
+    }
 }
 
-fn build_settings(config: &HealthCheckConfig) -> Result<ProbeSettings> {
-    let mut check = HttpHealthCheck::new(&config.host, false);
-    check.req.set_uri(config.path.parse().or_err(
-        ErrorType::InternalError,
-        "health_check.path is not a valid URI path",
-    )?);
-    check.consecutive_success = config.healthy_threshold.get();
-    check.consecutive_failure = config.unhealthy_threshold.get();
-    check.peer_template.options.connection_timeout = Some(config.timeout);
-    check.peer_template.options.read_timeout = Some(config.timeout);
-    check.peer_template.options.write_timeout = Some(config.timeout);
-    let expected = config.expected_status.clone();
-    check.validator = Some(Box::new(move |resp| {
-        let status = resp.status.as_u16();
-        if expected.contains(&status) {
-            Ok(())
-        } else {
-            Error::e_explain(
-                ErrorType::CustomCode("unexpected status", status),
-                "health check",
-            )
+/// A failed probe, in lb's words (`grpc-status 12`, `NOT_SERVING`).
+fn failed(reason: impl Into<String>) -> Box<Error> {
+    Error::explain(ErrorType::Custom("health check failed"), reason.into())
+}
+
+/// Calls `grpc.health.v1.Health/Check` on `session` and checks the answer.
+async fn grpc_check(
+    session: HttpSession,
+    request: &RequestHeader,
+    timeout: Duration,
+) -> Result<()> {
+    let HttpSession::H2(mut h2) = session else {
+        return Err(failed(
+            "the backend answered in HTTP/1.1; gRPC needs HTTP/2",
+        ));
+    };
+    h2.read_timeout = Some(timeout);
+    h2.write_timeout = Some(timeout);
+    h2.write_request_header(Box::new(request.clone()), false)?;
+    h2.write_request_body(Bytes::from_static(&GRPC_EMPTY_REQUEST), true)
+        .await?;
+    h2.read_response_header().await?;
+    let status = h2.response_header().map_or(0, |r| r.status.as_u16());
+    if status != 200 {
+        return Error::e_explain(
+            ErrorType::CustomCode("unexpected status", status),
+            "grpc health check",
+        );
+    }
+    // A "trailers-only" answer (an error) puts grpc-status in the headers.
+    if let Some(code) = h2
+        .response_header()
+        .and_then(|r| r.headers.get("grpc-status"))
+    {
+        return check_grpc_status(Some(code.as_bytes()));
+    }
+    let mut answer = BytesMut::new();
+    while let Some(chunk) = h2.read_response_body().await? {
+        if answer.len() + chunk.len() > GRPC_MAX_ANSWER {
+            return Err(failed(format!(
+                "the health answer is over {GRPC_MAX_ANSWER} bytes"
+            )));
         }
-    }));
+        answer.extend_from_slice(&chunk);
+    }
+    let trailers = h2.read_trailers().await?;
+    check_grpc_status(
+        trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes()),
+    )?;
+    match serving_status(&answer) {
+        Ok(GRPC_SERVING) => Ok(()),
+        Ok(status) => Err(failed(serving_status_name(status))),
+        Err(why) => Err(failed(format!("malformed health answer: {why}"))),
+    }
+}
+
+fn check_grpc_status(code: Option<&[u8]>) -> Result<()> {
+    match code {
+        Some(b"0") => Ok(()),
+        Some(code) => Err(failed(format!(
+            "grpc-status {}",
+            String::from_utf8_lossy(code)
+        ))),
+        None => Err(failed("no grpc-status in the answer")),
+    }
+}
+
+/// The name of a `grpc.health.v1.HealthCheckResponse.ServingStatus`.
+fn serving_status_name(status: u64) -> String {
+    match status {
+        0 => "UNKNOWN".into(),
+        1 => "SERVING".into(),
+        2 => "NOT_SERVING".into(),
+        3 => "SERVICE_UNKNOWN".into(),
+        other => format!("serving status {other}"),
+    }
+}
+
+/// The `status` (field 1) of the one framed `HealthCheckResponse` in
+/// `body`: 5-byte prefix (compressed flag, big-endian length), then the
+/// protobuf message. An absent field is 0 (UNKNOWN), as in proto3.
+fn serving_status(body: &[u8]) -> std::result::Result<u64, String> {
+    let [compressed, a, b, c, d, message @ ..] = body else {
+        return Err(format!(
+            "{} bytes, shorter than the 5-byte prefix",
+            body.len()
+        ));
+    };
+    if *compressed != 0 {
+        return Err("the message is compressed".into());
+    }
+    let length = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+    if message.len() != length {
+        return Err(format!(
+            "the prefix says {length} bytes, {} followed",
+            message.len()
+        ));
+    }
+    let mut status = 0;
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (key, after) = varint(rest)?;
+        rest = after;
+        match key & 7 {
+            0 => {
+                let (value, after) = varint(rest)?;
+                rest = after;
+                if key >> 3 == 1 {
+                    status = value;
+                }
+            }
+            1 => rest = rest.get(8..).ok_or("a 64-bit field is cut short")?,
+            2 => {
+                let (len, after) = varint(rest)?;
+                let len = usize::try_from(len).map_err(|_| "a field is too long")?;
+                rest = after.get(len..).ok_or("a field is cut short")?;
+            }
+            5 => rest = rest.get(4..).ok_or("a 32-bit field is cut short")?,
+            wire => return Err(format!("unknown wire type {wire}")),
+        }
+    }
+    Ok(status)
+}
+
+/// A protobuf varint at the start of `bytes`, and what follows it.
+fn varint(bytes: &[u8]) -> std::result::Result<(u64, &[u8]), String> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    Err("a varint is cut short".into())
+}
+
+fn build_settings(
+    config: &HealthCheckConfig,
+    transport: &BackendTransport,
+) -> Result<ProbeSettings> {
+    let (method, path) = match config.kind {
+        HealthCheckKind::Grpc => ("POST", GRPC_HEALTH_PATH),
+        HealthCheckKind::Http | HealthCheckKind::Tcp => ("GET", config.path.as_str()),
+    };
+    let mut request = RequestHeader::build(method, path.as_bytes(), None)?;
+    request.insert_header("Host", &config.host)?;
+    let mut request_h2 = RequestHeader::build(method, path.as_bytes(), None)?;
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    request_h2.set_uri(
+        http::Uri::builder()
+            .scheme(scheme)
+            .authority(config.host.as_str())
+            .path_and_query(path)
+            .build()
+            .or_err(
+                ErrorType::InternalError,
+                "health_check.host and path do not make an HTTP/2 request",
+            )?,
+    );
+    if config.kind == HealthCheckKind::Grpc {
+        request_h2.insert_header("Content-Type", "application/grpc")?;
+        request_h2.insert_header("TE", "trailers")?;
+    }
+    let mut peer = PeerTemplate::new(transport);
+    // One stream a connection, and the connection never handed back: every
+    // check makes a connection of its own, as Pingora's checks do by default,
+    // so a check sees a backend that stopped accepting.
+    peer.set_max_h2_streams(1);
     Ok(ProbeSettings {
-        check,
+        kind: config.kind,
+        request,
+        request_h2,
+        expected_status: config.expected_status.clone(),
+        peer,
         timeout: config.timeout,
+        healthy_threshold: config.healthy_threshold.get(),
+        unhealthy_threshold: config.unhealthy_threshold.get(),
     })
 }
 
-/// A short reason for a failed probe: `status 500`, `timeout after 2s`, or
-/// the kind of connection error and its cause.
+/// A short reason for a failed probe: `status 500`, `timeout after 2s`,
+/// `NOT_SERVING`, or the kind of connection error and its cause.
 fn failure_reason(e: &Error, timeout: Duration) -> String {
     match e.etype() {
         ErrorType::CustomCode(_, status) => format!("status {status}"),
+        ErrorType::Custom(_) => e
+            .context
+            .as_ref()
+            .map_or_else(|| "health check failed".into(), |c| c.as_str().to_string()),
         ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
             format!("timeout after {}", humantime::format_duration(timeout))
+        }
+        // The TLS errors' context names what failed ("certificate verify
+        // failed", the SNI); their cause only names the local address.
+        ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure => {
+            format!(
+                "{}: {}",
+                e.etype().as_str(),
+                e.context.as_ref().map_or("", |c| c.as_str())
+            )
         }
         etype => format!("{}: {}", etype.as_str(), e.root_cause()),
     }
 }
 
 #[async_trait]
-impl HealthCheck for HttpProbe {
+impl HealthCheck for Probe {
     async fn check(&self, target: &Backend) -> Result<()> {
         let settings = self.settings.load_full();
+        let Some(addr) = target.addr.as_inet().copied() else {
+            return Err(failed("not an IP backend"));
+        };
         let outcome =
-            match tokio::time::timeout(settings.timeout, settings.check.check(target)).await {
+            match tokio::time::timeout(settings.timeout, self.probe(&settings, addr)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Error::e_explain(ErrorType::ReadTimedout, "health check took too long"),
             };
@@ -175,13 +448,18 @@ impl HealthCheck for HttpProbe {
     }
 
     fn health_threshold(&self, success: bool) -> usize {
-        self.settings.load().check.health_threshold(success)
+        let settings = self.settings.load();
+        if success {
+            settings.healthy_threshold
+        } else {
+            settings.unhealthy_threshold
+        }
     }
 }
 
 /// The probe as Pingora's `LoadBalancer` holds it, shared with the pool so a
 /// reload can change its settings.
-pub struct SharedProbe(pub Arc<HttpProbe>);
+pub struct SharedProbe(pub Arc<Probe>);
 
 #[async_trait]
 impl HealthCheck for SharedProbe {
@@ -199,5 +477,51 @@ impl HealthCheck for SharedProbe {
 
     fn health_threshold(&self, success: bool) -> usize {
         self.0.health_threshold(success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_is_field_one_equal_to_one() {
+        assert_eq!(serving_status(&[0, 0, 0, 0, 2, 0x08, 0x01]), Ok(1));
+        assert_eq!(serving_status(&[0, 0, 0, 0, 2, 0x08, 0x02]), Ok(2));
+    }
+
+    #[test]
+    fn an_empty_answer_is_unknown() {
+        assert_eq!(serving_status(&[0, 0, 0, 0, 0]), Ok(0));
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped() {
+        // field 2 (length-delimited "ab"), then field 1 = 1
+        let body = [0, 0, 0, 0, 6, 0x12, 0x02, b'a', b'b', 0x08, 0x01];
+        assert_eq!(serving_status(&body), Ok(1));
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_panics() {
+        for body in [
+            &[][..],
+            &[0, 0, 0][..],
+            &[1, 0, 0, 0, 2, 0x08, 0x01][..],
+            &[0, 0, 0, 0, 3, 0x08, 0x01][..],
+            &[0, 0, 0, 0, 2, 0x08, 0x81][..],
+            &[0, 0, 0, 0, 2, 0x12, 0x05][..],
+            &[0, 0, 0, 0, 1, 0x0b][..],
+            &[0, 0, 0, 0, 1, 0x09][..],
+        ] {
+            assert!(serving_status(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_status_must_be_zero() {
+        assert!(check_grpc_status(Some(b"0")).is_ok());
+        assert!(check_grpc_status(Some(b"12")).is_err());
+        assert!(check_grpc_status(None).is_err());
     }
 }

@@ -54,6 +54,8 @@ pub struct BackendState {
     pub addr: SocketAddr,
     /// The entry it was resolved from (`be1:8080`, `127.0.0.1:8081`).
     pub entry: String,
+    /// The entry's host (`be1`, `127.0.0.1`): the default TLS SNI.
+    pub host: String,
     pub weight: usize,
     /// Drained by the admin API: no new requests.
     pub draining: AtomicBool,
@@ -108,10 +110,11 @@ impl BackendState {
         *lock(&self.health_since) = SystemTime::now();
     }
 
-    fn new(addr: SocketAddr, entry: String, weight: usize) -> Self {
+    fn new(addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
         BackendState {
             addr,
             entry,
+            host,
             weight,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -132,7 +135,7 @@ impl BackendState {
 impl BackendState {
     /// A fresh state for unit tests.
     pub fn for_test(addr: SocketAddr) -> Self {
-        BackendState::new(addr, addr.to_string(), 1)
+        BackendState::new(addr, addr.to_string(), addr.ip().to_string(), 1)
     }
 }
 
@@ -260,7 +263,12 @@ impl Members {
                     Some(state) if state.weight == b.weight.get() && state.entry == label => {
                         Arc::clone(state)
                     }
-                    _ => Arc::new(BackendState::new(addr, label.clone(), b.weight.get())),
+                    _ => Arc::new(BackendState::new(
+                        addr,
+                        label.clone(),
+                        b.host.clone(),
+                        b.weight.get(),
+                    )),
                 };
                 states.insert(addr, state);
                 backends.insert(Backend {

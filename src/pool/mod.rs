@@ -5,15 +5,18 @@
 //! ring lives in an `ArcSwap`) and picking is one relaxed atomic add. Its
 //! service discovery is [`members::Members`]: configured entries, resolved
 //! again every `discovery.interval`. [`PoolService`], a Pingora background
-//! service, runs discovery and the active health checks
-//! ([`health::HttpProbe`]) on their intervals, and at once when a reload or
-//! the admin API changes the pool. Passive health ([`outlier`]) and draining
-//! are checked per candidate during selection.
+//! service, runs discovery and the active health checks ([`health::Probe`])
+//! on their intervals, and at once when a reload or the admin API changes
+//! the pool. Passive health ([`outlier`]) and draining are checked per
+//! candidate during selection. Requests and health checks reach backends
+//! over the same transport (TLS, SNI, HTTP/2), built once per config by
+//! [`transport::PeerTemplate`].
 
 pub mod health;
 pub mod members;
 pub mod outlier;
 pub mod resolve;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -31,7 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Config, WhenAllUnhealthy};
-use health::{HttpProbe, SharedProbe};
+use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
 
@@ -47,7 +50,7 @@ pub struct Pool {
     balancer: LoadBalancer<RoundRobin>,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
-    probe: Arc<HttpProbe>,
+    probe: Arc<Probe>,
     settings: ArcSwap<PoolSettings>,
     /// How many ring steps a selection may take before giving up; enough to
     /// visit every backend even when the weights repeat some of them.
@@ -72,8 +75,9 @@ impl Pool {
     pub fn new(config: &Config) -> Result<Arc<Pool>> {
         let members = Arc::new(Members::new(&config.backends, config.discovery.resolver));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
-        let probe = Arc::new(HttpProbe::new(
+        let probe = Arc::new(Probe::new(
             &config.health_check,
+            &config.backend_transport,
             Arc::clone(&members),
             Arc::clone(&outliers),
         )?);
@@ -104,7 +108,8 @@ impl Pool {
     /// Applies a reloaded config's backends, health check, passive health
     /// and `when_all_unhealthy`, then resolves and rebuilds the ring at once.
     pub fn reconfigure(&self, config: &Config) -> Result<()> {
-        self.probe.set_config(&config.health_check)?;
+        self.probe
+            .set_config(&config.health_check, &config.backend_transport)?;
         self.outliers.set_config(config.passive_health.clone());
         self.members
             .set_config(&config.backends, config.discovery.resolver);

@@ -62,6 +62,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The current attempt was refused before the backend processed it (an
+    /// HTTP/2 connection closing): the request goes out again, to any
+    /// backend, the same one included.
+    pub(super) fn retry_anywhere(&mut self) {
+        self.backend = None;
+        self.retries += 1;
+    }
+
     /// The current attempt failed and the request goes to another backend:
     /// the failed one is never chosen again for it.
     pub(super) fn retry_elsewhere(&mut self) {

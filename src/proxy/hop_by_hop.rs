@@ -83,6 +83,16 @@ pub fn remove(req: &mut RequestHeader, client_http11: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether the client sent `TE: trailers` (the value HTTP/2 allows, which
+/// gRPC requires).
+pub fn asks_for_trailers(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+}
+
 /// The fields `Connection` nominates, checked as Pingora checks them.
 fn nominations(req: &RequestHeader) -> Result<[Option<HeaderName>; MAX_NOMINATIONS]> {
     let mut names: [Option<HeaderName>; MAX_NOMINATIONS] = Default::default();
@@ -206,5 +216,13 @@ mod tests {
         }
         let mut nine = request(&[("Connection", "a, b, c, d, e, f, g, h, i")]);
         remove(&mut nine, true).expect("nine nominations are accepted");
+    }
+
+    #[test]
+    fn te_trailers_is_recognised_among_other_codings() {
+        assert!(asks_for_trailers(&request(&[("TE", "trailers")])));
+        assert!(asks_for_trailers(&request(&[("TE", "gzip, Trailers")])));
+        assert!(!asks_for_trailers(&request(&[("TE", "gzip")])));
+        assert!(!asks_for_trailers(&request(&[])));
     }
 }

@@ -4,14 +4,14 @@
 //!
 //! Hot-path cost is a stated decision here: no locks, and no allocation or
 //! formatting beyond the `X-Forwarded-For` value and the boxed peer Pingora
-//! asks for. Log lines are only formatted when their level is enabled.
+//! asks for (with its SNI string when backends use TLS). Log lines are only formatted when their level is enabled.
 //!
 //! The hooks, in the order Pingora calls them for a request, and where
 //! their work lives:
 //! ```text
 //! request_filter ─────────── limits (414/431/413, bad targets, chunk framing)
 //! request_body_filter ────── limits (413 while a body streams)
-//! upstream_peer ──────────── the pool's choice; peer timeouts
+//! upstream_peer ──────────── the pool's choice; transport (TLS, ALPN); peer timeouts
 //! connected_to_upstream ──── metrics
 //! upstream_request_filter ── hop_by_hop, forwarded, request_id
 //! upstream_response_filter ─ passive health
@@ -47,6 +47,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
 use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
+use crate::pool::transport::PeerTemplate;
 use crate::pool::{Pool, Selection};
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
@@ -70,6 +71,8 @@ pub struct ProxySettings {
     headers: HeadersConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
+    /// How to connect to backends (TLS, SNI, ALPN, CA), built once.
+    transport: PeerTemplate,
 }
 
 /// A handle to change a running proxy's settings.
@@ -115,6 +118,7 @@ impl ProxySettings {
             limits: config.limits.clone(),
             headers: config.headers,
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
+            transport: PeerTemplate::new(&config.backend_transport),
         }
     }
 
@@ -244,8 +248,8 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (backend, state) = match self.pool.select(&ctx.tried) {
-            Selection::Backend(backend, state) => (backend, state),
+        let state = match self.pool.select(&ctx.tried) {
+            Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
             }
@@ -253,8 +257,8 @@ impl ProxyHttp for Proxy {
                 return Error::e_explain(ErrorType::HTTPStatus(502), "no backend left to try")
             }
         };
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let settings = self.settings.load();
+        let mut peer = settings.transport.peer(state.addr, &state.host);
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         if ctx.upgrade {
@@ -317,6 +321,21 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer._address));
+        let attempts = self.settings.load().attempts;
+        if retry::refused_unprocessed(&e) {
+            let retry = retry::may_resend_refused(session, ctx, attempts);
+            if retry {
+                ctx.retry_anywhere();
+                metrics().retry("refused_unprocessed");
+                log::debug!(
+                    "backend {} refused a request unprocessed ({}); sending it again",
+                    peer._address,
+                    e.root_cause()
+                );
+            }
+            e.set_retry(retry);
+            return e;
+        }
         ctx.client_fault = error_page::client_fault(session, &e);
         let from_backend = ctx.client_fault.is_none()
             && (e.esource() == &ErrorSource::Upstream
@@ -324,14 +343,7 @@ impl ProxyHttp for Proxy {
         if let (Some(attempt), true) = (&ctx.backend, from_backend) {
             self.pool.record_failure(&attempt.0, &e.etype().as_str());
         }
-        let retry = from_backend
-            && retry::may_retry(
-                session,
-                &e,
-                ctx,
-                client_reused,
-                self.settings.load().attempts,
-            );
+        let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
         if retry {
             ctx.retry_elsewhere();
             metrics().retry(if client_reused {
@@ -377,10 +389,20 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let client_http11 = session.req_header().version == http::Version::HTTP_11;
         hop_by_hop::remove(upstream_request, client_http11)?;
+        let settings = self.settings.load();
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers
+        // refuse a call without it (grpcio resets the stream). It goes on to
+        // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
+        // lb's HTTP/1.1 client side does not pass on.
+        if settings.transport.protocol().is_http2()
+            && hop_by_hop::asks_for_trailers(session.req_header())
+        {
+            upstream_request.insert_header("TE", HeaderValue::from_static("trailers"))?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if !self.settings.load().headers.forwarded {
+        if !settings.headers.forwarded {
             return Ok(());
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {

@@ -215,7 +215,7 @@ impl CertificateSet {
     /// The certificate for a client asking for `sni`: exact name, then
     /// wildcard, then the default.
     pub fn select(&self, sni: Option<&str>) -> &Certificate {
-        let default = &self.certificates[0];
+        let default = self.default();
         let Some(sni) = sni else {
             return default;
         };
@@ -229,6 +229,11 @@ impl CertificateSet {
                     .find(|c| c.serves_by_wildcard(&name))
             })
             .unwrap_or(default)
+    }
+
+    /// The default certificate: the first.
+    pub fn default(&self) -> &Certificate {
+        &self.certificates[0]
     }
 
     /// Every certificate, the default first.

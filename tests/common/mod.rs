@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
 pub mod keepalive;
+pub mod tls;
 pub mod upgrade;
 
 use std::io::{Read, Write};

@@ -11,7 +11,7 @@ use super::keepalive::keep_alive_load;
 use super::Lb;
 
 /// Kills the process `pid` (not the test's child) when dropped.
-pub struct KillOnDrop(u32);
+pub struct KillOnDrop(pub u32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

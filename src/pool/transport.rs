@@ -1,0 +1,182 @@
+//! The connection settings of a backend peer, built once per config from
+//! [`BackendTransport`] and stamped onto each request's and each health
+//! check's `HttpPeer`: TLS, SNI, ALPN, certificate checks and the CA.
+//!
+//! Per request this costs what `HttpPeer` itself needs: the SNI string
+//! (one allocation, over TLS only; plaintext peers have an empty one) and an
+//! `Arc` clone of the CA. Everything else is copied from here.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora::protocols::tls::CaType;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{BackendProtocol, BackendTransport};
+
+/// How many requests an HTTP/2 connection to a backend carries at once.
+/// Pingora's default is 1, which makes every concurrent request open its
+/// own connection and gives up HTTP/2's multiplexing.
+pub const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// What every peer of a pool shares.
+#[derive(Clone)]
+pub struct PeerTemplate {
+    tls: bool,
+    /// The configured SNI; `None` means each backend's host name.
+    sni: Option<String>,
+    alpn: ALPN,
+    verify: bool,
+    ca: Option<Arc<CaType>>,
+    max_h2_streams: usize,
+    /// Keeps pooled connections made under other settings from being
+    /// reused: Pingora's connection-reuse hash covers the address, SNI and
+    /// verification, but neither the CA nor the ALPN.
+    group_key: u64,
+    protocol: BackendProtocol,
+}
+
+impl PeerTemplate {
+    /// The settings `transport` describes.
+    pub fn new(transport: &BackendTransport) -> Self {
+        let tls = transport.tls.as_ref();
+        let alpn = match transport.protocol {
+            BackendProtocol::Http1 => ALPN::H1,
+            // Over TLS ALPN offers h2 only; on plaintext (h2c) Pingora takes
+            // a minimum version of 2 as HTTP/2 with prior knowledge.
+            BackendProtocol::H2 | BackendProtocol::H2c => ALPN::H2,
+        };
+        let mut hasher = DefaultHasher::new();
+        transport.protocol.hash(&mut hasher);
+        if let Some(tls) = tls {
+            tls.sni.hash(&mut hasher);
+            tls.verify.hash(&mut hasher);
+            if let Some(ca) = &tls.ca {
+                ca.der.hash(&mut hasher);
+            }
+        }
+        PeerTemplate {
+            tls: tls.is_some(),
+            sni: tls.and_then(|t| t.sni.clone()),
+            alpn,
+            verify: tls.is_none_or(|t| t.verify),
+            ca: tls
+                .and_then(|t| t.ca.as_ref())
+                .map(|ca| Arc::clone(&ca.certs)),
+            max_h2_streams: if transport.protocol.is_http2() {
+                H2_STREAMS_PER_CONNECTION
+            } else {
+                1
+            },
+            group_key: hasher.finish(),
+            protocol: transport.protocol,
+        }
+    }
+
+    /// The protocol these peers speak.
+    pub fn protocol(&self) -> BackendProtocol {
+        self.protocol
+    }
+
+    /// Whether these peers are reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Sets how many streams one HTTP/2 connection may carry (health checks
+    /// use 1, so each check makes its own connection).
+    pub fn set_max_h2_streams(&mut self, streams: usize) {
+        self.max_h2_streams = streams;
+    }
+
+    /// A peer for the backend at `addr`, configured as `host`. Timeouts are
+    /// the caller's.
+    pub fn peer(&self, addr: SocketAddr, host: &str) -> HttpPeer {
+        let sni = if self.tls {
+            self.sni.as_deref().unwrap_or(host).to_string()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, self.tls, sni);
+        peer.group_key = self.group_key;
+        let options = &mut peer.options;
+        options.alpn = self.alpn.clone();
+        options.verify_cert = self.verify;
+        options.verify_hostname = self.verify;
+        options.ca = self.ca.clone();
+        options.max_h2_streams = self.max_h2_streams;
+        peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendTls;
+    use pingora::upstreams::peer::Peer;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:8443".parse().unwrap()
+    }
+
+    #[test]
+    fn plaintext_http1_is_a_bare_peer() {
+        let peer = PeerTemplate::new(&BackendTransport::default()).peer(addr(), "be1");
+        assert!(!peer.tls());
+        assert_eq!(peer.sni, "");
+        assert_eq!(peer.options.alpn, ALPN::H1);
+        assert_eq!(peer.options.max_h2_streams, 1);
+    }
+
+    #[test]
+    fn tls_takes_the_host_name_as_sni_unless_one_is_set() {
+        let mut transport = BackendTransport {
+            protocol: BackendProtocol::H2,
+            tls: Some(BackendTls {
+                sni: None,
+                verify: true,
+                ca: None,
+            }),
+        };
+        let peer = PeerTemplate::new(&transport).peer(addr(), "api.internal");
+        assert!(peer.tls());
+        assert_eq!(peer.sni, "api.internal");
+        assert_eq!(peer.options.alpn, ALPN::H2);
+        assert!(peer.options.verify_cert && peer.options.verify_hostname);
+        if let Some(tls) = transport.tls.as_mut() {
+            tls.sni = Some("other.internal".into());
+            tls.verify = false;
+        }
+        let peer = PeerTemplate::new(&transport).peer(addr(), "api.internal");
+        assert_eq!(peer.sni, "other.internal");
+        assert!(!peer.options.verify_cert && !peer.options.verify_hostname);
+    }
+
+    #[test]
+    fn h2c_is_plaintext_with_http2_only() {
+        let transport = BackendTransport {
+            protocol: BackendProtocol::H2c,
+            tls: None,
+        };
+        let peer = PeerTemplate::new(&transport).peer(addr(), "be1");
+        assert!(!peer.tls());
+        assert_eq!(peer.options.alpn.get_min_http_version(), 2);
+        assert_eq!(peer.options.max_h2_streams, H2_STREAMS_PER_CONNECTION);
+    }
+
+    #[test]
+    fn different_transports_never_share_pooled_connections() {
+        let h2c = PeerTemplate::new(&BackendTransport {
+            protocol: BackendProtocol::H2c,
+            tls: None,
+        });
+        let http1 = PeerTemplate::new(&BackendTransport::default());
+        assert_ne!(
+            h2c.peer(addr(), "be").reuse_hash(),
+            http1.peer(addr(), "be").reuse_hash()
+        );
+    }
+}

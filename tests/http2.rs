@@ -1,0 +1,198 @@
+//! HTTP/2 clients on an h2c listener, driven by the `h2` crate (the HTTP/2
+//! implementation Pingora itself uses, here on the client side): many
+//! streams on one connection, a stream the client resets, request bodies,
+//! and HTTP/1.1 still served on the same listener.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use h2::client::SendRequest;
+use http::{Method, Request, StatusCode};
+use tokio::net::TcpStream;
+
+/// Starts lb with one h2c listener in front of the backends on `ports`.
+fn spawn_lb_h2c(ports: &[u16], extra: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut base = BaseConfig::new(dir.path(), port);
+    base.listeners.clear();
+    let config = format!(
+        "{}listeners:\n  - address: 127.0.0.1:{port}\n    h2c: true\n{}{extra}",
+        base.yaml().replace("listeners: []\n", ""),
+        backends_yaml(ports)
+    );
+    spawn_lb_with_config(dir, port, &config)
+}
+
+/// An HTTP/2 connection with prior knowledge to lb on `port`.
+async fn connect_h2(port: u16) -> SendRequest<Bytes> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to lb");
+    let (client, connection) = h2::client::handshake(tcp)
+        .await
+        .expect("HTTP/2 handshake with lb");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Sends `GET path` on `client`; the status and the whole body.
+async fn get(client: &SendRequest<Bytes>, path: &str) -> (StatusCode, String) {
+    send(client, Method::GET, path, None).await
+}
+
+async fn send(
+    client: &SendRequest<Bytes>,
+    method: Method,
+    path: &str,
+    body: Option<Bytes>,
+) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://lb.test{path}"))
+        .body(())
+        .expect("a valid request");
+    let mut client = client.clone().ready().await.expect("lb takes a stream");
+    let (response, mut stream) = client
+        .send_request(request, body.is_none())
+        .expect("send the request");
+    if let Some(body) = body {
+        stream.send_data(body, true).expect("send the body");
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("response headers within 10 s")
+        .expect("a response");
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the response body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+#[test]
+fn many_streams_on_one_connection_reach_every_backend() {
+    let (ports, _backends) = backends_named_after_their_ports(3);
+    let lb = spawn_lb_h2c(&ports, "");
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let bodies = rt.block_on(async {
+        let client = connect_h2(lb.port).await;
+        let streams: Vec<_> = (0..60)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { get(&client, &format!("/stream/{i}")).await })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for stream in streams {
+            let (status, body) = stream.await.expect("the stream's task");
+            assert_eq!(status, StatusCode::OK, "{body}");
+            bodies.push(body);
+        }
+        bodies
+    });
+    for port in &ports {
+        let served = bodies
+            .iter()
+            .filter(|b| b.contains(&port.to_string()))
+            .count();
+        assert!(
+            served >= 15,
+            "backend {port} served {served} of 60 streams (round robin gives 20)"
+        );
+    }
+}
+
+#[test]
+fn a_stream_reset_by_the_client_leaves_the_others_alone() {
+    // The backend answers byte by byte, so every stream is still open when
+    // the client resets one of them.
+    let (_slow, slow_port) =
+        spawn_be_on_any_port("slow", &["--fault", "drip", "--drip-interval", "10ms"]);
+    let lb = spawn_lb_h2c(&[slow_port], "");
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    rt.block_on(async {
+        let client = connect_h2(lb.port).await;
+        // Open streams until one reaches the slow backend, then reset it.
+        let mut ready = client.clone().ready().await.expect("lb takes a stream");
+        let request = Request::get("http://lb.test/to-reset").body(()).unwrap();
+        let (response, _) = ready.send_request(request, true).expect("send");
+        let siblings: Vec<_> = (0..8)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { get(&client, &format!("/sibling/{i}")).await })
+            })
+            .collect();
+        let response = response.await.expect("headers of the stream to reset");
+        // Dropping the response body resets the stream (RST_STREAM CANCEL).
+        drop(response);
+        for sibling in siblings {
+            let (status, body) = sibling.await.expect("the sibling's task");
+            assert_eq!(status, StatusCode::OK, "a sibling failed: {body}");
+            assert!(body.contains("Hello From Backend Server"), "{body:?}");
+        }
+        // The connection itself still takes new streams.
+        let (status, _) = get(&client, "/after-the-reset").await;
+        assert_eq!(status, StatusCode::OK);
+    });
+    // The reset stream was cut before its body ended: lb logs it with less
+    // than the backend's whole body sent.
+    let line = "\"GET /to-reset HTTP/2\" 200 ";
+    assert!(
+        lb.wait_for_log(line, Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let log = lb.log();
+    let logged = log.lines().find(|l| l.contains(line)).unwrap_or_default();
+    let sent: usize = logged
+        .split(line)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(sent < "Hello From Backend Server slow".len(), "{logged}");
+}
+
+#[test]
+fn a_request_body_reaches_the_backend_over_http2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let record = dir.path().join("requests");
+    let (_be, port) = spawn_be_on_any_port("recorder", &["--record", record.to_str().unwrap()]);
+    let lb = spawn_lb_h2c(&[port], "");
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    rt.block_on(async {
+        let client = connect_h2(lb.port).await;
+        let body = Bytes::from(vec![b'x'; 100_000]);
+        let (status, answer) = send(&client, Method::POST, "/upload", Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    });
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        recorded.contains("POST /upload"),
+        "be recorded: {recorded:?}"
+    );
+}
+
+#[test]
+fn an_h2c_listener_still_serves_http1() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let lb = spawn_lb_h2c(&ports, "");
+    assert_eq!(lb.get("/http1").status, 200);
+    // A request shorter than HTTP/2's 24-byte preface is not mistaken for
+    // the start of one.
+    let reply = raw_exchange(lb.port, b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(5));
+    assert!(
+        reply.text().starts_with("HTTP/1.0 200") || reply.text().starts_with("HTTP/1.1 200"),
+        "{}",
+        reply.text()
+    );
+}

@@ -91,8 +91,8 @@ impl TlsListener {
             .map_err(|e| tls_config_error("cannot set the minimum TLS version", e))?;
         // The default certificate goes into the acceptor: each connection
         // starts with it, and the callback leaves it there unless SNI or a
-        // reload asks for another. Setting it per handshake cost 37 µs of
-        // CPU a TLS 1.2 handshake more than nginx (bench/tls.sh).
+        // reload asks for another, instead of setting a certificate and key
+        // on every connection.
         let default = self.in_acceptor.default();
         settings
             .set_certificate(&default.leaf)

@@ -22,6 +22,7 @@ use crate::connection::LbApp;
 use crate::pool::{Pool, PoolService};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadOnHangup, Reloader};
+use crate::telemetry::metrics::metrics;
 use crate::tls::{PlainHttpOnTlsPort, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
 
@@ -72,14 +73,34 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let pool = Pool::new(&config).map_err(StartError::Pool)?;
-    let proxy_logic = Proxy::new(Arc::clone(&pool), &config);
+    let pools = config
+        .upstreams
+        .iter()
+        .map(|upstream| Pool::new(&config, upstream))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Pool)?;
+    // The admin API, the status page and their views show the first pool.
+    let pool = Arc::clone(&pools[0]);
+    let routes = crate::routing::RouteTable::new(&config.routes).map_err(|ties| {
+        StartError::Config(crate::config::ConfigError::Invalid(
+            ties.into_iter()
+                .map(|tie| crate::config::Problem {
+                    key: tie.second.clone(),
+                    message: tie.to_string(),
+                })
+                .collect(),
+        ))
+    })?;
+    metrics()
+        .protocols
+        .set_routes(routes.routes().iter().map(|r| r.name.as_str()));
+    let proxy_logic = Proxy::new(pools.clone(), routes, &config);
     let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
         cli.overrides(),
         &config,
-        Arc::clone(&pool),
+        pools.clone(),
         proxy_logic.control(),
         tls_listeners.iter().map(|(_, l)| Arc::clone(l)).collect(),
     ));
@@ -108,10 +129,12 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     }
 
     let proxies = proxy_services(&server, proxy_logic, &config, &tls_listeners)?;
-    server.add_service(background_service(
-        "backend pool",
-        PoolService(Arc::clone(&pool)),
-    ));
+    for pool in &pools {
+        server.add_service(background_service(
+            &format!("backend pool {}", pool.name()),
+            PoolService(Arc::clone(pool)),
+        ));
+    }
     server.add_service(background_service(
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(&reloader)),

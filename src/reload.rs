@@ -25,7 +25,8 @@ use crate::tls::TlsListener;
 pub struct Reloader {
     path: Option<PathBuf>,
     overrides: Overrides,
-    pool: Arc<Pool>,
+    /// Every upstream's pool, in the order of the config's upstreams.
+    pools: Vec<Arc<Pool>>,
     proxy: ProxyControl,
     /// The TLS listeners, whose certificates a reload replaces.
     tls_listeners: Vec<Arc<TlsListener>>,
@@ -51,6 +52,14 @@ fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
             format!("{:?}", config.admin.as_ref().map(|a| a.listen)),
         ),
         (
+            "upstreams and routes",
+            format!(
+                "{:?} {:?}",
+                config.upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
+                config.routes
+            ),
+        ),
+        (
             "limits.max_connections",
             config.limits.max_connections.to_string(),
         ),
@@ -67,14 +76,14 @@ impl Reloader {
         path: Option<PathBuf>,
         overrides: Overrides,
         config: &Config,
-        pool: Arc<Pool>,
+        pools: Vec<Arc<Pool>>,
         proxy: ProxyControl,
         tls_listeners: Vec<Arc<TlsListener>>,
     ) -> Self {
         Reloader {
             path,
             overrides,
-            pool,
+            pools,
             proxy,
             tls_listeners,
             restart_only: Mutex::new(restart_only(config)),
@@ -107,7 +116,14 @@ impl Reloader {
                 needs_restart.push(*key);
             }
         }
-        self.pool.reconfigure(&config).map_err(ReloadError::Pool)?;
+        // Pools are matched by name: a changed set of upstreams waits for a
+        // restart (above), and the pools that remain take their new settings.
+        for pool in &self.pools {
+            if let Some(upstream) = config.upstreams.iter().find(|u| u.name == pool.name()) {
+                pool.reconfigure(&config, upstream)
+                    .map_err(ReloadError::Pool)?;
+            }
+        }
         self.proxy.reconfigure(&config);
         let certificates = self.replace_certificates(&config);
         for warning in &config.warnings {

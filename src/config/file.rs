@@ -22,6 +22,10 @@ pub struct FileConfig {
     /// The backend pool: each entry is `host:port` or `{address, weight}`,
     /// kept raw so each entry's error can name its index.
     pub backends: Option<Vec<serde_yaml_ng::Value>>,
+    /// Named pools, each with its own backends and balance.
+    pub upstreams: Option<serde_yaml_ng::Mapping>,
+    /// Which pool serves which host and path.
+    pub routes: Option<Vec<super::upstreams::RouteFile>>,
     /// Active health checks.
     pub health_check: Option<HealthCheckFile>,
     /// Retries of failed requests.
@@ -136,7 +140,7 @@ pub struct BackendFile {
 }
 
 /// The `health_check:` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
     /// `http`, `tcp` or `grpc`.

@@ -16,6 +16,7 @@ mod sections;
 mod server;
 mod summary;
 mod transport;
+mod upstreams;
 
 pub use checks::Problem;
 use checks::Problems;
@@ -38,6 +39,7 @@ pub use server::drain_window;
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
 };
+pub use upstreams::{Balance, UpstreamConfig, DEFAULT_UPSTREAM};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or
@@ -64,6 +66,11 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// How lb connects to the backends: protocol and TLS.
     pub backend_transport: BackendTransport,
+    /// Every pool: `default` (the top-level `backends`) first when there
+    /// is one, then the named `upstreams` in the order written.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Which pool serves which requests; none: all go to the first pool.
+    pub routes: Vec<crate::routing::RouteConfig>,
     /// Active health checks of every backend.
     pub health_check: HealthCheckConfig,
     /// Retries of failed requests and their budget.
@@ -300,10 +307,17 @@ impl Config {
         let listeners = overrides.listeners(file.listeners, &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
 
-        let backends = parse_backends(&overrides.backends(file.backends), &mut errors);
+        // With named pools, the top-level `backends:` (pool `default`) may go.
+        let has_default =
+            file.backends.is_some() || !overrides.backends.is_empty() || file.upstreams.is_none();
+        let backends = if has_default {
+            parse_backends(&overrides.backends(file.backends), &mut errors)
+        } else {
+            Vec::new()
+        };
 
-        let health_check =
-            parse_health_check(overrides.health_check(file.health_check), &mut errors);
+        let top_health = overrides.health_check(file.health_check);
+        let health_check = parse_health_check(top_health.clone(), &mut errors);
         let retry = resilience::parse_retry(file.retry.unwrap_or_default(), &mut errors);
         let passive_health =
             resilience::parse_passive_health(file.passive_health.unwrap_or_default(), &mut errors);
@@ -331,6 +345,28 @@ impl Config {
             &backend_transport,
             &backends,
         ));
+        let default = has_default.then(|| UpstreamConfig {
+            name: DEFAULT_UPSTREAM.to_string(),
+            backends: backends.clone(),
+            balance: Balance::RoundRobin,
+            health_check: health_check.clone(),
+            backend_transport: backend_transport.clone(),
+        });
+        let named = upstreams::parse_upstreams(
+            file.upstreams.unwrap_or_default(),
+            &top_health,
+            &mut errors,
+            &mut warnings,
+        );
+        let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
+        let routes =
+            upstreams::parse_routes(file.routes.unwrap_or_default(), &upstreams, &mut errors);
+        if upstreams.len() > 1 && routes.is_empty() {
+            errors.add(
+                "routes",
+                "none given: with several upstreams, routes say which serves what",
+            );
+        }
 
         if errors.is_empty() {
             Ok(Config {
@@ -338,6 +374,8 @@ impl Config {
                 listeners,
                 backends,
                 backend_transport,
+                upstreams,
+                routes,
                 health_check,
                 retry,
                 passive_health,

@@ -31,6 +31,7 @@ impl Config {
                 .join(", "),
         ));
         self.certificate_rows(rows);
+        self.routing_rows(rows);
         for b in &self.backends {
             rows.push((
                 "backend".into(),
@@ -66,6 +67,53 @@ impl Config {
                 hc.unhealthy_threshold
             ),
         ));
+    }
+
+    /// The routes in the order they are matched, and each named pool.
+    fn routing_rows(&self, rows: &mut Vec<(String, String)>) {
+        if let Ok(table) = crate::routing::RouteTable::new(&self.routes) {
+            for route in table.in_match_order() {
+                let config = &self.routes[route.id];
+                rows.push((
+                    "route".into(),
+                    format!(
+                        "{}: host {} path {} -> {}{}",
+                        route.name,
+                        config.host.as_deref().unwrap_or("*"),
+                        config.path_prefix.as_deref().unwrap_or("/"),
+                        self.upstreams[route.upstream].name,
+                        if route.strip_prefix {
+                            " (prefix stripped)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        for upstream in self
+            .upstreams
+            .iter()
+            .filter(|u| u.name != super::DEFAULT_UPSTREAM)
+        {
+            let backends: Vec<String> = upstream
+                .backends
+                .iter()
+                .map(|b| format!("{}:{} weight {}", b.host, b.port, b.weight))
+                .collect();
+            let hc = &upstream.health_check;
+            rows.push((
+                "upstream".into(),
+                format!(
+                    "{}: {}, {}; health check {} every {}",
+                    upstream.name,
+                    upstream.balance.as_str(),
+                    backends.join(", "),
+                    hc.path,
+                    d(hc.interval)
+                ),
+            ));
+        }
     }
 
     /// Each TLS listener's certificates: file, names, expiry.

@@ -33,7 +33,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{Config, WhenAllUnhealthy};
+use crate::config::{Balance, Config, UpstreamConfig, WhenAllUnhealthy};
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
@@ -41,12 +41,15 @@ use outlier::OutlierDetector;
 /// The settings of the pool that a reload replaces.
 struct PoolSettings {
     when_all_unhealthy: WhenAllUnhealthy,
+    balance: Balance,
     health_check_interval: Duration,
     discovery_interval: Duration,
 }
 
 /// The backends lb spreads requests over.
 pub struct Pool {
+    /// The upstream's name (`default` for the top-level backends).
+    name: String,
     balancer: LoadBalancer<RoundRobin>,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
@@ -72,12 +75,12 @@ pub enum Selection {
 impl Pool {
     /// Builds the pool and resolves its backends, so it can select before
     /// its background service starts.
-    pub fn new(config: &Config) -> Result<Arc<Pool>> {
-        let members = Arc::new(Members::new(&config.backends, config.discovery.resolver));
+    pub fn new(config: &Config, upstream: &UpstreamConfig) -> Result<Arc<Pool>> {
+        let members = Arc::new(Members::new(&upstream.backends, config.discovery.resolver));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
         let probe = Arc::new(Probe::new(
-            &config.health_check,
-            &config.backend_transport,
+            &upstream.health_check,
+            &upstream.backend_transport,
             Arc::clone(&members),
             Arc::clone(&outliers),
         )?);
@@ -85,11 +88,12 @@ impl Pool {
             LoadBalancer::from_backends(Backends::new(Box::new(Discovery(Arc::clone(&members)))));
         balancer.set_health_check(Box::new(SharedProbe(Arc::clone(&probe))));
         let pool = Arc::new(Pool {
+            name: upstream.name.clone(),
             balancer,
             members,
             outliers,
             probe,
-            settings: ArcSwap::from_pointee(settings_of(config)),
+            settings: ArcSwap::from_pointee(settings_of(config, upstream)),
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
         });
@@ -107,17 +111,17 @@ impl Pool {
 
     /// Applies a reloaded config's backends, health check, passive health
     /// and `when_all_unhealthy`, then resolves and rebuilds the ring at once.
-    pub fn reconfigure(&self, config: &Config) -> Result<()> {
+    pub fn reconfigure(&self, config: &Config, upstream: &UpstreamConfig) -> Result<()> {
         self.probe
-            .set_config(&config.health_check, &config.backend_transport)?;
+            .set_config(&upstream.health_check, &upstream.backend_transport)?;
         self.outliers.set_config(config.passive_health.clone());
         self.members
-            .set_config(&config.backends, config.discovery.resolver);
+            .set_config(&upstream.backends, config.discovery.resolver);
         // Runtime changes last until the next reload: drained backends come back.
         for state in self.members.states().values() {
             state.draining.store(false, Relaxed);
         }
-        self.settings.store(Arc::new(settings_of(config)));
+        self.settings.store(Arc::new(settings_of(config, upstream)));
         self.refresh.notify_one();
         Ok(())
     }
@@ -176,20 +180,33 @@ impl Pool {
                 .and_then(|addr| states.get(addr))
                 .is_some_and(|s| !s.draining.load(Relaxed) && !self.outliers.is_ejected(s))
         };
-        let chosen = self
-            .balancer
-            .select_with(b"", max_steps, |b, healthy| {
-                healthy && untried(b) && in_service(b)
-            })
-            .or_else(|| {
-                let try_all = self.settings.load().when_all_unhealthy == WhenAllUnhealthy::TryAll;
-                try_all
-                    .then(|| {
-                        self.balancer
-                            .select_with(b"", max_steps, |b, _| untried(b) && in_service(b))
-                    })
-                    .flatten()
-            });
+        let first = self.balancer.select_with(b"", max_steps, |b, healthy| {
+            healthy && untried(b) && in_service(b)
+        });
+        let first = match (first, self.settings.load().balance) {
+            (Some(first), Balance::LeastRequest) => {
+                // The second of two choices: the next usable backend in the
+                // ring; the one with fewer requests in flight per unit of
+                // weight serves.
+                let second = self.balancer.select_with(b"", max_steps, |b, healthy| {
+                    healthy && b.addr != first.addr && untried(b) && in_service(b)
+                });
+                Some(match second {
+                    Some(second) if lighter(&states, &second, &first) => second,
+                    _ => first,
+                })
+            }
+            (first, _) => first,
+        };
+        let chosen = first.or_else(|| {
+            let try_all = self.settings.load().when_all_unhealthy == WhenAllUnhealthy::TryAll;
+            try_all
+                .then(|| {
+                    self.balancer
+                        .select_with(b"", max_steps, |b, _| untried(b) && in_service(b))
+                })
+                .flatten()
+        });
         let state = chosen
             .as_ref()
             .and_then(|b| b.addr.as_inet())
@@ -199,6 +216,11 @@ impl Pool {
             _ if tried.is_empty() => Selection::NoneHealthy,
             _ => Selection::Exhausted,
         }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Records that `backend` answered a request without failing.
@@ -214,11 +236,27 @@ impl Pool {
     }
 }
 
-fn settings_of(config: &Config) -> PoolSettings {
+/// Whether `a` has fewer requests in flight per unit of weight than `b`.
+fn lighter(states: &members::StateMap, a: &Backend, b: &Backend) -> bool {
+    let load = |backend: &Backend| {
+        backend
+            .addr
+            .as_inet()
+            .and_then(|addr| states.get(addr))
+            .map_or(u64::MAX, |s| {
+                // in_flight / weight, compared without division.
+                (s.in_flight.load(Relaxed) as u64 + 1) * 1_000 / s.weight.max(1) as u64
+            })
+    };
+    load(a) < load(b)
+}
+
+fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
     PoolSettings {
         when_all_unhealthy: config.when_all_unhealthy,
-        health_check_interval: config.health_check.interval,
+        health_check_interval: upstream.health_check.interval,
         discovery_interval: config.discovery.interval,
+        balance: upstream.balance,
     }
 }
 

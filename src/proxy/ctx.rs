@@ -53,6 +53,10 @@ pub struct RequestCtx {
     pub(super) upgrade: bool,
     /// A body was announced and has not been received whole yet.
     pub(super) body_pending: bool,
+    /// The pool serving this request, an index into the proxy's pools.
+    pub(super) upstream: usize,
+    /// The route it matched, by id, when there are routes.
+    pub(super) route: Option<usize>,
     /// A gRPC call's own deadline (`grpc-timeout`), which replaces
     /// `timeouts.upstream_response`.
     pub(super) grpc_timeout: Option<Duration>,

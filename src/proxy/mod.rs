@@ -49,6 +49,7 @@ use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
 use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
 use crate::pool::transport::PeerTemplate;
 use crate::pool::{Pool, Selection};
+use crate::routing::RouteTable;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
 use budget::RetryBudget;
@@ -57,7 +58,10 @@ use http::HeaderValue;
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
-    pool: Arc<Pool>,
+    /// Every upstream's pool, in the order of `config.upstreams`.
+    pools: Vec<Arc<Pool>>,
+    /// Which pool serves which request; empty: the first pool serves all.
+    routes: RouteTable,
     budget: &'static RetryBudget,
     settings: Arc<ArcSwap<ProxySettings>>,
 }
@@ -71,8 +75,9 @@ pub struct ProxySettings {
     headers: HeadersConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
-    /// How to connect to backends (TLS, SNI, ALPN, CA), built once.
-    transport: PeerTemplate,
+    /// How to connect to each upstream's backends (TLS, SNI, ALPN, CA),
+    /// built once, in the order of the pools.
+    transports: Vec<PeerTemplate>,
 }
 
 /// A handle to change a running proxy's settings.
@@ -118,7 +123,11 @@ impl ProxySettings {
             limits: config.limits.clone(),
             headers: config.headers,
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
-            transport: PeerTemplate::new(&config.backend_transport),
+            transports: config
+                .upstreams
+                .iter()
+                .map(|u| PeerTemplate::new(&u.backend_transport))
+                .collect(),
         }
     }
 
@@ -135,13 +144,45 @@ impl ProxySettings {
 }
 
 impl Proxy {
-    /// A proxy that spreads requests over `pool` as `config` says.
-    pub fn new(pool: Arc<Pool>, config: &Config) -> Self {
+    /// A proxy that spreads requests over `pools` (one per upstream of
+    /// `config`, in its order) as `config` says.
+    pub fn new(pools: Vec<Arc<Pool>>, routes: RouteTable, config: &Config) -> Self {
         Proxy {
-            pool,
+            pools,
+            routes,
             budget: RetryBudget::leak(&config.retry),
             settings: Arc::new(ArcSwap::from_pointee(ProxySettings::of(config))),
         }
+    }
+
+    /// Finds the request's route and pool; false when none matches.
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri.host());
+        let Some(route) = self.routes.find(host, request.uri.path()) else {
+            metrics().protocols.route_request(None);
+            return false;
+        };
+        metrics().protocols.route_request(Some(route.id));
+        ctx.upstream = route.upstream;
+        ctx.route = Some(route.id);
+        true
+    }
+
+    /// The path and query to send upstream when the request's route strips
+    /// its prefix.
+    fn stripped_uri(&self, ctx: &RequestCtx, uri: &http::Uri) -> Option<http::Uri> {
+        let route = self.routes.routes().get(ctx.route?)?;
+        let path = route.upstream_path(uri.path())?;
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        target.parse().ok()
     }
 
     /// A handle to reconfigure this proxy once it runs.
@@ -177,6 +218,8 @@ impl ProxyHttp for Proxy {
             upgrade: false,
             body_pending: false,
             grpc_timeout: None,
+            upstream: 0,
+            route: None,
             client_fault: None,
         }
     }
@@ -190,6 +233,10 @@ impl ProxyHttp for Proxy {
             .or_else(|| limits::limit_exceeded(&settings.limits, session.req_header()))
         {
             error_page::respond_plain_error(session, status).await?;
+            return Ok(true);
+        }
+        if !self.routes.is_empty() && !self.route(session, ctx) {
+            error_page::respond_plain_error(session, 404).await?;
             return Ok(true);
         }
         if let Some(status) = limits::check_framing(session, ctx) {
@@ -248,7 +295,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let state = match self.pool.select(&ctx.tried) {
+        let state = match self.pools[ctx.upstream].select(&ctx.tried) {
             Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
@@ -258,7 +305,7 @@ impl ProxyHttp for Proxy {
             }
         };
         let settings = self.settings.load();
-        let mut peer = settings.transport.peer(state.addr, &state.host);
+        let mut peer = settings.transports[ctx.upstream].peer(state.addr, &state.host);
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         if ctx.upgrade {
@@ -302,7 +349,7 @@ impl ProxyHttp for Proxy {
             }
         );
         if let Some(attempt) = &ctx.backend {
-            self.pool.record_failure(&attempt.0, &e.etype().as_str());
+            self.pools[ctx.upstream].record_failure(&attempt.0, &e.etype().as_str());
         }
         if retry {
             ctx.retry_elsewhere();
@@ -341,7 +388,7 @@ impl ProxyHttp for Proxy {
             && (e.esource() == &ErrorSource::Upstream
                 || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
         if let (Some(attempt), true) = (&ctx.backend, from_backend) {
-            self.pool.record_failure(&attempt.0, &e.etype().as_str());
+            self.pools[ctx.upstream].record_failure(&attempt.0, &e.etype().as_str());
         }
         let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
         if retry {
@@ -389,12 +436,15 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let client_http11 = session.req_header().version == http::Version::HTTP_11;
         hop_by_hop::remove(upstream_request, client_http11)?;
+        if let Some(uri) = self.stripped_uri(ctx, &upstream_request.uri) {
+            upstream_request.set_uri(uri);
+        }
         let settings = self.settings.load();
         // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers
         // refuse a call without it (grpcio resets the stream). It goes on to
         // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
         // lb's HTTP/1.1 client side does not pass on.
-        if settings.transport.protocol().is_http2()
+        if settings.transports[ctx.upstream].protocol().is_http2()
             && hop_by_hop::asks_for_trailers(session.req_header())
         {
             upstream_request.insert_header("TE", HeaderValue::from_static("trailers"))?;
@@ -442,11 +492,11 @@ impl ProxyHttp for Proxy {
         if let Some(InFlight(backend)) = &ctx.backend {
             backend.requests.fetch_add(1, Relaxed);
             let status = upstream_response.status.as_u16();
-            if status >= 500 && self.pool.outliers().counts_5xx() {
-                self.pool
-                    .record_failure(backend, &format_args!("status {status}"));
+            let pool = &self.pools[ctx.upstream];
+            if status >= 500 && pool.outliers().counts_5xx() {
+                pool.record_failure(backend, &format_args!("status {status}"));
             } else {
-                self.pool.record_success(backend);
+                pool.record_success(backend);
             }
         }
         Ok(())

@@ -32,6 +32,8 @@ pub struct RouteConfig {
 /// A route chosen for a request.
 #[derive(Debug)]
 pub struct Route {
+    /// Its place in the table, for per-route counters.
+    pub id: usize,
     /// Its name, `routes[N]`.
     pub name: String,
     /// The path prefix it matched on, if any.
@@ -100,6 +102,7 @@ impl RouteTable {
             keys.push((host.clone(), prefix.clone(), config.name.clone()));
             let index = table.routes.len();
             table.routes.push(Route {
+                id: index,
                 name: config.name.clone(),
                 path_prefix: prefix.map(String::into_boxed_str),
                 upstream: config.upstream,
@@ -147,6 +150,11 @@ impl RouteTable {
         }
         self.wildcard
             .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+    }
+
+    /// Every route, by id.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// Whether there are no routes (every request goes to `default`).

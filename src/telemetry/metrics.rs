@@ -73,6 +73,10 @@ pub struct ProtocolMetrics {
     by_protocol: [IntCounter; 3],
     /// Connections upgraded (WebSocket) and open now.
     pub upgraded_connections: IntGauge,
+    /// Requests by route: `none` first, then each route by id (set when
+    /// the routes are known).
+    route_requests: IntCounterVec,
+    routes: std::sync::OnceLock<Vec<IntCounter>>,
 }
 
 impl ProtocolMetrics {
@@ -99,6 +103,13 @@ impl ProtocolMetrics {
             ),
             expiries: std::sync::Mutex::new(Vec::new()),
             by_protocol: PROTOCOLS.map(|p| by_protocol.with_label_values(&[p])),
+            route_requests: counter_vec(
+                registry,
+                "lb_route_requests_total",
+                "Requests by the route that matched them (none: no route matched, 404).",
+                &["route"],
+            ),
+            routes: std::sync::OnceLock::new(),
             upgraded_connections: register(
                 registry,
                 IntGauge::new(
@@ -115,6 +126,23 @@ impl ProtocolMetrics {
         self.tls_handshakes
             .with_label_values(&[listener, version, outcome])
             .inc();
+    }
+
+    /// Resolves the route counters once, `names` by route id.
+    pub fn set_routes<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let counters = std::iter::once("none")
+            .chain(names)
+            .map(|name| self.route_requests.with_label_values(&[name]))
+            .collect();
+        let _ = self.routes.set(counters);
+    }
+
+    /// Counts a request for the route `id` (None: no route matched).
+    pub fn route_request(&self, id: Option<usize>) {
+        let index = id.map_or(0, |id| id + 1);
+        if let Some(counter) = self.routes.get().and_then(|c| c.get(index)) {
+            counter.inc();
+        }
     }
 
     /// Counts one client request.

@@ -1,0 +1,251 @@
+//! Named pools (`upstreams:`) and the `routes:` that send requests to them.
+//!
+//! The seed's form stays valid: the top-level `backends:` (with the
+//! top-level health check and transport) is the pool named `default`, and
+//! without `routes:` every request goes to it. A named pool's unset
+//! `health_check` keys come from the top-level section; every error names
+//! its key (`upstreams.api.backends[0].address`, `routes[2].upstream`).
+
+use serde::Deserialize;
+
+use super::backends::parse_backends;
+use super::checks::Problems;
+use super::file::{BackendTlsFile, HealthCheckFile};
+use super::sections::parse_health_check;
+use super::transport::{self, BackendTransport};
+use super::{BackendConfig, HealthCheckConfig};
+use crate::routing::{RouteConfig, RouteTable};
+
+/// The name of the pool the top-level `backends:` make.
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+/// How a pool picks a backend for each request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted round robin, in a strict global order (Pingora's).
+    #[default]
+    RoundRobin,
+    /// Two backends at random, the one with fewer requests in flight per
+    /// unit of weight.
+    LeastRequest,
+}
+
+impl Balance {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+        }
+    }
+}
+
+/// One pool as configured.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Its name: `default` for the top-level `backends:`.
+    pub name: String,
+    /// Its backends, in the order written.
+    pub backends: Vec<BackendConfig>,
+    /// How a backend is picked.
+    pub balance: Balance,
+    /// Its active health checks.
+    pub health_check: HealthCheckConfig,
+    /// How lb connects to its backends.
+    pub backend_transport: BackendTransport,
+}
+
+/// An `upstreams:` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    backends: Vec<serde_yaml_ng::Value>,
+    balance: Option<String>,
+    health_check: Option<HealthCheckFile>,
+    backend_protocol: Option<String>,
+    backend_tls: Option<BackendTlsFile>,
+}
+
+/// A `routes:` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    #[serde(rename = "match")]
+    matches: Option<MatchFile>,
+    upstream: String,
+    strip_prefix: Option<bool>,
+}
+
+/// A route's `match:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchFile {
+    host: Option<String>,
+    path_prefix: Option<String>,
+}
+
+/// Parses every named pool; `top_health` is the top-level section, whose
+/// keys fill a pool's unset ones.
+pub(super) fn parse_upstreams(
+    written: serde_yaml_ng::Mapping,
+    top_health: &HealthCheckFile,
+    errors: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Vec<UpstreamConfig> {
+    let mut upstreams = Vec::new();
+    for (name, value) in written {
+        let Some(name) = name.as_str().map(str::to_string) else {
+            errors.add(
+                "upstreams",
+                format!("{name:?}: a pool's name must be a string"),
+            );
+            continue;
+        };
+        let key = format!("upstreams.{name}");
+        if name == DEFAULT_UPSTREAM {
+            errors.add(
+                &key,
+                "\"default\" is the pool of the top-level backends; give this pool another name",
+            );
+            continue;
+        }
+        match serde_yaml_ng::from_value::<UpstreamFile>(value) {
+            Ok(file) => {
+                if let Some(upstream) =
+                    parse_upstream(&key, name, file, top_health, errors, warnings)
+                {
+                    upstreams.push(upstream);
+                }
+            }
+            Err(e) => errors.add(key, e.to_string()),
+        }
+    }
+    upstreams
+}
+
+fn parse_upstream(
+    key: &str,
+    name: String,
+    file: UpstreamFile,
+    top_health: &HealthCheckFile,
+    errors: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<UpstreamConfig> {
+    let before = errors.len();
+    let backends = prefixed(key, errors, |e| parse_backends(&file.backends, e));
+    let balance = match file.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_request") => Balance::LeastRequest,
+        Some(other) => {
+            errors.add(
+                format!("{key}.balance"),
+                format!("{other:?}: write round_robin or least_request"),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let health = merged_health(file.health_check.unwrap_or_default(), top_health);
+    let health_check = prefixed(key, errors, |e| parse_health_check(health, e));
+    let backend_transport = transport::parse_transport(
+        &format!("{key}."),
+        file.backend_protocol,
+        file.backend_tls,
+        errors,
+        warnings,
+    );
+    transport::check_kind_fits(health_check.kind, &backend_transport, errors);
+    (errors.len() == before).then_some(UpstreamConfig {
+        name,
+        backends,
+        balance,
+        health_check,
+        backend_transport,
+    })
+}
+
+/// Runs `parse` on its own problem list and adds what it found under `key`.
+fn prefixed<T>(key: &str, errors: &mut Problems, parse: impl FnOnce(&mut Problems) -> T) -> T {
+    let mut own = Problems::default();
+    let parsed = parse(&mut own);
+    for problem in own.into_vec() {
+        errors.add(format!("{key}.{}", problem.key), problem.message);
+    }
+    parsed
+}
+
+/// A pool's health-check section with the top-level section's values where
+/// it has none.
+fn merged_health(own: HealthCheckFile, top: &HealthCheckFile) -> HealthCheckFile {
+    HealthCheckFile {
+        kind: own.kind.or_else(|| top.kind.clone()),
+        path: own.path.or_else(|| top.path.clone()),
+        interval: own.interval.or(top.interval),
+        timeout: own.timeout.or(top.timeout),
+        host: own.host.or_else(|| top.host.clone()),
+        expected_status: own.expected_status.or_else(|| top.expected_status.clone()),
+        healthy_threshold: own.healthy_threshold.or(top.healthy_threshold),
+        unhealthy_threshold: own.unhealthy_threshold.or(top.unhealthy_threshold),
+    }
+}
+
+/// Parses the routes against the pools' names; checks that no two tie.
+pub(super) fn parse_routes(
+    written: Vec<RouteFile>,
+    upstreams: &[UpstreamConfig],
+    errors: &mut Problems,
+) -> Vec<RouteConfig> {
+    let mut routes = Vec::with_capacity(written.len());
+    for (i, route) in written.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let matches = route.matches.unwrap_or_default();
+        let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            errors.add(
+                format!("{key}.upstream"),
+                format!(
+                    "no upstream named {:?} (there are: {})",
+                    route.upstream,
+                    known.join(", ")
+                ),
+            );
+            continue;
+        };
+        if let Some(prefix) = &matches.path_prefix {
+            if !prefix.starts_with('/') {
+                errors.add(
+                    format!("{key}.match.path_prefix"),
+                    format!("{prefix:?}: must start with /"),
+                );
+            }
+        }
+        let strip_prefix = route.strip_prefix.unwrap_or(false);
+        if strip_prefix && matches.path_prefix.is_none() {
+            errors.add(
+                format!("{key}.strip_prefix"),
+                "true without match.path_prefix: there is no prefix to strip",
+            );
+        }
+        if let Some(host) = &matches.host {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if name.is_empty() || name.contains(['/', ' ', '*', ':']) {
+                errors.add(
+                    format!("{key}.match.host"),
+                    format!("{host:?}: write a host name, or *.domain for its subdomains"),
+                );
+            }
+        }
+        routes.push(RouteConfig {
+            name: key,
+            host: matches.host,
+            path_prefix: matches.path_prefix,
+            upstream,
+            strip_prefix,
+        });
+    }
+    if let Err(ties) = RouteTable::new(&routes) {
+        for tie in ties {
+            errors.add(tie.second.clone(), tie.to_string());
+        }
+    }
+    routes
+}

@@ -1,0 +1,177 @@
+//! Several pools behind one lb: routes by host and path prefix, the 404 when
+//! none matches, prefix stripping, config errors that name their key, and
+//! least-request balancing against a slow backend.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+
+/// The base config with `rest` (upstreams, routes) instead of `backends:`.
+fn spawn_lb_with(rest: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!("{}{rest}", base_config(dir.path(), port));
+    spawn_lb_with_config(dir, port, &config)
+}
+
+/// `GET path` with `Host: host` through lb.
+fn get_host(port: u16, host: &str, path: &str) -> Response {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn requests_go_to_the_most_specific_route_and_unmatched_ones_get_404() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api_record = dir.path().join("api-requests");
+    let (_api, api) = spawn_be_on_any_port("api", &["--record", api_record.to_str().unwrap()]);
+    let (_static, files) = spawn_be_on_any_port("static", &[]);
+    let (_web, web) = spawn_be_on_any_port("web", &[]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  api:\n    backends: [127.0.0.1:{api}]\n  static:\n    backends: [127.0.0.1:{files}]\n  web:\n    backends: [127.0.0.1:{web}]\n\
+         routes:\n  - match: {{host: \"*.example.com\"}}\n    upstream: web\n\
+         \x20 - match: {{path_prefix: /static/}}\n    upstream: static\n\
+         \x20 - match: {{host: api.example.com, path_prefix: /v1/}}\n    upstream: api\n    strip_prefix: true\n"
+    ));
+    let served = |host: &str, path: &str| served_by(&get_host(lb.port, host, path));
+    // Exact host with its prefix beats the wildcard written before it.
+    assert_eq!(served("api.example.com", "/v1/users?page=2"), "api");
+    assert_eq!(served("API.Example.com:8080", "/v1/x"), "api");
+    // The same exact host without the prefix falls to the wildcard.
+    assert_eq!(served("api.example.com", "/other"), "web");
+    // A wildcard host beats a route for any host, whatever the prefix.
+    assert_eq!(served("www.example.com", "/static/a.css"), "web");
+    assert_eq!(served("other.org", "/static/a.css"), "static");
+    // No route and no catch-all: 404, said in one line.
+    let missed = get_host(lb.port, "other.org", "/");
+    assert_eq!(missed.status, 404, "{}", missed.body);
+    assert_eq!(missed.body.lines().count(), 1, "{:?}", missed.body);
+    // strip_prefix: the api backend saw /users, not /v1/users.
+    let recorded = std::fs::read_to_string(&api_record).unwrap_or_default();
+    assert!(recorded.contains("GET /users?page=2"), "{recorded:?}");
+    assert!(!recorded.contains("/v1/"), "{recorded:?}");
+}
+
+#[test]
+fn a_catch_all_route_takes_what_no_other_matches_and_the_default_pool_stays() {
+    let (_default_be, default_port) = spawn_be_on_any_port("default", &[]);
+    let (_api_be, api_port) = spawn_be_on_any_port("api", &[]);
+    let lb = spawn_lb_with(&format!(
+        "backends: [127.0.0.1:{default_port}]\n\
+         upstreams:\n  api:\n    backends: [127.0.0.1:{api_port}]\n\
+         routes:\n  - match: {{path_prefix: /api/}}\n    upstream: api\n  - upstream: default\n"
+    ));
+    assert_eq!(served_by(&get_host(lb.port, "x", "/api/a")), "api");
+    assert_eq!(served_by(&get_host(lb.port, "x", "/")), "default");
+}
+
+#[test]
+fn routing_mistakes_are_config_errors_naming_the_key() {
+    let cases = [
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1]}\nroutes:\n  - upstream: apii\n",
+            "routes[0].upstream: no upstream named \"apii\"",
+        ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1]}\nroutes:\n  - {match: {host: a.test}, upstream: api}\n  - {match: {host: A.test}, upstream: api}\n",
+            "routes[1]: routes[1] matches the same host and path prefix as routes[0]",
+        ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1], balance: fastest}\nroutes:\n  - upstream: api\n",
+            "upstreams.api.balance: \"fastest\"",
+        ),
+        (
+            "upstreams:\n  api: {backends: [nowhere]}\nroutes:\n  - upstream: api\n",
+            "upstreams.api.backends[0].address: \"nowhere\"",
+        ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1]}\nroutes:\n  - {upstream: api, strip_prefix: true}\n",
+            "routes[0].strip_prefix",
+        ),
+        (
+            "upstreams:\n  a: {backends: [127.0.0.1:1]}\n  b: {backends: [127.0.0.1:2]}\n",
+            "routes: none given",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lb.yaml");
+        std::fs::write(&path, yaml).expect("write the config");
+        let (status, output) = run_lb(&["-t", "-c", path.to_str().unwrap()]);
+        assert!(!status.success(), "accepted:\n{yaml}");
+        assert!(output.contains(expected), "{expected:?} not in:\n{output}");
+    }
+}
+
+#[test]
+fn lb_t_prints_the_routes_in_match_order_and_each_upstream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(
+        &path,
+        "upstreams:\n  api: {backends: [127.0.0.1:1], balance: least_request}\n  web: {backends: [127.0.0.1:2]}\n\
+         routes:\n  - upstream: web\n  - {match: {host: api.test}, upstream: api}\n",
+    )
+    .expect("write the config");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", path.to_str().unwrap()])
+        .output()
+        .expect("run lb -t");
+    let output = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{output}");
+    let api = output.find("routes[1]: host api.test").expect(&output);
+    let web = output.find("routes[0]: host *").expect(&output);
+    assert!(api < web, "the exact host is matched first:\n{output}");
+    assert!(
+        output.contains("api: least_request, 127.0.0.1:1 weight 1"),
+        "{output}"
+    );
+}
+
+/// Sends `per_client` requests, one after another, from each of `clients`
+/// threads at once; how many each backend answered.
+fn spread(port: u16, clients: usize, per_client: usize) -> HashMap<String, usize> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..per_client)
+                    .map(|_| served_by(&get(port, "/")))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut counts = HashMap::new();
+    for thread in threads {
+        for name in thread.join().expect("a client thread") {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn least_request_sends_little_to_a_slow_backend() {
+    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
+    // Every answer of this one drips out over about half a second.
+    let (_slow, slow) =
+        spawn_be_on_any_port("slow", &["--fault", "drip", "--drip-interval", "4ms"]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    balance: least_request\n    backends: [127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{slow}]\n\
+         routes:\n  - upstream: app\n"
+    ));
+    let counts = spread(lb.port, 32, 15);
+    let total: usize = counts.values().sum();
+    let slow_share = counts.get("slow").copied().unwrap_or(0);
+    // Round robin would give it a third; least_request at most a third of that.
+    assert!(
+        slow_share * 9 <= total,
+        "the slow backend got {slow_share} of {total}: {counts:?}"
+    );
+    assert!(counts.get("fast1").copied().unwrap_or(0) > 0, "{counts:?}");
+    assert!(counts.get("fast2").copied().unwrap_or(0) > 0, "{counts:?}");
+}

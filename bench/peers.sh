@@ -166,4 +166,9 @@ limits: {max_connections: 30000}
 admin: {listen: 127.0.0.1:$4}
 $headers
 EOF
+  # LB_EXTRA_YAML: a file appended to lb's config, with B1, B2 and B3 standing
+  # for the backends' ports (bench/routes.sh writes one with many routes).
+  if [ -n "${LB_EXTRA_YAML:-}" ]; then
+    sed -e "s/B1/$5/g; s/B2/$6/g; s/B3/$7/g" "$LB_EXTRA_YAML" >> "$1"
+  fi
 }

@@ -20,9 +20,8 @@ use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
 use crate::connection::LbApp;
 use crate::pool::{Pool, PoolService};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Routing};
 use crate::reload::{ReloadOnHangup, Reloader};
-use crate::telemetry::metrics::metrics;
 use crate::tls::{PlainHttpOnTlsPort, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
 
@@ -81,7 +80,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         .map_err(StartError::Pool)?;
     // The admin API, the status page and their views show the first pool.
     let pool = Arc::clone(&pools[0]);
-    let routes = crate::routing::RouteTable::new(&config.routes).map_err(|ties| {
+    let routing = Routing::new(pools.clone(), &config).map_err(|ties| {
         StartError::Config(crate::config::ConfigError::Invalid(
             ties.into_iter()
                 .map(|tie| crate::config::Problem {
@@ -91,10 +90,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 .collect(),
         ))
     })?;
-    metrics()
-        .protocols
-        .set_routes(routes.routes().iter().map(|r| r.name.as_str()));
-    let proxy_logic = Proxy::new(pools.clone(), routes, &config);
+    let proxy_logic = Proxy::new(routing, &config);
     let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
@@ -132,7 +128,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     for pool in &pools {
         server.add_service(background_service(
             &format!("backend pool {}", pool.name()),
-            PoolService(Arc::clone(pool)),
+            PoolService::of(pool),
         ));
     }
     server.add_service(background_service(

@@ -2,9 +2,12 @@
 //! again and applies it in place, without dropping a connection.
 //!
 //! Backends, weights, health checks, passive health, retries, timeouts,
-//! limits and the TLS listeners' certificates change at once (handshakes
-//! after the reload get the new certificates; open connections go on). Settings that need a restart (the `server:`
-//! section, listeners, the admin listener, `limits.max_connections`,
+//! limits, upstreams and routes, and the TLS listeners' certificates change
+//! at once: a new pool is resolved before the routes that use it serve,
+//! requests in flight finish with the pools and routes they started with,
+//! and handshakes after the reload get the new certificates while open
+//! connections go on. Settings that need a restart (the `server:` section,
+//! listeners, the admin listener, `limits.max_connections`,
 //! `timeouts.client_header`) are logged as such and left as they are. A
 //! file that fails validation changes nothing; the error is logged.
 
@@ -16,8 +19,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{Config, ConfigError, ListenerKind, Overrides};
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolService};
 use crate::proxy::ProxyControl;
+use crate::proxy::Routing;
 use crate::telemetry::metrics::metrics;
 use crate::tls::TlsListener;
 
@@ -25,8 +29,11 @@ use crate::tls::TlsListener;
 pub struct Reloader {
     path: Option<PathBuf>,
     overrides: Overrides,
-    /// Every upstream's pool, in the order of the config's upstreams.
-    pools: Vec<Arc<Pool>>,
+    /// Every upstream's pool, in the order of the running config's upstreams.
+    pools: Mutex<Vec<Arc<Pool>>>,
+    /// Never sent: the shutdown watch of the services that keep pools
+    /// added by a reload current (the runtime's end stops them).
+    pools_running: tokio::sync::watch::Sender<bool>,
     proxy: ProxyControl,
     /// The TLS listeners, whose certificates a reload replaces.
     tls_listeners: Vec<Arc<TlsListener>>,
@@ -52,14 +59,6 @@ fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
             format!("{:?}", config.admin.as_ref().map(|a| a.listen)),
         ),
         (
-            "upstreams and routes",
-            format!(
-                "{:?} {:?}",
-                config.upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
-                config.routes
-            ),
-        ),
-        (
             "limits.max_connections",
             config.limits.max_connections.to_string(),
         ),
@@ -83,7 +82,8 @@ impl Reloader {
         Reloader {
             path,
             overrides,
-            pools,
+            pools: Mutex::new(pools),
+            pools_running: tokio::sync::watch::Sender::new(false),
             proxy,
             tls_listeners,
             restart_only: Mutex::new(restart_only(config)),
@@ -116,14 +116,7 @@ impl Reloader {
                 needs_restart.push(*key);
             }
         }
-        // Pools are matched by name: a changed set of upstreams waits for a
-        // restart (above), and the pools that remain take their new settings.
-        for pool in &self.pools {
-            if let Some(upstream) = config.upstreams.iter().find(|u| u.name == pool.name()) {
-                pool.reconfigure(&config, upstream)
-                    .map_err(ReloadError::Pool)?;
-            }
-        }
+        self.apply_pools(&config)?;
         self.proxy.reconfigure(&config);
         let certificates = self.replace_certificates(&config);
         for warning in &config.warnings {
@@ -134,6 +127,59 @@ impl Reloader {
             certificates,
             needs_restart,
         })
+    }
+
+    /// Gives every upstream of `config` its pool: the running one of the
+    /// same name, reconfigured, or a new one, resolved before it serves and
+    /// kept current from then on. Then swaps the routing whole: requests
+    /// in flight finish on the pools they started with; removed pools stop
+    /// once their last request is done.
+    fn apply_pools(&self, config: &Config) -> Result<(), ReloadError> {
+        let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
+        let mut pools = Vec::with_capacity(config.upstreams.len());
+        for upstream in &config.upstreams {
+            let pool = match running.iter().find(|p| p.name() == upstream.name) {
+                Some(pool) => {
+                    pool.reconfigure(config, upstream)
+                        .map_err(ReloadError::Pool)?;
+                    Arc::clone(pool)
+                }
+                None => {
+                    let pool = Pool::new(config, upstream).map_err(ReloadError::Pool)?;
+                    self.keep_current(&pool);
+                    log::info!("reload: upstream {} added", upstream.name);
+                    pool
+                }
+            };
+            pools.push(pool);
+        }
+        for gone in running
+            .iter()
+            .filter(|p| !pools.iter().any(|n| n.name() == p.name()))
+        {
+            log::info!("reload: upstream {} removed", gone.name());
+        }
+        let routing = Routing::new(pools.clone(), config).map_err(|ties| {
+            ReloadError::Routes(ties.into_iter().map(|t| t.to_string()).collect())
+        })?;
+        self.proxy.set_routing(routing);
+        *running = pools;
+        Ok(())
+    }
+
+    /// Runs the service that keeps a pool added by a reload current.
+    fn keep_current(&self, pool: &Arc<Pool>) {
+        let service = PoolService::of(pool);
+        let shutdown = self.pools_running.subscribe();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { service.run(shutdown).await });
+            }
+            Err(e) => log::error!(
+                "reload: no runtime to run the checks of upstream {}: {e}",
+                pool.name()
+            ),
+        }
     }
 
     /// Gives each running TLS listener the certificates the new config
@@ -191,6 +237,9 @@ pub enum ReloadError {
     /// The pool could not take the new config.
     #[error("reload failed")]
     Pool(#[source] pingora::BError),
+    /// The routes do not fit together (found by the config check first).
+    #[error("reload failed: {}", .0.join("; "))]
+    Routes(Vec<String>),
     /// A reload panicked while holding the running settings.
     #[error("reload failed: its state was poisoned by an earlier failure")]
     Poisoned,

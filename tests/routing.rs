@@ -175,3 +175,48 @@ fn least_request_sends_little_to_a_slow_backend() {
     assert!(counts.get("fast1").copied().unwrap_or(0) > 0, "{counts:?}");
     assert!(counts.get("fast2").copied().unwrap_or(0) > 0, "{counts:?}");
 }
+
+#[test]
+fn a_reload_adds_a_pool_and_a_route_under_load_without_an_error() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let (_web_be, web) = spawn_be_on_any_port("web", &[]);
+    let (_api_be, api) = spawn_be_on_any_port("api", &[]);
+    let before = format!("backends: [127.0.0.1:{web}]\n");
+    let lb = spawn_lb_with(&before);
+    // KeepAliveClient sends `GET /` to the default pool throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::keepalive::keep_alive_load(lb.port, 8, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
+    let after = config.replace(
+        &before,
+        &format!(
+            "{before}upstreams:\n  api:\n    backends: [127.0.0.1:{api}]\n\
+             routes:\n  - {{match: {{path_prefix: /api/}}, upstream: api}}\n  - upstream: default\n"
+        ),
+    );
+    std::fs::write(lb.config_path(), after).expect("write the new config");
+    lb.proc.signal("HUP");
+    assert!(
+        lb.wait_for_log("upstream api added", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    // Served at once, by the new pool.
+    assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "api");
+    assert_eq!(served_by(&get_host(lb.port, "x", "/")), "web");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Relaxed);
+    let (ok, errors) = load.join().expect("the load");
+    assert!(ok > 0, "no request went through");
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}

@@ -20,7 +20,7 @@ pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -260,18 +260,34 @@ fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
     }
 }
 
-/// The Pingora background service that keeps the pool current: discovery
+/// The Pingora background service that keeps a pool current: discovery
 /// every `discovery.interval`, health checks every `health_check.interval`,
-/// both at once after a reload or an admin change.
-pub struct PoolService(pub Arc<Pool>);
+/// both at once after a reload or an admin change. It holds the pool
+/// weakly and ends once a reload removed the pool and its last request
+/// finished.
+pub struct PoolService(Weak<Pool>);
 
-#[async_trait]
-impl BackgroundService for PoolService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let pool = &self.0;
+impl PoolService {
+    /// The service keeping `pool` current.
+    pub fn of(pool: &Arc<Pool>) -> Self {
+        PoolService(Arc::downgrade(pool))
+    }
+
+    /// Runs until `shutdown`, or until the pool is gone.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let Some(discovery_interval) = self
+            .0
+            .upgrade()
+            .map(|p| p.settings.load().discovery_interval)
+        else {
+            return;
+        };
         let mut next_check = Instant::now();
-        let mut next_discovery = Instant::now() + pool.settings.load().discovery_interval;
+        let mut next_discovery = Instant::now() + discovery_interval;
         loop {
+            let Some(pool) = self.0.upgrade() else {
+                return;
+            };
             let refreshed = tokio::select! {
                 _ = tokio::time::sleep_until(next_check.min(next_discovery)) => false,
                 _ = pool.refresh.notified() => true,
@@ -288,5 +304,12 @@ impl BackgroundService for PoolService {
                 next_check = now + settings.health_check_interval;
             }
         }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for PoolService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await
     }
 }

@@ -30,6 +30,8 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     /// This request's place in the retry budget.
     pub(super) ticket: RequestTicket,
+    /// The pools and routes as they were when the request started.
+    pub(super) routing: std::sync::Arc<super::Routing>,
     /// Bytes of request body seen so far (counted only with a body limit).
     pub(super) body_bytes: u64,
     /// When the request's headers had been read.

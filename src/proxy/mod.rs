@@ -29,6 +29,7 @@ mod forwarded;
 mod grpc;
 pub mod hop_by_hop;
 mod limits;
+mod pools;
 pub mod request_id;
 mod retry;
 
@@ -47,21 +48,18 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
 use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
-use crate::pool::transport::PeerTemplate;
-use crate::pool::{Pool, Selection};
-use crate::routing::RouteTable;
+use crate::pool::Selection;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
 use budget::RetryBudget;
 pub use ctx::{InFlight, RequestCtx};
 use http::HeaderValue;
+pub use pools::Routing;
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
-    /// Every upstream's pool, in the order of `config.upstreams`.
-    pools: Vec<Arc<Pool>>,
-    /// Which pool serves which request; empty: the first pool serves all.
-    routes: RouteTable,
+    /// The pools and routes, replaced whole at reload.
+    routing: Arc<ArcSwap<Routing>>,
     budget: &'static RetryBudget,
     settings: Arc<ArcSwap<ProxySettings>>,
 }
@@ -75,15 +73,13 @@ pub struct ProxySettings {
     headers: HeadersConfig,
     /// `timeouts.client_idle` in the whole seconds Pingora takes.
     client_idle_secs: u64,
-    /// How to connect to each upstream's backends (TLS, SNI, ALPN, CA),
-    /// built once, in the order of the pools.
-    transports: Vec<PeerTemplate>,
 }
 
 /// A handle to change a running proxy's settings.
 #[derive(Clone)]
 pub struct ProxyControl {
     settings: Arc<ArcSwap<ProxySettings>>,
+    routing: Arc<ArcSwap<Routing>>,
     budget: &'static RetryBudget,
 }
 
@@ -113,6 +109,12 @@ impl ProxyControl {
         self.settings.store(Arc::new(ProxySettings::of(config)));
         self.budget.set_config(&config.retry);
     }
+
+    /// Serves requests that start from now on with `routing`; requests in
+    /// flight finish with the routing they started with.
+    pub fn set_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+    }
 }
 
 impl ProxySettings {
@@ -123,11 +125,6 @@ impl ProxySettings {
             limits: config.limits.clone(),
             headers: config.headers,
             client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
-            transports: config
-                .upstreams
-                .iter()
-                .map(|u| PeerTemplate::new(&u.backend_transport))
-                .collect(),
         }
     }
 
@@ -146,10 +143,9 @@ impl ProxySettings {
 impl Proxy {
     /// A proxy that spreads requests over `pools` (one per upstream of
     /// `config`, in its order) as `config` says.
-    pub fn new(pools: Vec<Arc<Pool>>, routes: RouteTable, config: &Config) -> Self {
+    pub fn new(routing: Routing, config: &Config) -> Self {
         Proxy {
-            pools,
-            routes,
+            routing: Arc::new(ArcSwap::from_pointee(routing)),
             budget: RetryBudget::leak(&config.retry),
             settings: Arc::new(ArcSwap::from_pointee(ProxySettings::of(config))),
         }
@@ -163,11 +159,9 @@ impl Proxy {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri.host());
-        let Some(route) = self.routes.find(host, request.uri.path()) else {
-            metrics().protocols.route_request(None);
+        let Some(route) = ctx.routing.find(host, request.uri.path()) else {
             return false;
         };
-        metrics().protocols.route_request(Some(route.id));
         ctx.upstream = route.upstream;
         ctx.route = Some(route.id);
         true
@@ -176,7 +170,7 @@ impl Proxy {
     /// The path and query to send upstream when the request's route strips
     /// its prefix.
     fn stripped_uri(&self, ctx: &RequestCtx, uri: &http::Uri) -> Option<http::Uri> {
-        let route = self.routes.routes().get(ctx.route?)?;
+        let route = ctx.routing.route(ctx.route?)?;
         let path = route.upstream_path(uri.path())?;
         let target = match uri.query() {
             Some(query) => format!("{path}?{query}"),
@@ -189,6 +183,7 @@ impl Proxy {
     pub fn control(&self) -> ProxyControl {
         ProxyControl {
             settings: Arc::clone(&self.settings),
+            routing: Arc::clone(&self.routing),
             budget: self.budget,
         }
     }
@@ -206,6 +201,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             ticket: self.budget.admit(),
+            routing: self.routing.load_full(),
             body_bytes: 0,
             received: Instant::now(),
             backend: None,
@@ -235,7 +231,7 @@ impl ProxyHttp for Proxy {
             error_page::respond_plain_error(session, status).await?;
             return Ok(true);
         }
-        if !self.routes.is_empty() && !self.route(session, ctx) {
+        if ctx.routing.has_routes() && !self.route(session, ctx) {
             error_page::respond_plain_error(session, 404).await?;
             return Ok(true);
         }
@@ -295,7 +291,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let state = match self.pools[ctx.upstream].select(&ctx.tried) {
+        let state = match ctx.routing.pool(ctx.upstream).select(&ctx.tried) {
             Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
@@ -305,7 +301,10 @@ impl ProxyHttp for Proxy {
             }
         };
         let settings = self.settings.load();
-        let mut peer = settings.transports[ctx.upstream].peer(state.addr, &state.host);
+        let mut peer = ctx
+            .routing
+            .transport(ctx.upstream)
+            .peer(state.addr, &state.host);
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         if ctx.upgrade {
@@ -349,7 +348,9 @@ impl ProxyHttp for Proxy {
             }
         );
         if let Some(attempt) = &ctx.backend {
-            self.pools[ctx.upstream].record_failure(&attempt.0, &e.etype().as_str());
+            ctx.routing
+                .pool(ctx.upstream)
+                .record_failure(&attempt.0, &e.etype().as_str());
         }
         if retry {
             ctx.retry_elsewhere();
@@ -388,7 +389,9 @@ impl ProxyHttp for Proxy {
             && (e.esource() == &ErrorSource::Upstream
                 || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
         if let (Some(attempt), true) = (&ctx.backend, from_backend) {
-            self.pools[ctx.upstream].record_failure(&attempt.0, &e.etype().as_str());
+            ctx.routing
+                .pool(ctx.upstream)
+                .record_failure(&attempt.0, &e.etype().as_str());
         }
         let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
         if retry {
@@ -444,7 +447,7 @@ impl ProxyHttp for Proxy {
         // refuse a call without it (grpcio resets the stream). It goes on to
         // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
         // lb's HTTP/1.1 client side does not pass on.
-        if settings.transports[ctx.upstream].protocol().is_http2()
+        if ctx.routing.transport(ctx.upstream).protocol().is_http2()
             && hop_by_hop::asks_for_trailers(session.req_header())
         {
             upstream_request.insert_header("TE", HeaderValue::from_static("trailers"))?;
@@ -492,7 +495,7 @@ impl ProxyHttp for Proxy {
         if let Some(InFlight(backend)) = &ctx.backend {
             backend.requests.fetch_add(1, Relaxed);
             let status = upstream_response.status.as_u16();
-            let pool = &self.pools[ctx.upstream];
+            let pool = ctx.routing.pool(ctx.upstream);
             if status >= 500 && pool.outliers().counts_5xx() {
                 pool.record_failure(backend, &format_args!("status {status}"));
             } else {

@@ -73,10 +73,8 @@ pub struct ProtocolMetrics {
     by_protocol: [IntCounter; 3],
     /// Connections upgraded (WebSocket) and open now.
     pub upgraded_connections: IntGauge,
-    /// Requests by route: `none` first, then each route by id (set when
-    /// the routes are known).
+    /// Requests by route.
     route_requests: IntCounterVec,
-    routes: std::sync::OnceLock<Vec<IntCounter>>,
 }
 
 impl ProtocolMetrics {
@@ -109,7 +107,6 @@ impl ProtocolMetrics {
                 "Requests by the route that matched them (none: no route matched, 404).",
                 &["route"],
             ),
-            routes: std::sync::OnceLock::new(),
             upgraded_connections: register(
                 registry,
                 IntGauge::new(
@@ -128,21 +125,10 @@ impl ProtocolMetrics {
             .inc();
     }
 
-    /// Resolves the route counters once, `names` by route id.
-    pub fn set_routes<'a>(&self, names: impl Iterator<Item = &'a str>) {
-        let counters = std::iter::once("none")
-            .chain(names)
-            .map(|name| self.route_requests.with_label_values(&[name]))
-            .collect();
-        let _ = self.routes.set(counters);
-    }
-
-    /// Counts a request for the route `id` (None: no route matched).
-    pub fn route_request(&self, id: Option<usize>) {
-        let index = id.map_or(0, |id| id + 1);
-        if let Some(counter) = self.routes.get().and_then(|c| c.get(index)) {
-            counter.inc();
-        }
+    /// The counter of requests for the route `name` (`none`: no route
+    /// matched), resolved once per config.
+    pub fn route_counter(&self, name: &str) -> IntCounter {
+        self.route_requests.with_label_values(&[name])
     }
 
     /// Counts one client request.

@@ -138,7 +138,10 @@ impl Reloader {
         let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
         let mut pools = Vec::with_capacity(config.upstreams.len());
         for upstream in &config.upstreams {
-            let pool = match running.iter().find(|p| p.name() == upstream.name) {
+            let same = running
+                .iter()
+                .find(|p| p.name() == upstream.name && p.fits(upstream));
+            let pool = match same {
                 Some(pool) => {
                     pool.reconfigure(config, upstream)
                         .map_err(ReloadError::Pool)?;

@@ -220,3 +220,66 @@ fn a_reload_adds_a_pool_and_a_route_under_load_without_an_error() {
         &errors[..errors.len().min(5)]
     );
 }
+
+/// The backend serving `GET /k{key}` for each key.
+fn placement(port: u16, keys: std::ops::Range<usize>) -> Vec<String> {
+    keys.map(|k| served_by(&get(port, &format!("/k{k}"))))
+        .collect()
+}
+
+#[test]
+fn consistent_hash_keeps_keys_in_place_and_moves_only_a_lost_backends() {
+    let (ports, mut backends) = backends_named_after_their_ports(4);
+    let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  cache:\n    balance: consistent_hash\n    hash_key: path\n    backends: [{}]\n\
+         routes:\n  - upstream: cache\n",
+        list.join(", ")
+    ));
+    let first = placement(lb.port, 0..1000);
+    assert_eq!(
+        first,
+        placement(lb.port, 0..1000),
+        "keys moved between rounds"
+    );
+    for port in &ports {
+        assert!(
+            first.iter().any(|b| *b == port.to_string()),
+            "backend {port} got no key"
+        );
+    }
+    // One of four backends goes away: its keys move, the others' stay.
+    let lost = ports[1].to_string();
+    backends[1].kill();
+    // Before the health check marks it down, a failed connect retries on
+    // the next backend of the ring; after, the ring skips it: either way
+    // its keys land on the next backend, and no client sees an error.
+    let after = placement(lb.port, 0..1000);
+    let moved_elsewhere = first
+        .iter()
+        .zip(&after)
+        .filter(|(before, now)| **before != lost && before != now)
+        .count();
+    assert!(
+        moved_elsewhere <= 50,
+        "{moved_elsewhere} of the keys on the remaining backends moved"
+    );
+    assert!(after.iter().all(|b| *b != lost));
+}
+
+#[test]
+fn hash_key_without_consistent_hash_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(
+        &path,
+        "upstreams:\n  api: {backends: [127.0.0.1:1], hash_key: path}\nroutes:\n  - upstream: api\n",
+    )
+    .expect("write the config");
+    let (status, output) = run_lb(&["-t", "-c", path.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(
+        output.contains("upstreams.api.hash_key: \"path\": only consistent_hash hashes a key"),
+        "{output}"
+    );
+}

@@ -39,7 +39,7 @@ pub use server::drain_window;
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
 };
-pub use upstreams::{Balance, UpstreamConfig, DEFAULT_UPSTREAM};
+pub use upstreams::{Balance, HashKey, UpstreamConfig, DEFAULT_UPSTREAM};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or
@@ -349,6 +349,7 @@ impl Config {
             name: DEFAULT_UPSTREAM.to_string(),
             backends: backends.clone(),
             balance: Balance::RoundRobin,
+            hash_key: None,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });

@@ -105,9 +105,14 @@ impl Config {
             rows.push((
                 "upstream".into(),
                 format!(
-                    "{}: {}, {}; health check {} every {}",
+                    "{}: {}{}, {}; health check {} every {}",
                     upstream.name,
                     upstream.balance.as_str(),
+                    upstream
+                        .hash_key
+                        .as_ref()
+                        .map(|k| format!(" of {k}"))
+                        .unwrap_or_default(),
                     backends.join(", "),
                     hc.path,
                     d(hc.interval)

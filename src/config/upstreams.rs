@@ -28,6 +28,60 @@ pub enum Balance {
     /// Two backends at random, the one with fewer requests in flight per
     /// unit of weight.
     LeastRequest,
+    /// Ketama consistent hashing of a request key: the same key goes to the
+    /// same backend while it is usable.
+    ConsistentHash,
+}
+
+/// What a `consistent_hash` pool hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The path, without the query.
+    Path,
+    /// The path and query.
+    Uri,
+    /// A request header's value (absent: an empty key).
+    Header(http::HeaderName),
+    /// A cookie's value (absent: an empty key).
+    Cookie(String),
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::ClientIp => write!(f, "client_ip"),
+            HashKey::Path => write!(f, "path"),
+            HashKey::Uri => write!(f, "uri"),
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
+/// Parses a `hash_key` value.
+fn parse_hash_key(text: &str) -> Result<HashKey, String> {
+    match text {
+        "client_ip" => return Ok(HashKey::ClientIp),
+        "path" => return Ok(HashKey::Path),
+        "uri" => return Ok(HashKey::Uri),
+        _ => {}
+    }
+    if let Some(name) = text.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("{text:?}: {name:?} is not a header name"));
+    }
+    if let Some(name) = text
+        .strip_prefix("cookie:")
+        .filter(|n| !n.trim().is_empty())
+    {
+        return Ok(HashKey::Cookie(name.trim().to_string()));
+    }
+    Err(format!(
+        "{text:?}: write client_ip, path, uri, header:NAME or cookie:NAME"
+    ))
 }
 
 impl Balance {
@@ -36,6 +90,7 @@ impl Balance {
         match self {
             Balance::RoundRobin => "round_robin",
             Balance::LeastRequest => "least_request",
+            Balance::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -49,6 +104,8 @@ pub struct UpstreamConfig {
     pub backends: Vec<BackendConfig>,
     /// How a backend is picked.
     pub balance: Balance,
+    /// What `consistent_hash` hashes (None for the other balances).
+    pub hash_key: Option<HashKey>,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -61,6 +118,7 @@ pub struct UpstreamConfig {
 struct UpstreamFile {
     backends: Vec<serde_yaml_ng::Value>,
     balance: Option<String>,
+    hash_key: Option<String>,
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
     backend_tls: Option<BackendTlsFile>,
@@ -136,13 +194,35 @@ fn parse_upstream(
     let balance = match file.balance.as_deref() {
         None | Some("round_robin") => Balance::RoundRobin,
         Some("least_request") => Balance::LeastRequest,
+        Some("consistent_hash") => Balance::ConsistentHash,
         Some(other) => {
             errors.add(
                 format!("{key}.balance"),
-                format!("{other:?}: write round_robin or least_request"),
+                format!("{other:?}: write round_robin, least_request or consistent_hash"),
             );
             Balance::RoundRobin
         }
+    };
+    let hash_key = match (&file.hash_key, balance) {
+        (Some(text), Balance::ConsistentHash) => match parse_hash_key(text) {
+            Ok(key) => Some(key),
+            Err(why) => {
+                errors.add(format!("{key}.hash_key"), why);
+                None
+            }
+        },
+        (None, Balance::ConsistentHash) => Some(HashKey::ClientIp),
+        (Some(text), other) => {
+            errors.add(
+                format!("{key}.hash_key"),
+                format!(
+                    "{text:?}: only consistent_hash hashes a key; this pool's balance is {}",
+                    other.as_str()
+                ),
+            );
+            None
+        }
+        (None, _) => None,
     };
     let health = merged_health(file.health_check.unwrap_or_default(), top_health);
     let health_check = prefixed(key, errors, |e| parse_health_check(health, e));
@@ -158,6 +238,7 @@ fn parse_upstream(
         name,
         backends,
         balance,
+        hash_key,
         health_check,
         backend_transport,
     })

@@ -12,6 +12,7 @@
 //! over the same transport (TLS, SNI, HTTP/2), built once per config by
 //! [`transport::PeerTemplate`].
 
+mod balancer;
 pub mod health;
 pub mod members;
 pub mod outlier;
@@ -25,8 +26,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::lb::{Backend, Backends};
 use pingora::prelude::*;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Balance, Config, UpstreamConfig, WhenAllUnhealthy};
+use balancer::Balancer;
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
@@ -50,7 +51,7 @@ struct PoolSettings {
 pub struct Pool {
     /// The upstream's name (`default` for the top-level backends).
     name: String,
-    balancer: LoadBalancer<RoundRobin>,
+    balancer: Balancer,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
     probe: Arc<Probe>,
@@ -84,9 +85,11 @@ impl Pool {
             Arc::clone(&members),
             Arc::clone(&outliers),
         )?);
-        let mut balancer =
-            LoadBalancer::from_backends(Backends::new(Box::new(Discovery(Arc::clone(&members)))));
-        balancer.set_health_check(Box::new(SharedProbe(Arc::clone(&probe))));
+        let balancer = Balancer::new(
+            upstream.balance == Balance::ConsistentHash,
+            Backends::new(Box::new(Discovery(Arc::clone(&members)))),
+            Box::new(SharedProbe(Arc::clone(&probe))),
+        );
         let pool = Arc::new(Pool {
             name: upstream.name.clone(),
             balancer,
@@ -164,7 +167,7 @@ impl Pool {
     /// Picks the next backend in round-robin order that is healthy, not
     /// ejected, not draining and not in `tried`. When none is healthy,
     /// `when_all_unhealthy: try_all` picks among all backends not tried yet.
-    pub fn select(&self, tried: &[SocketAddr]) -> Selection {
+    pub fn select(&self, tried: &[SocketAddr], key: &[u8]) -> Selection {
         let states = self.members.states();
         let max_steps = self.max_steps.load(Relaxed);
         let untried = |backend: &Backend| {
@@ -180,7 +183,7 @@ impl Pool {
                 .and_then(|addr| states.get(addr))
                 .is_some_and(|s| !s.draining.load(Relaxed) && !self.outliers.is_ejected(s))
         };
-        let first = self.balancer.select_with(b"", max_steps, |b, healthy| {
+        let first = self.balancer.select_with(key, max_steps, |b, healthy| {
             healthy && untried(b) && in_service(b)
         });
         let first = match (first, self.settings.load().balance) {
@@ -221,6 +224,13 @@ impl Pool {
     /// The upstream's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether `upstream` can be applied to this pool by a reload: a
+    /// consistent-hash pool and a round-robin one have different rings, so
+    /// a change between them makes a new pool.
+    pub fn fits(&self, upstream: &UpstreamConfig) -> bool {
+        self.balancer.is_hashed() == (upstream.balance == Balance::ConsistentHash)
     }
 
     /// Records that `backend` answered a request without failing.

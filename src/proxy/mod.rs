@@ -288,10 +288,11 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let state = match ctx.routing.pool(ctx.upstream).select(&ctx.tried) {
+        let key = ctx.routing.hash_input(ctx.upstream, session);
+        let state = match ctx.routing.pool(ctx.upstream).select(&ctx.tried, &key) {
             Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use prometheus::IntCounter;
 
-use crate::config::Config;
+use crate::config::{Config, HashKey};
 use crate::pool::transport::PeerTemplate;
 use crate::pool::Pool;
 use crate::routing::{AmbiguousRoutes, Route, RouteTable};
 use crate::telemetry::metrics::metrics;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 
 /// The pools and routes of one config.
 pub struct Routing {
@@ -21,6 +23,8 @@ pub struct Routing {
     routes: RouteTable,
     /// How to connect to each pool's backends, in the same order.
     transports: Vec<PeerTemplate>,
+    /// What each `consistent_hash` pool hashes, in the same order.
+    hash_keys: Vec<Option<HashKey>>,
     /// `lb_route_requests_total` of each route, by id.
     route_counters: Vec<IntCounter>,
     /// `lb_route_requests_total{route="none"}`.
@@ -42,6 +46,11 @@ impl Routing {
                 .upstreams
                 .iter()
                 .map(|u| PeerTemplate::new(&u.backend_transport))
+                .collect(),
+            hash_keys: config
+                .upstreams
+                .iter()
+                .map(|u| u.hash_key.clone())
                 .collect(),
             pools,
             routes,
@@ -76,8 +85,48 @@ impl Routing {
         &self.pools[index]
     }
 
+    /// The bytes upstream `index` hashes for this request: empty unless
+    /// it balances by consistent hashing.
+    pub fn hash_input(&self, index: usize, session: &Session) -> Vec<u8> {
+        let Some(key) = self.hash_keys.get(index).and_then(Option::as_ref) else {
+            return Vec::new();
+        };
+        let request = session.req_header();
+        match key {
+            HashKey::ClientIp => session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string().into_bytes())
+                .unwrap_or_default(),
+            HashKey::Path => request.uri.path().as_bytes().to_vec(),
+            HashKey::Uri => request
+                .uri
+                .path_and_query()
+                .map_or_else(Vec::new, |p| p.as_str().as_bytes().to_vec()),
+            HashKey::Header(name) => request
+                .headers
+                .get(name)
+                .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
+            HashKey::Cookie(name) => cookie(request, name).unwrap_or_default(),
+        }
+    }
+
     /// How to reach the backends of upstream `index`.
     pub fn transport(&self, index: usize) -> &PeerTemplate {
         &self.transports[index]
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie(request: &RequestHeader, name: &str) -> Option<Vec<u8>> {
+    request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.as_bytes().to_vec())
+        })
 }

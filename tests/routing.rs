@@ -283,3 +283,61 @@ fn hash_key_without_consistent_hash_is_an_error() {
         "{output}"
     );
 }
+
+/// `GET /` with `cookie` (if any); the backend and the sticky cookie set.
+fn get_with_cookie(port: u16, cookie: Option<&str>) -> (String, Option<String>) {
+    let cookie_line = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    let raw = raw_exchange(
+        port,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{cookie_line}Connection: close\r\n\r\n").as_bytes(),
+        std::time::Duration::from_secs(10),
+    );
+    let (responses, _) = split_responses(&raw.bytes);
+    let response = responses.first().expect("a response");
+    assert_eq!(response.status, 200, "{}", raw.text());
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    let backend = body
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let set = response
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string);
+    (backend, set)
+}
+
+#[test]
+fn a_sticky_client_stays_on_its_backend_and_moves_when_it_dies() {
+    let (ports, mut backends) = backends_named_after_their_ports(3);
+    let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    sticky: {{cookie: lb_app, max_age: 1h}}\n    backends: [{}]\n\
+         routes:\n  - upstream: app\n",
+        list.join(", ")
+    ));
+    let (first, cookie) = get_with_cookie(lb.port, None);
+    let cookie = cookie.expect("the first response sets the sticky cookie");
+    assert!(cookie.starts_with("lb_app="), "{cookie}");
+    for _ in 0..100 {
+        let (backend, set) = get_with_cookie(lb.port, Some(&cookie));
+        assert_eq!(backend, first, "a sticky client moved");
+        assert_eq!(set, None, "the cookie was set again while it held");
+    }
+    // Its backend dies: the next request goes elsewhere, with no error,
+    // and carries a new cookie naming the new backend.
+    let index = ports
+        .iter()
+        .position(|p| p.to_string() == first)
+        .expect("a known backend");
+    backends[index].kill();
+    let (moved, new_cookie) = get_with_cookie(lb.port, Some(&cookie));
+    assert_ne!(moved, first);
+    let new_cookie = new_cookie.expect("a new cookie for the new backend");
+    assert_ne!(new_cookie, cookie);
+    for _ in 0..20 {
+        assert_eq!(get_with_cookie(lb.port, Some(&new_cookie)).0, moved);
+    }
+}

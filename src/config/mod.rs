@@ -39,7 +39,7 @@ pub use server::drain_window;
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
 };
-pub use upstreams::{Balance, HashKey, UpstreamConfig, DEFAULT_UPSTREAM};
+pub use upstreams::{Balance, HashKey, Sticky, UpstreamConfig, DEFAULT_UPSTREAM};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or
@@ -350,6 +350,7 @@ impl Config {
             backends: backends.clone(),
             balance: Balance::RoundRobin,
             hash_key: None,
+            sticky: None,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });

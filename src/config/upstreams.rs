@@ -33,6 +33,25 @@ pub enum Balance {
     ConsistentHash,
 }
 
+/// Sticky sessions: a cookie that names the backend a client's first
+/// request went to, and sends its later requests there while it can serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// The cookie's name.
+    pub cookie: String,
+    /// How long the client keeps it; a session cookie when absent.
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// An upstream's `sticky:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickyFile {
+    cookie: String,
+    #[serde(default, with = "humantime_serde")]
+    max_age: Option<std::time::Duration>,
+}
+
 /// What a `consistent_hash` pool hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -106,6 +125,8 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// What `consistent_hash` hashes (None for the other balances).
     pub hash_key: Option<HashKey>,
+    /// Stickiness by cookie, when configured.
+    pub sticky: Option<Sticky>,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -119,6 +140,7 @@ struct UpstreamFile {
     backends: Vec<serde_yaml_ng::Value>,
     balance: Option<String>,
     hash_key: Option<String>,
+    sticky: Option<StickyFile>,
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
     backend_tls: Option<BackendTlsFile>,
@@ -234,11 +256,26 @@ fn parse_upstream(
         warnings,
     );
     transport::check_kind_fits(health_check.kind, &backend_transport, errors);
+    let sticky = file.sticky.and_then(|sticky| {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
+            errors.add(
+                format!("{key}.sticky.cookie"),
+                format!("{:?}: not a cookie name", sticky.cookie),
+            );
+            return None;
+        }
+        Some(Sticky {
+            cookie: sticky.cookie,
+            max_age: sticky.max_age,
+        })
+    });
     (errors.len() == before).then_some(UpstreamConfig {
         name,
         backends,
         balance,
         hash_key,
+        sticky,
         health_check,
         backend_transport,
     })

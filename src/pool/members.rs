@@ -52,6 +52,9 @@ pub struct CheckRecord {
 #[derive(Debug)]
 pub struct BackendState {
     pub addr: SocketAddr,
+    /// What a sticky cookie names it by: a hash of its address, so the
+    /// cookie does not show the address and stays valid across restarts.
+    pub sticky_id: u64,
     /// The entry it was resolved from (`be1:8080`, `127.0.0.1:8081`).
     pub entry: String,
     /// The entry's host (`be1`, `127.0.0.1`): the default TLS SNI.
@@ -112,6 +115,7 @@ impl BackendState {
 
     fn new(addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
         BackendState {
+            sticky_id: sticky_id(&addr),
             addr,
             entry,
             host,
@@ -137,6 +141,15 @@ impl BackendState {
     pub fn for_test(addr: SocketAddr) -> Self {
         BackendState::new(addr, addr.to_string(), addr.ip().to_string(), 1)
     }
+}
+
+/// FNV-1a of the address's text: stable across processes and versions.
+fn sticky_id(addr: &SocketAddr) -> u64 {
+    addr.to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// The map of addresses to states that requests read.

@@ -154,6 +154,31 @@ impl Pool {
         self.balancer.backends().ready(&backend)
     }
 
+    /// Pingora's view of the backend `state` describes.
+    fn backend_of(&self, state: &BackendState) -> Backend {
+        Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(state.addr),
+            weight: state.weight,
+            ext: pingora::lb::Extensions::new(),
+        }
+    }
+
+    /// The backend a sticky cookie names, if it may serve: in the pool,
+    /// healthy, not ejected, not draining, not tried yet.
+    fn sticky_backend(
+        &self,
+        states: &members::StateMap,
+        id: u64,
+        tried: &[SocketAddr],
+    ) -> Option<Arc<BackendState>> {
+        let state = states.values().find(|s| s.sticky_id == id)?;
+        let usable = !tried.contains(&state.addr)
+            && !state.draining.load(Relaxed)
+            && !self.outliers.is_ejected(state)
+            && self.balancer.backends().ready(&self.backend_of(state));
+        usable.then(|| Arc::clone(state))
+    }
+
     async fn update(&self) {
         if let Err(e) = self.balancer.update().await {
             log::warn!("cannot update the backend pool: {e}");
@@ -167,8 +192,11 @@ impl Pool {
     /// Picks the next backend in round-robin order that is healthy, not
     /// ejected, not draining and not in `tried`. When none is healthy,
     /// `when_all_unhealthy: try_all` picks among all backends not tried yet.
-    pub fn select(&self, tried: &[SocketAddr], key: &[u8]) -> Selection {
+    pub fn select(&self, tried: &[SocketAddr], key: &[u8], sticky: Option<u64>) -> Selection {
         let states = self.members.states();
+        if let Some(state) = sticky.and_then(|id| self.sticky_backend(&states, id, tried)) {
+            return Selection::Backend(self.backend_of(&state), state);
+        }
         let max_steps = self.max_steps.load(Relaxed);
         let untried = |backend: &Backend| {
             backend

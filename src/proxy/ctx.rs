@@ -57,6 +57,9 @@ pub struct RequestCtx {
     pub(super) body_pending: bool,
     /// The pool serving this request, an index into the proxy's pools.
     pub(super) upstream: usize,
+    /// The sticky backend id to give the client in a cookie, when its
+    /// cookie named none or another backend than the one that served.
+    pub(super) set_sticky: Option<u64>,
     /// The route it matched, by id, when there are routes.
     pub(super) route: Option<usize>,
     /// A gRPC call's own deadline (`grpc-timeout`), which replaces

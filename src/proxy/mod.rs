@@ -140,6 +140,18 @@ impl ProxySettings {
     }
 }
 
+/// The `Set-Cookie` value that sends a client back to backend `id`.
+fn sticky_cookie(sticky: &crate::config::Sticky, id: u64) -> String {
+    match sticky.max_age {
+        Some(age) => format!(
+            "{}={id:016x}; Path=/; Max-Age={}; HttpOnly",
+            sticky.cookie,
+            age.as_secs()
+        ),
+        None => format!("{}={id:016x}; Path=/; HttpOnly", sticky.cookie),
+    }
+}
+
 impl Proxy {
     /// A proxy that spreads requests over `pools` (one per upstream of
     /// `config`, in its order) as `config` says.
@@ -216,6 +228,7 @@ impl ProxyHttp for Proxy {
             grpc_timeout: None,
             upstream: 0,
             route: None,
+            set_sticky: None,
             client_fault: None,
         }
     }
@@ -292,7 +305,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let key = ctx.routing.hash_input(ctx.upstream, session);
-        let state = match ctx.routing.pool(ctx.upstream).select(&ctx.tried, &key) {
+        let sticky = ctx.routing.sticky_choice(ctx.upstream, session);
+        let state = match ctx
+            .routing
+            .pool(ctx.upstream)
+            .select(&ctx.tried, &key, sticky)
+        {
             Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
@@ -323,6 +341,9 @@ impl ProxyHttp for Proxy {
         // (`hop_by_hop`): the standard policy costs 3.5k instructions a
         // request whether there are any or not.
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+        ctx.set_sticky = (ctx.routing.sticky(ctx.upstream).is_some()
+            && sticky != Some(state.sticky_id))
+        .then_some(state.sticky_id);
         ctx.backend = Some(InFlight::new(state));
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -493,6 +514,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        if let (Some(id), Some(sticky)) = (ctx.set_sticky, ctx.routing.sticky(ctx.upstream)) {
+            upstream_response.append_header(http::header::SET_COOKIE, sticky_cookie(sticky, id))?;
+        }
         if let Some(InFlight(backend)) = &ctx.backend {
             backend.requests.fetch_add(1, Relaxed);
             let status = upstream_response.status.as_u16();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prometheus::IntCounter;
 
-use crate::config::{Config, HashKey};
+use crate::config::{Config, HashKey, Sticky};
 use crate::pool::transport::PeerTemplate;
 use crate::pool::Pool;
 use crate::routing::{AmbiguousRoutes, Route, RouteTable};
@@ -25,6 +25,8 @@ pub struct Routing {
     transports: Vec<PeerTemplate>,
     /// What each `consistent_hash` pool hashes, in the same order.
     hash_keys: Vec<Option<HashKey>>,
+    /// Each pool's sticky cookie, in the same order.
+    sticky: Vec<Option<Sticky>>,
     /// `lb_route_requests_total` of each route, by id.
     route_counters: Vec<IntCounter>,
     /// `lb_route_requests_total{route="none"}`.
@@ -52,6 +54,7 @@ impl Routing {
                 .iter()
                 .map(|u| u.hash_key.clone())
                 .collect(),
+            sticky: config.upstreams.iter().map(|u| u.sticky.clone()).collect(),
             pools,
             routes,
             route_counters,
@@ -109,6 +112,19 @@ impl Routing {
                 .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
             HashKey::Cookie(name) => cookie(request, name).unwrap_or_default(),
         }
+    }
+
+    /// Upstream `index`'s sticky cookie settings, if it has them.
+    pub fn sticky(&self, index: usize) -> Option<&Sticky> {
+        self.sticky.get(index).and_then(Option::as_ref)
+    }
+
+    /// The backend id the request's sticky cookie for upstream `index`
+    /// names, if it has one that parses.
+    pub fn sticky_choice(&self, index: usize, session: &Session) -> Option<u64> {
+        let sticky = self.sticky(index)?;
+        let value = cookie(session.req_header(), &sticky.cookie)?;
+        u64::from_str_radix(std::str::from_utf8(&value).ok()?, 16).ok()
     }
 
     /// How to reach the backends of upstream `index`.

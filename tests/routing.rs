@@ -341,3 +341,39 @@ fn a_sticky_client_stays_on_its_backend_and_moves_when_it_dies() {
         assert_eq!(get_with_cookie(lb.port, Some(&new_cookie)).0, moved);
     }
 }
+
+#[test]
+fn peak_ewma_sends_little_to_a_slow_backend_and_notices_one_turning_slow() {
+    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (mut turning, turning_port) = spawn_be_on_any_port("turning", &[]);
+    let (_slow, slow) =
+        spawn_be_on_any_port("slow", &["--fault", "drip", "--drip-interval", "4ms"]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    balance: peak_ewma\n    ewma_decay: 2s\n\
+         \x20   backends: [127.0.0.1:{fast1}, 127.0.0.1:{turning_port}, 127.0.0.1:{slow}]\n\
+         routes:\n  - upstream: app\n"
+    ));
+    let counts = spread(lb.port, 32, 15);
+    let total: usize = counts.values().sum();
+    let slow_share = counts.get("slow").copied().unwrap_or(0);
+    assert!(
+        slow_share * 9 <= total,
+        "the slow backend got {slow_share} of {total}: {counts:?}"
+    );
+    // `turning` becomes slow: the same port, now dripping its answers.
+    turning.kill();
+    let _turned = BeBuilder::named("turning")
+        .args(&["--fault", "drip", "--drip-interval", "4ms"])
+        .start_on(turning_port);
+    let counts = spread(lb.port, 32, 15);
+    let total: usize = counts.values().sum();
+    let turned = counts.get("turning").copied().unwrap_or(0);
+    assert!(
+        turned * 5 <= total,
+        "the backend that turned slow still got {turned} of {total}: {counts:?}"
+    );
+    assert!(
+        counts.get("fast1").copied().unwrap_or(0) * 2 > total,
+        "{counts:?}"
+    );
+}

@@ -351,6 +351,7 @@ impl Config {
             balance: Balance::RoundRobin,
             hash_key: None,
             sticky: None,
+            ewma_decay: None,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });

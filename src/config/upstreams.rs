@@ -16,6 +16,9 @@ use super::transport::{self, BackendTransport};
 use super::{BackendConfig, HealthCheckConfig};
 use crate::routing::{RouteConfig, RouteTable};
 
+/// `peak_ewma`'s decay time when the config gives none.
+const DEFAULT_EWMA_DECAY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The name of the pool the top-level `backends:` make.
 pub const DEFAULT_UPSTREAM: &str = "default";
 
@@ -28,6 +31,9 @@ pub enum Balance {
     /// Two backends at random, the one with fewer requests in flight per
     /// unit of weight.
     LeastRequest,
+    /// Two backends, the one with the lower peak-EWMA latency times
+    /// requests in flight (Finagle's and Linkerd's balancer).
+    PeakEwma,
     /// Ketama consistent hashing of a request key: the same key goes to the
     /// same backend while it is usable.
     ConsistentHash,
@@ -109,6 +115,7 @@ impl Balance {
         match self {
             Balance::RoundRobin => "round_robin",
             Balance::LeastRequest => "least_request",
+            Balance::PeakEwma => "peak_ewma",
             Balance::ConsistentHash => "consistent_hash",
         }
     }
@@ -127,6 +134,8 @@ pub struct UpstreamConfig {
     pub hash_key: Option<HashKey>,
     /// Stickiness by cookie, when configured.
     pub sticky: Option<Sticky>,
+    /// `peak_ewma`'s decay time (None for the other balances).
+    pub ewma_decay: Option<std::time::Duration>,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -140,6 +149,8 @@ struct UpstreamFile {
     backends: Vec<serde_yaml_ng::Value>,
     balance: Option<String>,
     hash_key: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ewma_decay: Option<std::time::Duration>,
     sticky: Option<StickyFile>,
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
@@ -217,10 +228,13 @@ fn parse_upstream(
         None | Some("round_robin") => Balance::RoundRobin,
         Some("least_request") => Balance::LeastRequest,
         Some("consistent_hash") => Balance::ConsistentHash,
+        Some("peak_ewma") => Balance::PeakEwma,
         Some(other) => {
             errors.add(
                 format!("{key}.balance"),
-                format!("{other:?}: write round_robin, least_request or consistent_hash"),
+                format!(
+                    "{other:?}: write round_robin, least_request, peak_ewma or consistent_hash"
+                ),
             );
             Balance::RoundRobin
         }
@@ -256,6 +270,24 @@ fn parse_upstream(
         warnings,
     );
     transport::check_kind_fits(health_check.kind, &backend_transport, errors);
+    let ewma_decay = match (file.ewma_decay, balance) {
+        (Some(decay), Balance::PeakEwma) if decay.is_zero() => {
+            errors.add(format!("{key}.ewma_decay"), "0s: must be more than zero");
+            None
+        }
+        (decay, Balance::PeakEwma) => Some(decay.unwrap_or(DEFAULT_EWMA_DECAY)),
+        (Some(_), other) => {
+            errors.add(
+                format!("{key}.ewma_decay"),
+                format!(
+                    "only peak_ewma decays; this pool's balance is {}",
+                    other.as_str()
+                ),
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let sticky = file.sticky.and_then(|sticky| {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
@@ -276,6 +308,7 @@ fn parse_upstream(
         balance,
         hash_key,
         sticky,
+        ewma_decay,
         health_check,
         backend_transport,
     })

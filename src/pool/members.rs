@@ -64,6 +64,8 @@ pub struct BackendState {
     pub draining: AtomicBool,
     /// Requests being proxied to it now.
     pub in_flight: AtomicUsize,
+    /// Its response latency, for `peak_ewma` pools.
+    pub latency: super::ewma::PeakEwma,
     /// Requests it has answered, any status.
     pub requests: AtomicU64,
     /// Requests that failed on it (connect, reset, timeout, counted 5xx).
@@ -122,6 +124,7 @@ impl BackendState {
             weight,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            latency: super::ewma::PeakEwma::default(),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),

@@ -13,6 +13,7 @@
 //! [`transport::PeerTemplate`].
 
 mod balancer;
+pub mod ewma;
 pub mod health;
 pub mod members;
 pub mod outlier;
@@ -227,6 +228,17 @@ impl Pool {
                     _ => first,
                 })
             }
+            (Some(first), Balance::PeakEwma) => {
+                // As least_request, comparing the latency estimate times
+                // the requests in flight, per unit of weight.
+                let second = self.balancer.select_with(b"", max_steps, |b, healthy| {
+                    healthy && b.addr != first.addr && untried(b) && in_service(b)
+                });
+                Some(match second {
+                    Some(second) if cheaper(&states, &second, &first) => second,
+                    _ => first,
+                })
+            }
             (first, _) => first,
         };
         let chosen = first.or_else(|| {
@@ -287,6 +299,23 @@ fn lighter(states: &members::StateMap, a: &Backend, b: &Backend) -> bool {
             })
     };
     load(a) < load(b)
+}
+
+/// Whether `a` costs less than `b` by peak EWMA: latency estimate times
+/// (requests in flight + 1), per unit of weight. A backend without a
+/// sample yet costs 0, so it is tried and measured.
+fn cheaper(states: &members::StateMap, a: &Backend, b: &Backend) -> bool {
+    let cost = |backend: &Backend| {
+        backend
+            .addr
+            .as_inet()
+            .and_then(|addr| states.get(addr))
+            .map_or(f64::MAX, |s| {
+                s.latency.average() * (s.in_flight.load(Relaxed) + 1) as f64
+                    / s.weight.max(1) as f64
+            })
+    };
+    cost(a) < cost(b)
 }
 
 fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {

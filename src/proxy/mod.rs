@@ -514,6 +514,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        if let (Some(elapsed), Some(InFlight(backend))) = (ctx.upstream_elapsed, &ctx.backend) {
+            ctx.routing.observe_latency(ctx.upstream, backend, elapsed);
+        }
         if let (Some(id), Some(sticky)) = (ctx.set_sticky, ctx.routing.sticky(ctx.upstream)) {
             upstream_response.append_header(http::header::SET_COOKIE, sticky_cookie(sticky, id))?;
         }

@@ -4,10 +4,12 @@
 //! in the middle of it never mixes an old route with a new pool list.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::IntCounter;
 
 use crate::config::{Config, HashKey, Sticky};
+use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
 use crate::pool::Pool;
 use crate::routing::{AmbiguousRoutes, Route, RouteTable};
@@ -27,6 +29,8 @@ pub struct Routing {
     hash_keys: Vec<Option<HashKey>>,
     /// Each pool's sticky cookie, in the same order.
     sticky: Vec<Option<Sticky>>,
+    /// Each `peak_ewma` pool's decay time, in the same order.
+    ewma_decay: Vec<Option<Duration>>,
     /// `lb_route_requests_total` of each route, by id.
     route_counters: Vec<IntCounter>,
     /// `lb_route_requests_total{route="none"}`.
@@ -55,6 +59,7 @@ impl Routing {
                 .map(|u| u.hash_key.clone())
                 .collect(),
             sticky: config.upstreams.iter().map(|u| u.sticky.clone()).collect(),
+            ewma_decay: config.upstreams.iter().map(|u| u.ewma_decay).collect(),
             pools,
             routes,
             route_counters,
@@ -111,6 +116,14 @@ impl Routing {
                 .get(name)
                 .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
             HashKey::Cookie(name) => cookie(request, name).unwrap_or_default(),
+        }
+    }
+
+    /// Records a response time of `backend` in upstream `index`, if that
+    /// pool balances by peak EWMA.
+    pub fn observe_latency(&self, index: usize, backend: &BackendState, elapsed: Duration) {
+        if let Some(decay) = self.ewma_decay.get(index).copied().flatten() {
+            backend.latency.observe(elapsed, decay);
         }
     }
 

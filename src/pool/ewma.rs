@@ -1,0 +1,71 @@
+//! Peak-sensitive EWMA of a backend's response latency (Finagle's and
+//! Linkerd's "peak EWMA"): a sample above the average replaces it at once,
+//! a sample below pulls it down with a weight that decays over
+//! `ewma_decay`. A backend that turns slow is seen slow at its first slow
+//! answer; one that recovers earns its share back over the decay time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One backend's latency estimate. Updates are lock-free and may lose a
+/// sample to a concurrent one: it is an estimate.
+#[derive(Debug, Default)]
+pub struct PeakEwma {
+    /// The average, in nanoseconds, as f64 bits.
+    average: AtomicU64,
+    /// When the last sample came, in nanoseconds since [`epoch`].
+    stamp: AtomicU64,
+}
+
+/// The process's time origin for the stamps.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_nanos() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl PeakEwma {
+    /// Adds a response time.
+    pub fn observe(&self, sample: Duration, decay: Duration) {
+        let now = now_nanos();
+        let last = self.stamp.swap(now, Relaxed);
+        let average = f64::from_bits(self.average.load(Relaxed));
+        let sample = sample.as_nanos() as f64;
+        let next = if sample > average || last == 0 {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(last) as f64;
+            let weight = (-elapsed / decay.as_nanos().max(1) as f64).exp();
+            average * weight + sample * (1.0 - weight)
+        };
+        self.average.store(next.to_bits(), Relaxed);
+    }
+
+    /// The average response time in nanoseconds (0 before any sample).
+    pub fn average(&self) -> f64 {
+        f64::from_bits(self.average.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peak_replaces_the_average_and_recovery_decays() {
+        let ewma = PeakEwma::default();
+        let decay = Duration::from_millis(50);
+        ewma.observe(Duration::from_millis(1), decay);
+        ewma.observe(Duration::from_millis(100), decay);
+        assert_eq!(ewma.average(), 100_000_000.0);
+        std::thread::sleep(Duration::from_millis(100));
+        ewma.observe(Duration::from_millis(1), decay);
+        let average = ewma.average();
+        assert!(average < 20_000_000.0, "{average}");
+        assert!(average >= 1_000_000.0, "{average}");
+    }
+}

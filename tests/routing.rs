@@ -50,6 +50,16 @@ fn requests_go_to_the_most_specific_route_and_unmatched_ones_get_404() {
     let missed = get_host(lb.port, "other.org", "/");
     assert_eq!(missed.status, 404, "{}", missed.body);
     assert_eq!(missed.body.lines().count(), 1, "{:?}", missed.body);
+    // The access log names the route and the pool.
+    let line = "\"GET /v1/users?page=2 HTTP/1.1\" 200";
+    assert!(
+        lb.wait_for_log(line, std::time::Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let log = lb.log();
+    let logged = log.lines().find(|l| l.contains(line)).unwrap_or_default();
+    assert!(logged.ends_with("route=routes[2] upstream=api"), "{logged}");
     // strip_prefix: the api backend saw /users, not /v1/users.
     let recorded = std::fs::read_to_string(&api_record).unwrap_or_default();
     assert!(recorded.contains("GET /users?page=2"), "{recorded:?}");

@@ -31,6 +31,11 @@ pub(super) fn entry<'a>(
         sni: tls
             .and_then(|t| t.extension.get::<TlsInfo>())
             .and_then(|info| info.sni.as_deref()),
+        route: ctx
+            .route
+            .and_then(|id| ctx.routing.route(id))
+            .map(|r| r.name.as_str()),
+        upstream_name: ctx.route.map(|_| ctx.routing.pool(ctx.upstream).name()),
         status,
         bytes_sent: session.body_bytes_sent(),
         backend: ctx.backend.as_ref().map(|b| b.0.addr),

@@ -206,6 +206,10 @@ pub struct Entry<'a> {
     pub tls_version: Option<&'a str>,
     /// The name the client asked for in its TLS handshake.
     pub sni: Option<&'a str>,
+    /// The route that matched, when the config has routes.
+    pub route: Option<&'a str>,
+    /// The upstream (pool) it went to, when the config has routes.
+    pub upstream_name: Option<&'a str>,
     pub status: u16,
     pub bytes_sent: usize,
     #[serde(serialize_with = "optional_display")]
@@ -334,6 +338,14 @@ impl Entry<'_> {
         if let Some(version) = self.tls_version {
             let _ = write!(line, " tls={version} sni={}", self.sni.unwrap_or("-"));
         }
+        // Likewise only configs with routes.
+        if let Some(route) = self.route {
+            let _ = write!(
+                line,
+                " route={route} upstream={}",
+                self.upstream_name.unwrap_or("-")
+            );
+        }
     }
 }
 
@@ -350,6 +362,8 @@ mod tests {
             protocol: "HTTP/1.1",
             tls_version: None,
             sni: None,
+            route: None,
+            upstream_name: None,
             status: 200,
             bytes_sent: 31,
             backend: Some("127.0.0.1:8080".parse().unwrap()),
@@ -390,6 +404,22 @@ mod tests {
         assert_eq!(json["tls_version"], "TLSv1.3");
         assert_eq!(json["sni"], "a.test");
         assert_eq!(json["protocol"], "HTTP/2");
+    }
+
+    #[test]
+    fn routed_requests_name_their_route_and_upstream() {
+        let routed = Entry {
+            route: Some("routes[1]"),
+            upstream_name: Some("api"),
+            ..entry()
+        };
+        assert!(routed
+            .text_without_time()
+            .ends_with("request_id=abc route=routes[1] upstream=api"));
+        let json: serde_json::Value =
+            serde_json::from_str(&routed.line(AccessLogFormat::Json)).unwrap();
+        assert_eq!(json["route"], "routes[1]");
+        assert_eq!(json["upstream_name"], "api");
     }
 
     #[test]

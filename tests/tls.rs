@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::tls::*;
-use common::upgrade::KillOnDrop;
+use common::upgrade::run_lb_upgrade;
 use common::*;
 
 /// A certificate's files.
@@ -741,32 +741,6 @@ fn without_access_lines(log: &str) -> String {
         .collect()
 }
 
-/// Replaces `old` with `scripts/lb-upgrade`, checks that it reported
-/// success and that the old lb exited, and returns the new lb.
-fn upgrade(old: &mut Lb) -> KillOnDrop {
-    let new_log = old.dir.path().join("new.log");
-    let upgrade =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
-            .arg("-c")
-            .arg(old.config_path())
-            .args(["--lb", env!("CARGO_BIN_EXE_lb"), "--timeout", "30", "--log"])
-            .arg(&new_log)
-            .output()
-            .expect("run scripts/lb-upgrade");
-    let report = text(&upgrade);
-    // The new lb is not our child: stop it when the test ends, even when it fails.
-    let new_pid: Option<u32> = std::fs::read_to_string(old.dir.path().join("lb.pid"))
-        .ok()
-        .and_then(|pid| pid.trim().parse().ok());
-    let new = new_pid.map(KillOnDrop);
-    assert!(upgrade.status.success(), "lb-upgrade failed: {report}");
-    assert!(
-        old.proc.wait_exit(Duration::from_secs(10)).is_some(),
-        "the old lb is still running"
-    );
-    new.expect("no pid of the new lb in lb.pid")
-}
-
 // h2load is not used across an upgrade: after a GOAWAY it sends nothing
 // more on that connection and never opens another (nghttp2's
 // `try_again_or_fail`), so every request it had left counts as failed
@@ -827,7 +801,7 @@ fn a_graceful_upgrade_loses_no_request_of_http_2_clients_that_reconnect() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let _new = upgrade(&mut old);
+    let _new = run_lb_upgrade(&mut old, Duration::from_secs(10)).0;
 
     let mut answers = std::collections::BTreeMap::<String, usize>::new();
     let mut failures = Vec::new();

@@ -147,21 +147,8 @@ impl Pool {
 
     /// Whether the active health checks find `addr` healthy.
     pub fn is_healthy(&self, addr: &SocketAddr) -> bool {
-        let backend = Backend {
-            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
-            weight: self.members.state(addr).map_or(1, |s| s.weight),
-            ext: pingora::lb::Extensions::new(),
-        };
-        self.balancer.backends().ready(&backend)
-    }
-
-    /// Pingora's view of the backend `state` describes.
-    fn backend_of(&self, state: &BackendState) -> Backend {
-        Backend {
-            addr: pingora::protocols::l4::socket::SocketAddr::Inet(state.addr),
-            weight: state.weight,
-            ext: pingora::lb::Extensions::new(),
-        }
+        let weight = self.members.state(addr).map_or(1, |s| s.weight);
+        self.balancer.backends().ready(&backend_at(*addr, weight))
     }
 
     /// The backend a sticky cookie names, if it may serve: in the pool,
@@ -176,7 +163,10 @@ impl Pool {
         let usable = !tried.contains(&state.addr)
             && !state.draining.load(Relaxed)
             && !self.outliers.is_ejected(state)
-            && self.balancer.backends().ready(&self.backend_of(state));
+            && self
+                .balancer
+                .backends()
+                .ready(&backend_at(state.addr, state.weight));
         usable.then(|| Arc::clone(state))
     }
 
@@ -196,7 +186,7 @@ impl Pool {
     pub fn select(&self, tried: &[SocketAddr], key: &[u8], sticky: Option<u64>) -> Selection {
         let states = self.members.states();
         if let Some(state) = sticky.and_then(|id| self.sticky_backend(&states, id, tried)) {
-            return Selection::Backend(self.backend_of(&state), state);
+            return Selection::Backend(backend_at(state.addr, state.weight), state);
         }
         let max_steps = self.max_steps.load(Relaxed);
         let untried = |backend: &Backend| {
@@ -216,26 +206,21 @@ impl Pool {
             healthy && untried(b) && in_service(b)
         });
         let first = match (first, self.settings.load().balance) {
-            (Some(first), Balance::LeastRequest) => {
+            (Some(first), balance @ (Balance::LeastRequest | Balance::PeakEwma)) => {
                 // The second of two choices: the next usable backend in the
-                // ring; the one with fewer requests in flight per unit of
-                // weight serves.
+                // ring; the one that costs less by the balance serves.
                 let second = self.balancer.select_with(b"", max_steps, |b, healthy| {
                     healthy && b.addr != first.addr && untried(b) && in_service(b)
                 });
+                let cost = |backend: &Backend| {
+                    backend
+                        .addr
+                        .as_inet()
+                        .and_then(|addr| states.get(addr))
+                        .map_or(f64::MAX, |s| cost(s, balance))
+                };
                 Some(match second {
-                    Some(second) if lighter(&states, &second, &first) => second,
-                    _ => first,
-                })
-            }
-            (Some(first), Balance::PeakEwma) => {
-                // As least_request, comparing the latency estimate times
-                // the requests in flight, per unit of weight.
-                let second = self.balancer.select_with(b"", max_steps, |b, healthy| {
-                    healthy && b.addr != first.addr && untried(b) && in_service(b)
-                });
-                Some(match second {
-                    Some(second) if cheaper(&states, &second, &first) => second,
+                    Some(second) if cost(&second) < cost(&first) => second,
                     _ => first,
                 })
             }
@@ -286,36 +271,25 @@ impl Pool {
     }
 }
 
-/// Whether `a` has fewer requests in flight per unit of weight than `b`.
-fn lighter(states: &members::StateMap, a: &Backend, b: &Backend) -> bool {
-    let load = |backend: &Backend| {
-        backend
-            .addr
-            .as_inet()
-            .and_then(|addr| states.get(addr))
-            .map_or(u64::MAX, |s| {
-                // in_flight / weight, compared without division.
-                (s.in_flight.load(Relaxed) as u64 + 1) * 1_000 / s.weight.max(1) as u64
-            })
-    };
-    load(a) < load(b)
+/// Pingora's view of the backend at `addr`.
+fn backend_at(addr: SocketAddr, weight: usize) -> Backend {
+    Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight,
+        ext: pingora::lb::Extensions::new(),
+    }
 }
 
-/// Whether `a` costs less than `b` by peak EWMA: latency estimate times
-/// (requests in flight + 1), per unit of weight. A backend without a
-/// sample yet costs 0, so it is tried and measured.
-fn cheaper(states: &members::StateMap, a: &Backend, b: &Backend) -> bool {
-    let cost = |backend: &Backend| {
-        backend
-            .addr
-            .as_inet()
-            .and_then(|addr| states.get(addr))
-            .map_or(f64::MAX, |s| {
-                s.latency.average() * (s.in_flight.load(Relaxed) + 1) as f64
-                    / s.weight.max(1) as f64
-            })
-    };
-    cost(a) < cost(b)
+/// What sending one more request to `state` costs, per unit of weight:
+/// the requests in flight (`least_request`), times the latency estimate
+/// for `peak_ewma`. A backend without a latency sample yet costs 0 there,
+/// so it is tried and measured.
+fn cost(state: &BackendState, balance: Balance) -> f64 {
+    let load = (state.in_flight.load(Relaxed) + 1) as f64 / state.weight.max(1) as f64;
+    match balance {
+        Balance::PeakEwma => state.latency.average() * load,
+        _ => load,
+    }
 }
 
 fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {

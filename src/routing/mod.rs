@@ -212,21 +212,23 @@ fn normalize_host(host: &str) -> String {
 /// A request's host without its port, lower case, in `buf`; None when it
 /// does not fit (no route has such a long name) or is not UTF-8.
 fn lower_host<'a>(host: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        }
-        _ => host,
-    };
-    let host = host.trim_end_matches('.');
+    let host = host_without_port(host).trim_end_matches('.');
     let out = buf.get_mut(..host.len())?;
     out.copy_from_slice(host.as_bytes());
     out.make_ascii_lowercase();
     std::str::from_utf8(out).ok()
+}
+
+/// `host` (a Host header) without a `:port`; IPv6 literals keep their
+/// brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 #[cfg(test)]

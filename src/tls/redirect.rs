@@ -7,6 +7,8 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::routing::host_without_port;
+
 /// The app of a `redirect_https` listener.
 pub struct RedirectToHttps {
     /// The HTTPS port; left out of the URL when it is 443.
@@ -41,17 +43,6 @@ impl ServeHttp for RedirectToHttps {
     }
 }
 
-/// `host` without a `:port`; IPv6 literals keep their brackets.
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
 fn answer(status: StatusCode, location: Option<String>, body: &str) -> Response<Vec<u8>> {
     let mut response = Response::builder()
         .status(status)
@@ -69,7 +60,7 @@ fn answer(status: StatusCode, location: Option<String>, body: &str) -> Response<
 
 #[cfg(test)]
 mod tests {
-    use super::host_without_port;
+    use crate::routing::host_without_port;
 
     #[test]
     fn ports_are_taken_off_hosts() {

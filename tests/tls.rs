@@ -251,6 +251,34 @@ fn min_version_1_3_refuses_tls_1_2_and_the_default_takes_1_2_but_not_1_1() {
     }
 }
 
+#[test]
+fn the_tls_listen_flags_serve_https_without_a_config_file() {
+    if !tools_installed(&["openssl", "curl"]) {
+        return;
+    }
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let (dir, a, b) = dir_with_two_certs();
+    let tls_port = free_port();
+    let backend = format!("127.0.0.1:{be_port}");
+    let listen = format!("127.0.0.1:{tls_port}");
+    let _lb = Proc::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(["--tls-listen", &listen, "--backend", &backend])
+            .args(["--cert", path(&a.0), "--key", path(&a.1)])
+            .args(["--cert", path(&b.0), "--key", path(&b.1)])
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path()),
+    );
+    wait_for_port(tls_port);
+    let answer = curl_a_test(tls_port, &a.0, &[], "/");
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), HELLO_ONE);
+    // The second pair is chosen by SNI, as from a config file.
+    assert_eq!(
+        s_client(tls_port, &["-servername", "x.b.test"]).subject,
+        subject("b.test")
+    );
+}
+
 // 3. HTTPS through lb.
 
 #[test]

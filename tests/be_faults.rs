@@ -1,6 +1,7 @@
 //! `be`'s faults and its record file, seen over raw TCP with no lb in front:
-//! each fault does what `be --help` says, `GET /health` stays healthy under
-//! every fault, and the record file lists exactly the requests received.
+//! each fault does what `be --help` says (also when switched on by
+//! SIGUSR1), `GET /health` stays healthy under every fault, and the record
+//! file lists exactly the requests received.
 
 mod common;
 
@@ -97,9 +98,9 @@ fn hang_sends_nothing_and_keeps_the_connection_open() {
     assert_health_ok(port);
 }
 
-#[test]
-fn drip_sends_the_whole_response_one_byte_at_a_time() {
-    let (_be, port) = be(&["--fault", "drip", "--drip-interval", "2ms"]);
+/// Sends `GET /x` asking to close; asserts the one answer is the hello
+/// and that be closed. The reply, and how long it took in all.
+fn timed_hello(port: u16) -> (RawReply, Duration) {
     let started = Instant::now();
     let reply = raw_exchange(port, GET_X_CLOSE, TIMEOUT);
     let elapsed = started.elapsed();
@@ -107,6 +108,13 @@ fn drip_sends_the_whole_response_one_byte_at_a_time() {
     let response = only_response(&reply);
     assert_eq!(response.status, 200);
     assert_eq!(response.body, HELLO);
+    (reply, elapsed)
+}
+
+#[test]
+fn drip_sends_the_whole_response_one_byte_at_a_time() {
+    let (_be, port) = be(&["--fault", "drip", "--drip-interval", "2ms"]);
+    let (reply, elapsed) = timed_hello(port);
     // A lower bound only: every gap between two bytes is at least 2 ms.
     let gaps = reply.bytes.len() as u32 - 1;
     assert!(
@@ -114,6 +122,47 @@ fn drip_sends_the_whole_response_one_byte_at_a_time() {
         "{} bytes arrived in {elapsed:?}: not dripped",
         reply.bytes.len()
     );
+    assert_health_ok(port);
+}
+
+#[test]
+fn delay_answers_normally_after_the_delay() {
+    let (_be, port) = be(&["--fault", "delay", "--delay", "200ms"]);
+    let (_, elapsed) = timed_hello(port);
+    // A lower bound only.
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "answered in {elapsed:?}"
+    );
+    assert_health_ok(port);
+}
+
+#[test]
+fn fault_after_sigusr1_answers_normally_until_the_signal_then_on_open_connections_too() {
+    let (be, port) = be(&["--fault", "status-500", "--fault-after-sigusr1"]);
+    let mut stream = raw_connect(port, TIMEOUT);
+    let next_status = |stream: &mut std::net::TcpStream| {
+        use std::io::Read;
+        stream.write_all(GET_X).expect("send a request");
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while split_responses(&bytes).0.is_empty() {
+            let n = stream.read(&mut chunk).expect("read the response");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&bytes));
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        split_responses(&bytes).0[0].status
+    };
+    assert_eq!(next_status(&mut stream), 200);
+    assert_eq!(get(port, "/x").status, 200);
+    be.signal("USR1");
+    assert!(
+        be.wait_for_output("got SIGUSR1: fault status-500", TIMEOUT),
+        "be did not take the signal"
+    );
+    // The connection opened before the signal gets the fault, and new ones.
+    assert_eq!(next_status(&mut stream), 500);
+    assert_eq!(get(port, "/x").status, 500);
     assert_health_ok(port);
 }
 

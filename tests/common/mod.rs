@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a process may take to start accepting connections.
@@ -19,12 +20,30 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A child process killed when dropped.
 pub struct Proc {
     child: Child,
+    /// What it wrote to stderr, when the test reads it (see [`BeBuilder::start`]).
+    output: Arc<Mutex<String>>,
 }
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
         let child = cmd.spawn().expect("start the process");
-        Proc { child }
+        Proc {
+            child,
+            output: Arc::default(),
+        }
+    }
+
+    /// Waits until its collected stderr contains `text`; false if it does
+    /// not within `limit`.
+    pub fn wait_for_output(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.output.lock().expect("the output lock").contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {
@@ -141,7 +160,8 @@ impl BeBuilder {
 
     /// Starts it on a port the kernel picks (`--port 0`) and returns it
     /// with that port, read from its start-up log line: no other test's
-    /// process can take the port between a probe and the bind.
+    /// process can take the port between a probe and the bind. What it
+    /// logs after that is kept for [`Proc::wait_for_output`].
     pub fn start(self) -> (Proc, u16) {
         use std::io::BufRead;
         let mut proc = Proc::spawn(
@@ -169,7 +189,14 @@ impl BeBuilder {
                 )
             });
         // Keep draining its log so be never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let output = Arc::clone(&proc.output);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut output = output.lock().expect("the output lock");
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
         (proc, port)
     }
 }

@@ -16,7 +16,8 @@ use server::{BackendOptions, Fault};
 ///
 /// `GET /health` answers `200 ok` and `GET /headers` echoes the request's
 /// headers. `--fault` makes every other request misbehave, for testing how a
-/// proxy copes; `--record` lists the requests that reached `be`.
+/// proxy copes (from the start, or from SIGUSR1 on with
+/// `--fault-after-sigusr1`); `--record` lists the requests that reached `be`.
 #[derive(Debug, Parser)]
 #[command(name = "be", version, about)]
 struct Args {
@@ -40,6 +41,13 @@ struct Args {
     /// Pause between bytes with `--fault drip` (e.g. `100ms`, `1s`).
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
     drip_interval: Duration,
+    /// Wait before answering with `--fault delay` (e.g. `50ms`).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
+    delay: Duration,
+    /// Answer normally until the process gets SIGUSR1, then show `--fault`:
+    /// a backend that turns bad while lb keeps its connections.
+    #[arg(long)]
+    fault_after_sigusr1: bool,
     /// Append a `METHOD PATH` line to FILE for every request except
     /// `GET /health`, written before the request is answered.
     #[arg(long, value_name = "FILE")]
@@ -66,6 +74,8 @@ fn main() {
         quiet: args.quiet,
         fault: args.fault,
         drip_interval: args.drip_interval,
+        delay: args.delay,
+        fault_after_sigusr1: args.fault_after_sigusr1,
         record: args.record,
     };
     if let Err(e) = runtime.block_on(server::serve(options)) {

@@ -11,8 +11,11 @@
 //! one [`Fault`] on every request except `GET /health`, which always answers
 //! `200 ok` so health checks pass and the fault reaches clients: reset the
 //! connection before or in the middle of the response, never answer, answer
-//! one byte at a time, answer 500, or close a connection it said it would
-//! keep open.
+//! one byte at a time or late, answer 500, or close a connection it said it
+//! would keep open. With `fault_after_sigusr1` it answers normally until the
+//! process gets SIGUSR1, then shows its fault: a backend that turns bad on
+//! the same address, with the connections lb keeps to it, for tests that
+//! must not free its port by restarting it.
 //!
 //! # Recording
 //! With a record file, `be` appends one `METHOD PATH` line for each request it
@@ -29,6 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +59,10 @@ pub struct BackendOptions {
     pub fault: Fault,
     /// Pause between the bytes of a response under [`Fault::Drip`].
     pub drip_interval: Duration,
+    /// Wait before answering under [`Fault::Delay`].
+    pub delay: Duration,
+    /// Answer normally until SIGUSR1, then show `fault`.
+    pub fault_after_sigusr1: bool,
     /// File to append `METHOD PATH` to for every request but `GET /health`.
     pub record: Option<PathBuf>,
 }
@@ -76,6 +84,8 @@ pub enum Fault {
     Hang,
     /// Send a correct response one byte at a time, `--drip-interval` apart.
     Drip,
+    /// Wait `--delay`, then answer normally.
+    Delay,
     /// Answer `500 Internal Server Error` with the body `error from NAME`.
     #[value(name = "status-500")]
     Status500,
@@ -160,7 +170,10 @@ struct Backend {
     error_body: String,
     quiet: bool,
     fault: Fault,
+    /// Whether `fault` shows now: from the start, or once SIGUSR1 came.
+    faulty: AtomicBool,
     drip_interval: Duration,
+    delay: Duration,
     recorder: Option<Recorder>,
 }
 
@@ -188,6 +201,14 @@ impl After {
 /// Listens and serves until the process is stopped.
 pub async fn serve(options: BackendOptions) -> io::Result<()> {
     let recorder = options.record.as_deref().map(Recorder::open).transpose()?;
+    // Before the listening line a test waits for: a SIGUSR1 sent after it
+    // finds the handler in place, not the default action (exit).
+    let sigusr1 = if options.fault_after_sigusr1 {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(signal(SignalKind::user_defined1())?)
+    } else {
+        None
+    };
     let listener = TcpListener::bind(SocketAddr::new(options.bind, options.port)).await?;
     // With `--port 0`, the port the kernel picked.
     let port = listener.local_addr()?.port();
@@ -200,17 +221,33 @@ pub async fn serve(options: BackendOptions) -> io::Result<()> {
         error_body: format!("error from {name}\n"),
         quiet: options.quiet,
         fault: options.fault,
+        faulty: AtomicBool::new(sigusr1.is_none()),
         drip_interval: options.drip_interval,
+        delay: options.delay,
         recorder,
     });
+    let when = if sigusr1.is_some() {
+        " after SIGUSR1"
+    } else {
+        ""
+    };
     if options.fault == Fault::None {
         log::info!("be {name} listening on {}", listener.local_addr()?);
     } else {
         log::info!(
-            "be {name} listening on {} with fault {}",
+            "be {name} listening on {} with fault {}{when}",
             listener.local_addr()?,
             options.fault
         );
+    }
+    if let Some(mut sigusr1) = sigusr1 {
+        let backend = Arc::clone(&backend);
+        tokio::spawn(async move {
+            while sigusr1.recv().await.is_some() {
+                backend.faulty.store(true, Relaxed);
+                log::info!("be {name} got SIGUSR1: fault {} from now on", backend.fault);
+            }
+        });
     }
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -253,7 +290,7 @@ impl Backend {
             if !self.quiet {
                 log_request(peer, &head);
             }
-            let after = if health {
+            let after = if health || !self.faulty.load(Relaxed) {
                 self.answer_normally(&mut stream, &head).await?
             } else {
                 self.answer_with_fault(&mut stream, &head).await?
@@ -336,6 +373,10 @@ impl Backend {
                 let response = self.normal_response(head, keep_alive);
                 drip(stream, &response, self.drip_interval).await?;
                 Ok(After::keep_open_if(keep_alive))
+            }
+            Fault::Delay => {
+                tokio::time::sleep(self.delay).await;
+                self.answer_normally(stream, head).await
             }
             Fault::Status500 => {
                 let keep_alive = head.keep_alive();

@@ -8,7 +8,7 @@ pub mod tls;
 pub mod upgrade;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -95,14 +95,19 @@ pub fn free_port() -> u16 {
 
 /// Waits until `port` on 127.0.0.1 accepts a connection.
 pub fn wait_for_port(port: u16) {
+    wait_for_addr(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+}
+
+/// Waits until `ip`:`port` accepts a connection.
+pub fn wait_for_addr(ip: IpAddr, port: u16) {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((ip, port)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nothing accepted connections on port {port} within {START_TIMEOUT:?}");
+    panic!("nothing accepted connections on {ip}:{port} within {START_TIMEOUT:?}");
 }
 
 /// How to start a `be`: its name and extra arguments. The one place `be`
@@ -111,6 +116,8 @@ pub fn wait_for_port(port: u16) {
 pub struct BeBuilder {
     /// None: `be` names itself after its port.
     name: Option<String>,
+    /// The loopback address it listens on; 127.0.0.1 unless told.
+    bind: IpAddr,
     args: Vec<String>,
 }
 
@@ -119,6 +126,7 @@ impl BeBuilder {
     pub fn named(name: &str) -> Self {
         BeBuilder {
             name: Some(name.to_string()),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             args: Vec::new(),
         }
     }
@@ -127,6 +135,7 @@ impl BeBuilder {
     pub fn named_after_its_port() -> Self {
         BeBuilder {
             name: None,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             args: Vec::new(),
         }
     }
@@ -137,10 +146,20 @@ impl BeBuilder {
         self
     }
 
+    /// Listens on `ip` (another loopback address, such as 127.0.0.2: for a
+    /// name that resolves to several addresses, or a round-robin order
+    /// fixed by address).
+    pub fn bind(mut self, ip: Ipv4Addr) -> Self {
+        self.bind = IpAddr::V4(ip);
+        self
+    }
+
     fn command(&self, port: u16) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_be"));
         command
-            .args(["--bind", "127.0.0.1", "--quiet", "--port"])
+            .arg("--bind")
+            .arg(self.bind.to_string())
+            .args(["--quiet", "--port"])
             .arg(port.to_string())
             .args(&self.args)
             .stdout(Stdio::null());
@@ -154,7 +173,7 @@ impl BeBuilder {
     /// stops a backend and starts it again on the same address.
     pub fn start_on(self, port: u16) -> Proc {
         let proc = Proc::spawn(self.command(port).stderr(Stdio::null()));
-        wait_for_port(port);
+        wait_for_addr(self.bind, port);
         proc
     }
 
@@ -171,11 +190,12 @@ impl BeBuilder {
         );
         let stderr = proc.child.stderr.take().expect("be's stderr");
         let mut lines = std::io::BufReader::new(stderr).lines();
+        let listening = format!("listening on {}:", self.bind);
         let port = lines
             .by_ref()
             .map_while(Result::ok)
             .find_map(|line| {
-                let after = line.split("listening on 127.0.0.1:").nth(1)?;
+                let after = line.split(&listening).nth(1)?;
                 after
                     .split(|c: char| !c.is_ascii_digit())
                     .next()?

@@ -8,75 +8,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::h2c::{connect_h2, get, send};
 use common::*;
-use h2::client::SendRequest;
 use http::{Method, Request, StatusCode};
-use tokio::net::TcpStream;
 
 /// Starts lb with one h2c listener in front of the backends on `ports`.
 fn spawn_lb_h2c(ports: &[u16], extra: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut base = BaseConfig::new(dir.path(), port);
-    base.listeners.clear();
-    let config = format!(
-        "{}listeners:\n  - address: 127.0.0.1:{port}\n    h2c: true\n{}{extra}",
-        base.yaml().replace("listeners: []\n", ""),
-        backends_yaml(ports)
-    );
-    spawn_lb_with_config(dir, port, &config)
-}
-
-/// An HTTP/2 connection with prior knowledge to lb on `port`.
-async fn connect_h2(port: u16) -> SendRequest<Bytes> {
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to lb");
-    let (client, connection) = h2::client::handshake(tcp)
-        .await
-        .expect("HTTP/2 handshake with lb");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
-/// Sends `GET path` on `client`; the status and the whole body.
-async fn get(client: &SendRequest<Bytes>, path: &str) -> (StatusCode, String) {
-    send(client, Method::GET, path, None).await
-}
-
-async fn send(
-    client: &SendRequest<Bytes>,
-    method: Method,
-    path: &str,
-    body: Option<Bytes>,
-) -> (StatusCode, String) {
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://lb.test{path}"))
-        .body(())
-        .expect("a valid request");
-    let mut client = client.clone().ready().await.expect("lb takes a stream");
-    let (response, mut stream) = client
-        .send_request(request, body.is_none())
-        .expect("send the request");
-    if let Some(body) = body {
-        stream.send_data(body, true).expect("send the body");
-    }
-    let response = tokio::time::timeout(Duration::from_secs(10), response)
-        .await
-        .expect("response headers within 10 s")
-        .expect("a response");
-    let status = response.status();
-    let mut body = response.into_body();
-    let mut text = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.expect("the response body");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        text.extend_from_slice(&chunk);
-    }
-    (status, String::from_utf8_lossy(&text).into_owned())
+    common::h2c::spawn_lb_h2c(&format!("{}{extra}", backends_yaml(ports)))
 }
 
 #[test]

@@ -25,32 +25,105 @@ fn get_host(port: u16, host: &str, path: &str) -> Response {
     )
 }
 
+/// The routes the routing tests share, matched by specificity whatever
+/// their order: `*.example.com` to web, `/static/` to static, and
+/// api.example.com under `/v1/` to api with the prefix stripped; no
+/// catch-all.
+const ROUTES: &str = "routes:\n  - match: {host: \"*.example.com\"}\n    upstream: web\n\
+    \x20 - match: {path_prefix: /static/}\n    upstream: static\n\
+    \x20 - match: {host: api.example.com, path_prefix: /v1/}\n    upstream: api\n    strip_prefix: true\n";
+
+/// The route and the pool that serve a request; None: no route, 404.
+type Served = Option<(&'static str, &'static str)>;
+
+/// Requests through [`ROUTES`]: the host as the client writes it, the
+/// path, and what serves them.
+const ROUTED: [(&str, &str, Served); 6] = [
+    // Exact host with its prefix beats the wildcard written before it,
+    // whatever the case and port.
+    (
+        "api.example.com",
+        "/v1/users?page=2",
+        Some(("routes[2]", "api")),
+    ),
+    ("API.Example.com:8080", "/v1/x", Some(("routes[2]", "api"))),
+    // The same exact host without the prefix falls to the wildcard.
+    ("api.example.com", "/other", Some(("routes[0]", "web"))),
+    // A wildcard host beats a route for any host, whatever the prefix.
+    (
+        "www.example.com",
+        "/static/a.css",
+        Some(("routes[0]", "web")),
+    ),
+    ("other.org", "/static/a.css", Some(("routes[1]", "static"))),
+    // No route and no catch-all.
+    ("other.org", "/", None),
+];
+
+/// One `be` for each pool of [`ROUTES`], named after it; api records the
+/// requests that reach it.
+struct ThreePools {
+    _backends: [Proc; 3],
+    _dir: tempfile::TempDir,
+    api_record: std::path::PathBuf,
+    /// `upstreams:` and [`ROUTES`].
+    yaml: String,
+}
+
+impl ThreePools {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api_record = dir.path().join("api-requests");
+        let record = api_record.to_str().expect("a UTF-8 path");
+        let (api, api_port) = spawn_be_on_any_port("api", &["--record", record]);
+        let (files, files_port) = spawn_be_on_any_port("static", &[]);
+        let (web, web_port) = spawn_be_on_any_port("web", &[]);
+        let yaml = format!(
+            "upstreams:\n  api:\n    backends: [127.0.0.1:{api_port}]\n  static:\n    backends: [127.0.0.1:{files_port}]\n\
+             \x20 web:\n    backends: [127.0.0.1:{web_port}]\n{ROUTES}"
+        );
+        ThreePools {
+            _backends: [api, files, web],
+            _dir: dir,
+            api_record,
+            yaml,
+        }
+    }
+
+    /// Sends every request of [`ROUTED`] with `fetch` (host, path: status
+    /// and body) and asserts who answered: the pool's `be`, or lb's 404 in
+    /// one line. Then that api saw its paths without the `/v1` prefix.
+    fn assert_routed(&self, protocol: &str, mut fetch: impl FnMut(&str, &str) -> (u16, String)) {
+        for (host, path, routed) in ROUTED {
+            let (status, body) = fetch(host, path);
+            match routed {
+                Some((_, pool)) => assert_eq!(
+                    (status, body.as_str()),
+                    (200, format!("Hello From Backend Server {pool}\n").as_str()),
+                    "{protocol}: {host} {path}"
+                ),
+                None => {
+                    assert_eq!(status, 404, "{protocol}: {host} {path}: {body}");
+                    assert_eq!(body.trim_end().lines().count(), 1, "{protocol}: {body:?}");
+                }
+            }
+        }
+        let recorded = std::fs::read_to_string(&self.api_record).unwrap_or_default();
+        assert_eq!(
+            recorded, "GET /users?page=2\nGET /x\n",
+            "{protocol}: the api backend saw other paths"
+        );
+    }
+}
+
 #[test]
 fn requests_go_to_the_most_specific_route_and_unmatched_ones_get_404() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let api_record = dir.path().join("api-requests");
-    let (_api, api) = spawn_be_on_any_port("api", &["--record", api_record.to_str().unwrap()]);
-    let (_static, files) = spawn_be_on_any_port("static", &[]);
-    let (_web, web) = spawn_be_on_any_port("web", &[]);
-    let lb = spawn_lb_with(&format!(
-        "upstreams:\n  api:\n    backends: [127.0.0.1:{api}]\n  static:\n    backends: [127.0.0.1:{files}]\n  web:\n    backends: [127.0.0.1:{web}]\n\
-         routes:\n  - match: {{host: \"*.example.com\"}}\n    upstream: web\n\
-         \x20 - match: {{path_prefix: /static/}}\n    upstream: static\n\
-         \x20 - match: {{host: api.example.com, path_prefix: /v1/}}\n    upstream: api\n    strip_prefix: true\n"
-    ));
-    let served = |host: &str, path: &str| served_by(&get_host(lb.port, host, path));
-    // Exact host with its prefix beats the wildcard written before it.
-    assert_eq!(served("api.example.com", "/v1/users?page=2"), "api");
-    assert_eq!(served("API.Example.com:8080", "/v1/x"), "api");
-    // The same exact host without the prefix falls to the wildcard.
-    assert_eq!(served("api.example.com", "/other"), "web");
-    // A wildcard host beats a route for any host, whatever the prefix.
-    assert_eq!(served("www.example.com", "/static/a.css"), "web");
-    assert_eq!(served("other.org", "/static/a.css"), "static");
-    // No route and no catch-all: 404, said in one line.
-    let missed = get_host(lb.port, "other.org", "/");
-    assert_eq!(missed.status, 404, "{}", missed.body);
-    assert_eq!(missed.body.lines().count(), 1, "{:?}", missed.body);
+    let pools = ThreePools::start();
+    let lb = spawn_lb_with(&pools.yaml);
+    pools.assert_routed("HTTP/1.1", |host, path| {
+        let response = get_host(lb.port, host, path);
+        (response.status, response.body)
+    });
     // The access log names the route and the pool.
     let line = "\"GET /v1/users?page=2 HTTP/1.1\" 200";
     assert!(
@@ -61,10 +134,67 @@ fn requests_go_to_the_most_specific_route_and_unmatched_ones_get_404() {
     let log = lb.log();
     let logged = log.lines().find(|l| l.contains(line)).unwrap_or_default();
     assert!(logged.ends_with("route=routes[2] upstream=api"), "{logged}");
-    // strip_prefix: the api backend saw /users, not /v1/users.
-    let recorded = std::fs::read_to_string(&api_record).unwrap_or_default();
-    assert!(recorded.contains("GET /users?page=2"), "{recorded:?}");
-    assert!(!recorded.contains("/v1/"), "{recorded:?}");
+}
+
+#[test]
+fn over_h2c_routes_match_the_authority_as_they_match_the_host_header() {
+    use common::h2c::{connect_h2, exchange, spawn_lb_h2c};
+    let pools = ThreePools::start();
+    let lb = spawn_lb_h2c(&pools.yaml);
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let client = rt.block_on(connect_h2(lb.port));
+    // The h2 client puts the URI's authority in `:authority` and sends no
+    // Host header.
+    pools.assert_routed("h2c", |host, path| {
+        let request = http::Request::get(format!("http://{host}{path}"))
+            .body(())
+            .expect("a valid request");
+        let (status, body) = rt.block_on(exchange(&client, request, None));
+        (status.as_u16(), body)
+    });
+}
+
+#[test]
+fn over_tls_http2_routes_match_the_authority_too() {
+    use common::tls::{curl, make_cert, text, tools_installed};
+    if !tools_installed(&["openssl", "curl"]) {
+        return;
+    }
+    let pools = ThreePools::start();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = make_cert(certs.path(), "lb.test", &["lb.test"]);
+    let cert = common::tls::path(&cert);
+    let port = free_port();
+    let listener = format!(
+        "{{address: 127.0.0.1:{port}, tls: {{certificates: [{{cert: {cert}, key: {}}}]}}}}",
+        common::tls::path(&key)
+    );
+    let _lb = spawn_lb_listening(&[(port, listener)], &pools.yaml);
+    let resolve = format!("lb.test:{port}:127.0.0.1");
+    // The connection is to lb.test (SNI and certificate); over HTTP/2 curl
+    // sends the Host header it is given as `:authority`.
+    pools.assert_routed("TLS h2", |host, target| {
+        let output = curl(&[
+            "--http2",
+            "--cacert",
+            cert,
+            "--resolve",
+            &resolve,
+            "-H",
+            &format!("Host: {host}"),
+            "-w",
+            "\n@@%{http_code} %{http_version}",
+            &format!("https://lb.test:{port}{target}"),
+        ]);
+        assert!(output.status.success(), "curl failed: {}", text(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (body, written) = stdout
+            .rsplit_once("\n@@")
+            .unwrap_or_else(|| panic!("no status after the body: {stdout:?}"));
+        let (status, version) = written.split_once(' ').expect("status and version");
+        assert_eq!(version, "2", "{host} {target}: not HTTP/2");
+        (status.parse().expect("a status"), body.to_string())
+    });
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! them when the test ends.
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
+pub mod h2c;
 pub mod keepalive;
 pub mod tls;
 pub mod upgrade;
@@ -359,6 +360,29 @@ pub fn spawn_lb_edited(ports: &[u16], edit: impl FnOnce(&mut BaseConfig), extra:
 /// Makes every health check fail: `be` answers 200, the checks expect 204.
 pub fn expect_204(base: &mut BaseConfig) {
     base.health_check.expected_status = Some(vec![204]);
+}
+
+/// Starts lb with the base sections but `listeners`, given as (port, YAML
+/// entry in flow style, such as `{address: 127.0.0.1:8001, h2c: true}`), then
+/// `rest`; waits until every listener accepts. Its `port` is the first's.
+pub fn spawn_lb_listening(listeners: &[(u16, String)], rest: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = listeners.first().expect("a listener").0;
+    let mut base = BaseConfig::new(dir.path(), port);
+    base.listeners.clear();
+    let entries: String = listeners
+        .iter()
+        .map(|(_, entry)| format!("  - {entry}\n"))
+        .collect();
+    let config = format!(
+        "{}listeners:\n{entries}{rest}",
+        base.yaml().replace("listeners: []\n", "")
+    );
+    let lb = spawn_lb_with_config(dir, port, &config);
+    for (port, _) in listeners {
+        wait_for_port(*port);
+    }
+    lb
 }
 
 /// Starts lb with `config` written to `dir/lb.yaml`; its log goes to `dir/lb.log`.

@@ -10,21 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Reads one metric's value from Prometheus text: the sum over every line
-/// whose name and labels start with `prefix`.
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn scrape(admin_port: u16) -> String {
-    let response = get(admin_port, "/metrics");
-    assert_eq!(response.status, 200);
-    response.body
-}
-
 #[test]
 fn request_counters_rise_by_exactly_the_requests_sent() {
     let (ports, _backends) = three_backends();

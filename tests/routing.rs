@@ -198,6 +198,44 @@ fn over_tls_http2_routes_match_the_authority_too() {
 }
 
 #[test]
+fn each_route_counts_its_requests_and_the_unmatched_count_as_none() {
+    let pools = ThreePools::start();
+    let admin_port = free_port();
+    let lb = spawn_lb_with(&format!(
+        "{}admin: {{listen: 127.0.0.1:{admin_port}}}\n",
+        pools.yaml
+    ));
+    wait_for_port(admin_port);
+    let series = |route: &str| format!("lb_route_requests_total{{route=\"{route}\"}}");
+    // Every route's series is there from the start, at 0.
+    let before = scrape(admin_port);
+    for route in ["routes[0]", "routes[1]", "routes[2]", "none"] {
+        assert_eq!(metric_value(&before, &series(route)), Some(0.0), "{before}");
+    }
+    for _ in 0..3 {
+        for (host, path, _) in ROUTED {
+            get_host(lb.port, host, path);
+        }
+    }
+    // Each round of ROUTED: two requests for routes[0] (the wildcard), one
+    // for routes[1] (/static/), two for routes[2] (api.example.com/v1/)
+    // and one 404.
+    let after = scrape(admin_port);
+    for (route, count) in [
+        ("routes[0]", 6.0),
+        ("routes[1]", 3.0),
+        ("routes[2]", 6.0),
+        ("none", 3.0),
+    ] {
+        assert_eq!(
+            metric_value(&after, &series(route)),
+            Some(count),
+            "{route}:\n{after}"
+        );
+    }
+}
+
+#[test]
 fn a_catch_all_route_takes_what_no_other_matches_and_the_default_pool_stays() {
     let (_default_be, default_port) = spawn_be_on_any_port("default", &[]);
     let (_api_be, api_port) = spawn_be_on_any_port("api", &[]);

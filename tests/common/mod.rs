@@ -652,6 +652,30 @@ impl Proc {
     }
 }
 
+/// What lb's admin listener on `admin_port` serves at `/metrics`.
+pub fn scrape(admin_port: u16) -> String {
+    let response = get(admin_port, "/metrics");
+    assert_eq!(response.status, 200);
+    response.body
+}
+
+/// Reads one metric's value from Prometheus text: the sum over every line
+/// whose name and labels start with `prefix`.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The value of the one series written exactly `series` (name and
+/// labels, e.g. `lb_route_requests_total{route="none"}`); None when it is
+/// not exported.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Which `be` answered: the name at the end of its hello message.
 pub fn served_by(response: &Response) -> String {
     assert_eq!(response.status, 200, "unexpected response: {response:?}");

@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dns::FakeDns;
 use common::keepalive::keep_alive_load;
 use common::*;
-
-/// Polls until some request is served by `name`; false after `limit`.
-fn wait_until_served_by(port: u16, name: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if served_by(&get(port, "/")) == name {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
 
 #[test]
 fn sighup_adds_and_removes_backends_under_load_without_an_error() {
@@ -41,7 +30,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
     std::fs::write(lb.config_path(), config).unwrap();
     lb.proc.signal("HUP");
     assert!(
-        wait_until_served_by(lb.port, &ports[2].to_string(), Duration::from_secs(5)),
+        wait_until_served_by(lb.port, "/", &ports[2].to_string(), Duration::from_secs(5)),
         "the added backend got no traffic:\n{}",
         lb.log()
     );
@@ -90,103 +79,37 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
     assert_eq!(served.len(), 2, "the pool changed: {served:?}");
 }
 
-/// A DNS server for one name: answers A queries with the current `records`
-/// and anything else with no answer. Runs until `stop`.
-fn fake_dns(
-    records: Arc<Mutex<Vec<Ipv4Addr>>>,
-    stop: Arc<AtomicBool>,
-) -> (u16, std::thread::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while !stop.load(Relaxed) {
-            let Ok((len, from)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            if let Some(reply) = dns_reply(&buf[..len], &records.lock().unwrap()) {
-                let _ = socket.send_to(&reply, from);
-            }
-        }
-    });
-    (port, handle)
-}
-
-/// Builds the answer to one DNS query.
-fn dns_reply(query: &[u8], records: &[Ipv4Addr]) -> Option<Vec<u8>> {
-    if query.len() < 12 {
-        return None;
-    }
-    // The question: labels up to a zero byte, then type and class.
-    let mut end = 12;
-    while *query.get(end)? != 0 {
-        end += 1 + query[end] as usize;
-    }
-    let question_end = end + 5;
-    let qtype = u16::from_be_bytes([*query.get(end + 1)?, *query.get(end + 2)?]);
-    let answers: &[Ipv4Addr] = if qtype == 1 { records } else { &[] };
-    let mut reply = Vec::with_capacity(question_end + answers.len() * 16);
-    reply.extend_from_slice(&query[..2]); // id
-    reply.extend_from_slice(&[0x81, 0x80, 0, 1]); // response, recursion available; one question
-    reply.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-    reply.extend_from_slice(&[0, 0, 0, 0]);
-    reply.extend_from_slice(query.get(12..question_end)?);
-    for ip in answers {
-        reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
-        reply.extend_from_slice(&ip.octets());
-    }
-    Some(reply)
-}
-
 #[test]
 fn dns_discovery_follows_the_records() {
-    let port = free_port();
-    let spawn_on = |ip: &str, name: &str| {
-        let proc = Proc::spawn(
-            std::process::Command::new(env!("CARGO_BIN_EXE_be"))
-                .args(["--quiet", "--bind", ip, "--name", name, "--port"])
-                .arg(port.to_string())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        );
-        let deadline = Instant::now() + START_TIMEOUT;
-        while std::net::TcpStream::connect((ip, port)).is_err() {
-            assert!(Instant::now() < deadline, "be on {ip} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        proc
-    };
-    let _two = spawn_on("127.0.0.2", "two");
-    let _three = spawn_on("127.0.0.3", "three");
-
-    let records = Arc::new(Mutex::new(vec![Ipv4Addr::new(127, 0, 0, 2)]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (dns_port, dns) = fake_dns(records.clone(), stop.clone());
+    let (two_ip, three_ip) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    // Both on one port, as the records give only addresses.
+    let (_two, port) = BeBuilder::named("two").bind(two_ip).start();
+    let _three = BeBuilder::named("three").bind(three_ip).start_on(port);
+    let dns = FakeDns::start();
+    dns.set("app.test", &[two_ip]);
 
     let dir = tempfile::tempdir().unwrap();
     let lb_port = free_port();
     let config = format!(
-        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{dns_port}}}\n",
-        base_config(dir.path(), lb_port)
+        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n",
+        base_config(dir.path(), lb_port),
+        dns.port
     );
     let lb = spawn_lb_with_config(dir, lb_port, &config);
     assert!(
-        wait_until_served_by(lb_port, "two", Duration::from_secs(10)),
+        wait_until_served_by(lb_port, "/", "two", Duration::from_secs(10)),
         "{}",
         lb.log()
     );
 
     // A second record: both serve. Then only the second: the first drains.
-    records.lock().unwrap().push(Ipv4Addr::new(127, 0, 0, 3));
+    dns.set("app.test", &[two_ip, three_ip]);
     assert!(
-        wait_until_served_by(lb_port, "three", Duration::from_secs(10)),
+        wait_until_served_by(lb_port, "/", "three", Duration::from_secs(10)),
         "{}",
         lb.log()
     );
-    *records.lock().unwrap() = vec![Ipv4Addr::new(127, 0, 0, 3)];
+    dns.set("app.test", &[three_ip]);
     assert!(
         lb.wait_for_log("backend 127.0.0.2", Duration::from_secs(10))
             && lb.wait_for_log("removed", Duration::from_secs(10)),
@@ -195,8 +118,6 @@ fn dns_discovery_follows_the_records() {
     );
     let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
     assert!(served.iter().all(|s| s == "three"), "{served:?}");
-    stop.store(true, Relaxed);
-    dns.join().unwrap();
 }
 
 /// Sends an admin request and returns its status and body.
@@ -277,6 +198,7 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
     );
     assert!(wait_until_served_by(
         lb.port,
+        "/",
         &ports[2].to_string(),
         Duration::from_secs(5)
     ));
@@ -314,6 +236,7 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
     );
     assert!(wait_until_served_by(
         lb.port,
+        "/",
         &ports[0].to_string(),
         Duration::from_secs(5)
     ));
@@ -360,6 +283,7 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
     assert_eq!(reloaded.status, 200, "{reloaded:?}");
     assert!(wait_until_served_by(
         lb.port,
+        "/",
         &ports[0].to_string(),
         Duration::from_secs(5)
     ));

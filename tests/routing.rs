@@ -249,6 +249,59 @@ fn a_catch_all_route_takes_what_no_other_matches_and_the_default_pool_stays() {
 }
 
 #[test]
+fn each_pool_resolves_its_own_host_names_and_follows_their_records() {
+    use common::dns::FakeDns;
+    use std::net::Ipv4Addr;
+    let ip = |n| Ipv4Addr::new(127, 0, 0, n);
+    // Four backends on one port, as records give only addresses.
+    let (_api_a, port) = BeBuilder::named("api-a").bind(ip(2)).start();
+    let _web_a = BeBuilder::named("web-a").bind(ip(3)).start_on(port);
+    let _api_b = BeBuilder::named("api-b").bind(ip(4)).start_on(port);
+    let _web_b = BeBuilder::named("web-b").bind(ip(5)).start_on(port);
+    let dns = FakeDns::start();
+    dns.set("api.test", &[ip(2)]);
+    dns.set("web.test", &[ip(3)]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  api:\n    backends: [api.test:{port}]\n  web:\n    backends: [web.test:{port}]\n\
+         routes:\n  - {{match: {{path_prefix: /api/}}, upstream: api}}\n  - upstream: web\n\
+         discovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n",
+        dns.port
+    ));
+    let served = |path: &str| -> Vec<String> {
+        let mut names: Vec<String> = (0..8).map(|_| served_by(&get(lb.port, path))).collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    // Resolved before lb serves: each pool's own name, and only that.
+    assert_eq!(served("/api/x"), ["api-a"]);
+    assert_eq!(served("/"), ["web-a"]);
+
+    // api.test moves to another address: api follows, web stays.
+    dns.set("api.test", &[ip(4)]);
+    let limit = Duration::from_secs(10);
+    assert!(
+        wait_until_served_by(lb.port, "/api/x", "api-b", limit),
+        "{}",
+        lb.log()
+    );
+    let removed = format!("backend 127.0.0.2:{port} removed from the pool");
+    assert!(lb.wait_for_log(&removed, limit), "{}", lb.log());
+    assert_eq!(served("/api/x"), ["api-b"]);
+    assert_eq!(served("/"), ["web-a"]);
+
+    // web.test gets a second address: web serves from both, api is as it was.
+    dns.set("web.test", &[ip(3), ip(5)]);
+    assert!(
+        wait_until_served_by(lb.port, "/", "web-b", limit),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(served("/"), ["web-a", "web-b"]);
+    assert_eq!(served("/api/x"), ["api-b"]);
+}
+
+#[test]
 fn routing_mistakes_are_config_errors_naming_the_key() {
     let cases = [
         (

@@ -3,6 +3,7 @@
 //! them when the test ends.
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
+pub mod dns;
 pub mod h2c;
 pub mod keepalive;
 pub mod tls;
@@ -685,6 +686,19 @@ pub fn served_by(response: &Response) -> String {
         .strip_prefix("Hello From Backend Server ")
         .unwrap_or_else(|| panic!("not a be hello: {:?}", response.body))
         .to_string()
+}
+
+/// Polls lb on `port` with `GET path` until `name` serves one; false after
+/// `limit`.
+pub fn wait_until_served_by(port: u16, path: &str, name: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if served_by(&get(port, path)) == name {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// `n` `be` named after their ports, on ports the kernel picks.

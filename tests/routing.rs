@@ -1,6 +1,9 @@
-//! Several pools behind one lb: routes by host and path prefix, the 404 when
-//! none matches, prefix stripping, config errors that name their key, and
-//! least-request balancing against a slow backend.
+//! Several pools behind one lb: routes by host (HTTP/1.1's Host, HTTP/2's
+//! :authority over h2c and TLS) and path prefix, the 404 when none matches,
+//! prefix stripping, the requests each route counted, each pool resolving
+//! its own host names, config errors that name their key, and the
+//! two-choice balances against a slow backend (least_request beside round
+//! robin, peak_ewma with a backend that turns slow).
 
 mod common;
 

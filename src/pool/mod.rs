@@ -13,6 +13,7 @@
 //! [`transport::PeerTemplate`].
 
 mod balancer;
+mod clock;
 pub mod ewma;
 pub mod health;
 pub mod members;

@@ -354,13 +354,17 @@ fn a_sticky_client_stays_on_its_backend_and_moves_when_it_dies() {
 
 #[test]
 fn peak_ewma_sends_little_to_a_slow_backend_and_notices_one_turning_slow() {
+    // Two fast backends: with two random choices, a request whose two picks
+    // are both slow goes to a slow one, so with one fast backend of three a
+    // third of the traffic would be the least the slow ones could get.
     let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
     let (mut turning, turning_port) = spawn_be_on_any_port("turning", &[]);
     let (_slow, slow) =
         spawn_be_on_any_port("slow", &["--fault", "drip", "--drip-interval", "4ms"]);
     let lb = spawn_lb_with(&format!(
         "upstreams:\n  app:\n    balance: peak_ewma\n    ewma_decay: 2s\n\
-         \x20   backends: [127.0.0.1:{fast1}, 127.0.0.1:{turning_port}, 127.0.0.1:{slow}]\n\
+         \x20   backends: [127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{turning_port}, 127.0.0.1:{slow}]\n\
          routes:\n  - upstream: app\n"
     ));
     let counts = spread(lb.port, 32, 15);
@@ -382,8 +386,94 @@ fn peak_ewma_sends_little_to_a_slow_backend_and_notices_one_turning_slow() {
         turned * 5 <= total,
         "the backend that turned slow still got {turned} of {total}: {counts:?}"
     );
+    let fast =
+        counts.get("fast1").copied().unwrap_or(0) + counts.get("fast2").copied().unwrap_or(0);
+    assert!(fast * 2 > total, "{counts:?}");
+}
+
+/// How many of `count` requests, sent one after another, `name` answered.
+fn share_of(port: u16, name: &str, count: usize) -> usize {
+    (0..count)
+        .filter(|_| served_by(&get(port, "/")) == name)
+        .count()
+}
+
+/// Asserts that `name` takes a small share of 90 requests at once, more a
+/// second later and its full round-robin third once the 3 s ramp is over.
+fn assert_ramps_up(lb: &Lb, name: &str) {
+    use std::time::Duration;
+    let early = share_of(lb.port, name, 90);
+    std::thread::sleep(Duration::from_millis(1000));
+    let middle = share_of(lb.port, name, 90);
+    std::thread::sleep(Duration::from_millis(2500));
+    let full = share_of(lb.port, name, 90);
     assert!(
-        counts.get("fast1").copied().unwrap_or(0) * 2 > total,
-        "{counts:?}"
+        early < middle && middle < full,
+        "{name} got {early}, then {middle}, then {full} of 90: not a rising share\n{}",
+        lb.log()
     );
+    assert_eq!(full, 30, "after its ramp, round robin gives it a third");
+}
+
+#[test]
+fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
+    use std::time::Duration;
+    let (ports, backends) = backends_named_after_their_ports(3);
+    let [a, b, c] = [ports[0], ports[1], ports[2]];
+    let pool = |list: &str| {
+        format!(
+            "upstreams:\n  app:\n    slow_start: 3s\n    health_check: {{unhealthy_threshold: 1, healthy_threshold: 1}}\n\
+             \x20   backends: [{list}]\nroutes:\n  - upstream: app\n"
+        )
+    };
+    let two = pool(&format!("127.0.0.1:{a}, 127.0.0.1:{b}"));
+    let lb = spawn_lb_with(&two);
+    // Backends there at start take their full share at once.
+    assert_eq!(share_of(lb.port, &a.to_string(), 90), 45);
+
+    // Added by a reload.
+    let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
+    let three = pool(&format!("127.0.0.1:{a}, 127.0.0.1:{b}, 127.0.0.1:{c}"));
+    std::fs::write(lb.config_path(), config.replace(&two, &three)).expect("write the config");
+    lb.proc.signal("HUP");
+    let added = format!("backend 127.0.0.1:{c} added to the pool");
+    assert!(
+        lb.wait_for_log(&added, Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    assert_ramps_up(&lb, &c.to_string());
+
+    // Frozen, its health checks time out; thawed, it comes back.
+    backends[2].signal("STOP");
+    let down = format!("backend 127.0.0.1:{c} down");
+    assert!(
+        lb.wait_for_log(&down, Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    backends[2].signal("CONT");
+    let up = format!("backend 127.0.0.1:{c} up");
+    assert!(
+        lb.wait_for_log(&up, Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    assert_ramps_up(&lb, &c.to_string());
+}
+
+#[test]
+fn random_balance_spreads_requests_over_every_backend_by_weight() {
+    let (ports, _backends) = backends_named_after_their_ports(3);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    balance: random\n    backends: [127.0.0.1:{}, 127.0.0.1:{}, {{address: 127.0.0.1:{}, weight: 3}}]\n\
+         routes:\n  - upstream: app\n",
+        ports[0], ports[1], ports[2]
+    ));
+    let counts = spread(lb.port, 4, 150);
+    let of = |p: u16| counts.get(&p.to_string()).copied().unwrap_or(0);
+    // Expected 120, 120 and 360 of 600; a random draw strays, not by half.
+    assert!(of(ports[0]) > 60 && of(ports[1]) > 60, "{counts:?}");
+    assert!(of(ports[2]) > 240, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 600, "{counts:?}");
 }

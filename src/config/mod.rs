@@ -352,6 +352,7 @@ impl Config {
             hash_key: None,
             sticky: None,
             ewma_decay: None,
+            slow_start: None,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });

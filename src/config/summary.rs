@@ -105,13 +105,17 @@ impl Config {
             rows.push((
                 "upstream".into(),
                 format!(
-                    "{}: {}{}, {}; health check {} every {}",
+                    "{}: {}{}{}, {}; health check {} every {}",
                     upstream.name,
                     upstream.balance.as_str(),
                     upstream
                         .hash_key
                         .as_ref()
                         .map(|k| format!(" of {k}"))
+                        .unwrap_or_default(),
+                    upstream
+                        .slow_start
+                        .map(|ramp| format!(", slow start {}", d(ramp)))
                         .unwrap_or_default(),
                     backends.join(", "),
                     hc.path,

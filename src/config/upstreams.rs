@@ -28,6 +28,8 @@ pub enum Balance {
     /// Weighted round robin, in a strict global order (Pingora's).
     #[default]
     RoundRobin,
+    /// A backend at random, in proportion to its weight.
+    Random,
     /// Two backends at random, the one with fewer requests in flight per
     /// unit of weight.
     LeastRequest,
@@ -114,6 +116,7 @@ impl Balance {
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
+            Balance::Random => "random",
             Balance::LeastRequest => "least_request",
             Balance::PeakEwma => "peak_ewma",
             Balance::ConsistentHash => "consistent_hash",
@@ -136,6 +139,9 @@ pub struct UpstreamConfig {
     pub sticky: Option<Sticky>,
     /// `peak_ewma`'s decay time (None for the other balances).
     pub ewma_decay: Option<std::time::Duration>,
+    /// How long a backend that returns (or is added) takes to ramp from a
+    /// small share of its traffic to its full share; None: no ramp.
+    pub slow_start: Option<std::time::Duration>,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -152,6 +158,8 @@ struct UpstreamFile {
     #[serde(default, with = "humantime_serde")]
     ewma_decay: Option<std::time::Duration>,
     sticky: Option<StickyFile>,
+    #[serde(default, with = "humantime_serde")]
+    slow_start: Option<std::time::Duration>,
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
     backend_tls: Option<BackendTlsFile>,
@@ -226,6 +234,7 @@ fn parse_upstream(
     let backends = prefixed(key, errors, |e| parse_backends(&file.backends, e));
     let balance = match file.balance.as_deref() {
         None | Some("round_robin") => Balance::RoundRobin,
+        Some("random") => Balance::Random,
         Some("least_request") => Balance::LeastRequest,
         Some("consistent_hash") => Balance::ConsistentHash,
         Some("peak_ewma") => Balance::PeakEwma,
@@ -233,7 +242,7 @@ fn parse_upstream(
             errors.add(
                 format!("{key}.balance"),
                 format!(
-                    "{other:?}: write round_robin, least_request, peak_ewma or consistent_hash"
+                    "{other:?}: write round_robin, random, least_request, peak_ewma or consistent_hash"
                 ),
             );
             Balance::RoundRobin
@@ -302,6 +311,8 @@ fn parse_upstream(
             max_age: sticky.max_age,
         })
     });
+    // 0s is written to turn the ramp off explicitly.
+    let slow_start = file.slow_start.filter(|ramp| !ramp.is_zero());
     (errors.len() == before).then_some(UpstreamConfig {
         name,
         backends,
@@ -309,6 +320,7 @@ fn parse_upstream(
         hash_key,
         sticky,
         ewma_decay,
+        slow_start,
         health_check,
         backend_transport,
     })

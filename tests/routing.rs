@@ -106,6 +106,14 @@ fn routing_mistakes_are_config_errors_naming_the_key() {
             "upstreams:\n  a: {backends: [127.0.0.1:1]}\n  b: {backends: [127.0.0.1:2]}\n",
             "routes: none given",
         ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1]}\n  api: {backends: [127.0.0.1:2]}\nroutes:\n  - upstream: api\n",
+            "upstreams: duplicate entry with key \"api\"",
+        ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1], slow_start: soon}\nroutes:\n  - upstream: api\n",
+            "upstreams.api: invalid value: string \"soon\", expected a duration",
+        ),
     ];
     for (yaml, expected) in cases {
         let dir = tempfile::tempdir().expect("temp dir");

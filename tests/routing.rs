@@ -114,6 +114,14 @@ fn routing_mistakes_are_config_errors_naming_the_key() {
             "upstreams:\n  api: {backends: [127.0.0.1:1], slow_start: soon}\nroutes:\n  - upstream: api\n",
             "upstreams.api: invalid value: string \"soon\", expected a duration",
         ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1]}\nroutes:\n  - upstream: api\nbalance: random\n",
+            "backends: none, yet balance",
+        ),
+        (
+            "backends: [127.0.0.1:1]\nhash_key: path\n",
+            "hash_key: \"path\": only consistent_hash hashes a key",
+        ),
     ];
     for (yaml, expected) in cases {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -484,4 +492,28 @@ fn random_balance_spreads_requests_over_every_backend_by_weight() {
     assert!(of(ports[0]) > 60 && of(ports[1]) > 60, "{counts:?}");
     assert!(of(ports[2]) > 240, "{counts:?}");
     assert_eq!(counts.values().sum::<usize>(), 600, "{counts:?}");
+}
+
+#[test]
+fn the_top_level_backends_take_the_same_balancing_keys_as_a_pool() {
+    let (ports, _backends) = backends_named_after_their_ports(3);
+    let lb = spawn_lb(
+        &ports,
+        "balance: consistent_hash\nhash_key: path\nslow_start: 10s\n",
+    );
+    let first = placement(lb.port, 0..60);
+    assert_eq!(placement(lb.port, 0..60), first, "a key moved");
+    let used: std::collections::HashSet<&String> = first.iter().collect();
+    assert_eq!(used.len(), 3, "60 keys on fewer than 3 backends: {first:?}");
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", lb.config_path().to_str().unwrap()])
+        .output()
+        .expect("run lb -t");
+    let output = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{output}");
+    assert!(
+        output.contains("consistent_hash of path, slow start 10s"),
+        "{output}"
+    );
 }

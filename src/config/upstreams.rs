@@ -54,7 +54,7 @@ pub struct Sticky {
 /// An upstream's `sticky:` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StickyFile {
+pub(super) struct StickyFile {
     cookie: String,
     #[serde(default, with = "humantime_serde")]
     max_age: Option<std::time::Duration>,
@@ -124,14 +124,10 @@ impl Balance {
     }
 }
 
-/// One pool as configured.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Its name: `default` for the top-level `backends:`.
-    pub name: String,
-    /// Its backends, in the order written.
-    pub backends: Vec<BackendConfig>,
-    /// How a backend is picked.
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Default)]
+pub struct Balancing {
+    /// The policy.
     pub balance: Balance,
     /// What `consistent_hash` hashes (None for the other balances).
     pub hash_key: Option<HashKey>,
@@ -142,6 +138,41 @@ pub struct UpstreamConfig {
     /// How long a backend that returns (or is added) takes to ramp from a
     /// small share of its traffic to its full share; None: no ramp.
     pub slow_start: Option<std::time::Duration>,
+}
+
+impl Balancing {
+    /// One line for `lb -t`: `consistent_hash of path, slow start 30s,
+    /// sticky cookie lb_app`.
+    pub fn describe(&self) -> String {
+        let mut text = self.balance.as_str().to_string();
+        if let Some(key) = &self.hash_key {
+            text.push_str(&format!(" of {key}"));
+        }
+        if let Some(decay) = self.ewma_decay {
+            text.push_str(&format!(", decay {}", humantime::format_duration(decay)));
+        }
+        if let Some(ramp) = self.slow_start {
+            text.push_str(&format!(
+                ", slow start {}",
+                humantime::format_duration(ramp)
+            ));
+        }
+        if let Some(sticky) = &self.sticky {
+            text.push_str(&format!(", sticky cookie {}", sticky.cookie));
+        }
+        text
+    }
+}
+
+/// One pool as configured.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Its name: `default` for the top-level `backends:`.
+    pub name: String,
+    /// Its backends, in the order written.
+    pub backends: Vec<BackendConfig>,
+    /// How a backend is picked.
+    pub balancing: Balancing,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -232,6 +263,65 @@ fn parse_upstream(
 ) -> Option<UpstreamConfig> {
     let before = errors.len();
     let backends = prefixed(key, errors, |e| parse_backends(&file.backends, e));
+    let balancing = parse_balancing(
+        &format!("{key}."),
+        BalancingFile {
+            balance: file.balance,
+            hash_key: file.hash_key,
+            ewma_decay: file.ewma_decay,
+            sticky: file.sticky,
+            slow_start: file.slow_start,
+        },
+        errors,
+    );
+    let health = merged_health(file.health_check.unwrap_or_default(), top_health);
+    let health_check = prefixed(key, errors, |e| parse_health_check(health, e));
+    let backend_transport = transport::parse_transport(
+        &format!("{key}."),
+        file.backend_protocol,
+        file.backend_tls,
+        errors,
+        warnings,
+    );
+    transport::check_kind_fits(health_check.kind, &backend_transport, errors);
+    (errors.len() == before).then_some(UpstreamConfig {
+        name,
+        backends,
+        balancing,
+        health_check,
+        backend_transport,
+    })
+}
+
+/// How a pool balances, as written: in an `upstreams:` entry, or at the
+/// top level for the pool `default`.
+#[derive(Debug, Default)]
+pub(super) struct BalancingFile {
+    pub balance: Option<String>,
+    pub hash_key: Option<String>,
+    pub ewma_decay: Option<std::time::Duration>,
+    pub sticky: Option<StickyFile>,
+    pub slow_start: Option<std::time::Duration>,
+}
+
+impl BalancingFile {
+    /// Whether any key is written.
+    pub(super) fn is_written(&self) -> bool {
+        self.balance.is_some()
+            || self.hash_key.is_some()
+            || self.ewma_decay.is_some()
+            || self.sticky.is_some()
+            || self.slow_start.is_some()
+    }
+}
+
+/// Checks a pool's balancing keys; `prefix` (`upstreams.api.`, or empty at
+/// the top level) starts each error's key.
+pub(super) fn parse_balancing(
+    prefix: &str,
+    file: BalancingFile,
+    errors: &mut Problems,
+) -> Balancing {
     let balance = match file.balance.as_deref() {
         None | Some("round_robin") => Balance::RoundRobin,
         Some("random") => Balance::Random,
@@ -240,7 +330,7 @@ fn parse_upstream(
         Some("peak_ewma") => Balance::PeakEwma,
         Some(other) => {
             errors.add(
-                format!("{key}.balance"),
+                format!("{prefix}balance"),
                 format!(
                     "{other:?}: write round_robin, random, least_request, peak_ewma or consistent_hash"
                 ),
@@ -252,14 +342,14 @@ fn parse_upstream(
         (Some(text), Balance::ConsistentHash) => match parse_hash_key(text) {
             Ok(key) => Some(key),
             Err(why) => {
-                errors.add(format!("{key}.hash_key"), why);
+                errors.add(format!("{prefix}hash_key"), why);
                 None
             }
         },
         (None, Balance::ConsistentHash) => Some(HashKey::ClientIp),
         (Some(text), other) => {
             errors.add(
-                format!("{key}.hash_key"),
+                format!("{prefix}hash_key"),
                 format!(
                     "{text:?}: only consistent_hash hashes a key; this pool's balance is {}",
                     other.as_str()
@@ -269,25 +359,15 @@ fn parse_upstream(
         }
         (None, _) => None,
     };
-    let health = merged_health(file.health_check.unwrap_or_default(), top_health);
-    let health_check = prefixed(key, errors, |e| parse_health_check(health, e));
-    let backend_transport = transport::parse_transport(
-        &format!("{key}."),
-        file.backend_protocol,
-        file.backend_tls,
-        errors,
-        warnings,
-    );
-    transport::check_kind_fits(health_check.kind, &backend_transport, errors);
     let ewma_decay = match (file.ewma_decay, balance) {
         (Some(decay), Balance::PeakEwma) if decay.is_zero() => {
-            errors.add(format!("{key}.ewma_decay"), "0s: must be more than zero");
+            errors.add(format!("{prefix}ewma_decay"), "0s: must be more than zero");
             None
         }
         (decay, Balance::PeakEwma) => Some(decay.unwrap_or(DEFAULT_EWMA_DECAY)),
         (Some(_), other) => {
             errors.add(
-                format!("{key}.ewma_decay"),
+                format!("{prefix}ewma_decay"),
                 format!(
                     "only peak_ewma decays; this pool's balance is {}",
                     other.as_str()
@@ -301,7 +381,7 @@ fn parse_upstream(
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
             errors.add(
-                format!("{key}.sticky.cookie"),
+                format!("{prefix}sticky.cookie"),
                 format!("{:?}: not a cookie name", sticky.cookie),
             );
             return None;
@@ -313,17 +393,13 @@ fn parse_upstream(
     });
     // 0s is written to turn the ramp off explicitly.
     let slow_start = file.slow_start.filter(|ramp| !ramp.is_zero());
-    (errors.len() == before).then_some(UpstreamConfig {
-        name,
-        backends,
+    Balancing {
         balance,
         hash_key,
-        sticky,
         ewma_decay,
+        sticky,
         slow_start,
-        health_check,
-        backend_transport,
-    })
+    }
 }
 
 /// Runs `parse` on its own problem list and adds what it found under `key`.

@@ -180,24 +180,6 @@ impl BackendState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_ramp_starts_small_and_ends_at_the_full_share() {
-        let state = BackendState::for_test("127.0.0.1:1".parse().expect("an address"));
-        let ramp = Duration::from_millis(200);
-        assert_eq!(state.ramp_share(ramp), 1.0, "not ramping: full share");
-        state.start_ramp();
-        let share = state.ramp_share(ramp);
-        assert!((RAMP_FLOOR..0.5).contains(&share), "{share}");
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(state.ramp_share(ramp), 1.0);
-        assert_eq!(state.ramp_started.load(Relaxed), 0, "the ramp is over");
-    }
-}
-
 /// The address's FNV-1a hash: stable across processes and versions.
 fn sticky_id(addr: &SocketAddr) -> u64 {
     fnv1a(addr.to_string().as_bytes())
@@ -383,5 +365,23 @@ pub struct Discovery(pub Arc<Members>);
 impl ServiceDiscovery for Discovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         Ok((self.0.resolve().await, HashMap::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ramp_starts_small_and_ends_at_the_full_share() {
+        let state = BackendState::for_test("127.0.0.1:1".parse().expect("an address"));
+        let ramp = Duration::from_millis(200);
+        assert_eq!(state.ramp_share(ramp), 1.0, "not ramping: full share");
+        state.start_ramp();
+        let share = state.ramp_share(ramp);
+        assert!((RAMP_FLOOR..0.5).contains(&share), "{share}");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(state.ramp_share(ramp), 1.0);
+        assert_eq!(state.ramp_started.load(Relaxed), 0, "the ramp is over");
     }
 }

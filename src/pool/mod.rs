@@ -90,7 +90,7 @@ impl Pool {
             Arc::clone(&outliers),
         )?);
         let balancer = Balancer::new(
-            RingKind::of(upstream.balance),
+            RingKind::of(upstream.balancing.balance),
             Backends::new(Box::new(Discovery(Arc::clone(&members)))),
             Box::new(SharedProbe(Arc::clone(&probe))),
         );
@@ -226,7 +226,7 @@ impl Pool {
     /// balance that walks another kind of ring (round robin, random,
     /// consistent hash) makes a new pool.
     pub fn fits(&self, upstream: &UpstreamConfig) -> bool {
-        self.balancer.kind() == RingKind::of(upstream.balance)
+        self.balancer.kind() == RingKind::of(upstream.balancing.balance)
     }
 
     /// Records that `backend` answered a request without failing.
@@ -370,8 +370,8 @@ fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
         when_all_unhealthy: config.when_all_unhealthy,
         health_check_interval: upstream.health_check.interval,
         discovery_interval: config.discovery.interval,
-        balance: upstream.balance,
-        slow_start: upstream.slow_start,
+        balance: upstream.balancing.balance,
+        slow_start: upstream.balancing.slow_start,
     }
 }
 

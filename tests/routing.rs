@@ -203,7 +203,7 @@ fn least_request_sends_little_to_a_slow_backend() {
 }
 
 #[test]
-fn a_reload_adds_a_pool_and_a_route_under_load_without_an_error() {
+fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_error() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::sync::Arc;
     use std::time::Duration;
@@ -235,6 +235,29 @@ fn a_reload_adds_a_pool_and_a_route_under_load_without_an_error() {
     // Served at once, by the new pool.
     assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "api");
     assert_eq!(served_by(&get_host(lb.port, "x", "/")), "web");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Then the pool and its routes go, and the default pool changes its
+    // balance to one on another ring.
+    let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
+    let start = config.find("upstreams:").expect("the pools just added");
+    let rebuilt = format!(
+        "{}balance: consistent_hash\nhash_key: path\n",
+        &config[..start]
+    );
+    std::fs::write(lb.config_path(), rebuilt).expect("write the config");
+    lb.proc.signal("HUP");
+    assert!(
+        lb.wait_for_log("upstream api removed", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        lb.log().contains("upstream default rebuilt"),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "web");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Relaxed);
     let (ok, errors) = load.join().expect("the load");

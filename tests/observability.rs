@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Reads one metric's value from Prometheus text: the sum over every line
-/// whose name and labels start with `prefix`.
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn scrape(admin_port: u16) -> String {
     let response = get(admin_port, "/metrics");
     assert_eq!(response.status, 200);
@@ -41,30 +32,27 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
     // lb's own answers count too: a 414 no backend served.
     assert_eq!(lb.get(&format!("/{}", "u".repeat(9000))).status, 414);
     let after = scrape(admin_port);
-    let sent = metric_sum(&after, "lb_requests_total{") - metric_sum(&before, "lb_requests_total{");
-    assert_eq!(sent, 38.0, "{after}");
+    let rise = |labels: &[(&str, &str)]| {
+        metric_sum(&after, "lb_requests_total", labels)
+            - metric_sum(&before, "lb_requests_total", labels)
+    };
+    assert_eq!(rise(&[]), 38.0, "{after}");
     let routed_2xx: f64 = ports
         .iter()
         .map(|p| {
-            metric_sum(
-                &after,
-                &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
-            )
+            let backend = format!("127.0.0.1:{p}");
+            rise(&[
+                ("upstream", "default"),
+                ("backend", &backend),
+                ("class", "2xx"),
+            ])
         })
-        .sum::<f64>()
-        - ports
-            .iter()
-            .map(|p| {
-                metric_sum(
-                    &before,
-                    &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
-                )
-            })
-            .sum::<f64>();
-    assert_eq!(routed_2xx, 37.0);
+        .sum();
+    assert_eq!(routed_2xx, 37.0, "{after}");
     assert_eq!(
-        metric_sum(&after, "lb_requests_total{backend=\"none\",class=\"4xx\"}"),
-        1.0
+        rise(&[("upstream", "none"), ("backend", "none"), ("class", "4xx")]),
+        1.0,
+        "{after}"
     );
     for name in [
         "lb_request_duration_seconds_bucket",
@@ -78,15 +66,15 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }
     for p in &ports {
+        let backend = format!("127.0.0.1:{p}");
+        let labels = [("upstream", "default"), ("backend", backend.as_str())];
         assert_eq!(
-            metric_sum(
-                &after,
-                &format!("lb_backend_healthy{{backend=\"127.0.0.1:{p}\"}}")
-            ),
-            1.0
+            metric_sum(&after, "lb_backend_healthy", &labels),
+            1.0,
+            "{after}"
         );
     }
-    assert!(metric_sum(&after, "lb_health_checks_total{") > 0.0);
+    assert!(metric_sum(&after, "lb_health_checks_total", &[]) > 0.0);
 }
 
 #[test]
@@ -113,19 +101,30 @@ fn retries_reloads_and_connection_reuse_are_counted() {
     );
     let text = scrape(admin_port);
     assert!(
-        metric_sum(&text, "lb_retries_total{reason=\"reset_before_response\"}") >= 5.0,
+        metric_sum(
+            &text,
+            "lb_retries_total",
+            &[("reason", "reset_before_response")]
+        ) >= 5.0,
         "{text}"
     );
     assert_eq!(
-        metric_sum(&text, "lb_config_reloads_total{outcome=\"success\"}"),
+        metric_sum(&text, "lb_config_reloads_total", &[("outcome", "success")]),
         1.0,
         "{text}"
     );
     assert!(
-        metric_sum(&text, "lb_upstream_connections_total{reused=\"true\"}") > 0.0,
+        metric_sum(
+            &text,
+            "lb_upstream_connections_total",
+            &[("reused", "true")]
+        ) > 0.0,
         "{text}"
     );
-    assert!(metric_sum(&text, "lb_client_connections") >= 1.0, "{text}");
+    assert!(
+        metric_sum(&text, "lb_client_connections", &[]) >= 1.0,
+        "{text}"
+    );
 }
 
 fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {

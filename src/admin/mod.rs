@@ -34,7 +34,7 @@ use crate::config::{AdminConfig, BackendConfig};
 use crate::pool::members::BackendState;
 use crate::pool::Pool;
 use crate::reload::Reloader;
-use crate::telemetry::metrics::metrics;
+use crate::telemetry::metrics::{metrics, BackendGauges};
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -148,31 +148,19 @@ impl AdminApp {
 
     /// Prometheus text, with the pool's gauges read now.
     fn metrics(&self) -> Response<Vec<u8>> {
+        let pool = &self.pool;
+        let states = pool.members().states();
+        let backends = states.values().map(|state| {
+            let gauges = BackendGauges {
+                healthy: pool.is_healthy(&state.addr),
+                ejected: pool.outliers().ejected_now(state),
+                draining: state.draining.load(Relaxed),
+                in_flight: state.in_flight.load(Relaxed),
+            };
+            (pool.name(), state.addr.to_string(), gauges)
+        });
         let m = metrics();
-        for gauge in [
-            &m.backend_healthy,
-            &m.backend_ejected,
-            &m.backend_draining,
-            &m.backend_in_flight,
-        ] {
-            gauge.reset();
-        }
-        for state in self.pool.members().states().values() {
-            let label = [state.addr.to_string()];
-            let label = [label[0].as_str()];
-            m.backend_healthy
-                .with_label_values(&label)
-                .set(i64::from(self.pool.is_healthy(&state.addr)));
-            m.backend_ejected
-                .with_label_values(&label)
-                .set(i64::from(self.pool.outliers().ejected_now(state)));
-            m.backend_draining
-                .with_label_values(&label)
-                .set(i64::from(state.draining.load(Relaxed)));
-            m.backend_in_flight
-                .with_label_values(&label)
-                .set(state.in_flight.load(Relaxed) as i64);
-        }
+        m.set_backend_gauges(backends.collect::<Vec<_>>());
         let body = m.render();
         Response::builder()
             .status(StatusCode::OK)

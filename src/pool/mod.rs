@@ -78,7 +78,11 @@ impl Pool {
     /// Builds the pool and resolves its backends, so it can select before
     /// its background service starts.
     pub fn new(config: &Config, upstream: &UpstreamConfig) -> Result<Arc<Pool>> {
-        let members = Arc::new(Members::new(&upstream.backends, config.discovery.resolver));
+        let members = Arc::new(Members::new(
+            &upstream.name,
+            &upstream.backends,
+            config.discovery.resolver,
+        ));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
         let probe = Arc::new(Probe::new(
             &upstream.health_check,

@@ -1,6 +1,6 @@
 //! What an operator sees: exact Prometheus counters, the access log in both
 //! formats with request IDs, log reopening on SIGUSR1, the live status page
-//! in a real browser, and `lb -t`'s table.
+//! in a real browser, and `lb -t`'s table; per-backend series by pool.
 
 mod common;
 
@@ -75,6 +75,151 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
         );
     }
     assert!(metric_sum(&after, "lb_health_checks_total", &[]) > 0.0);
+}
+
+/// `GET path` with `Host: host` through lb.
+fn get_path(port: u16, path: &str) -> Response {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Scrapes until `ready` holds for the text (at most 10 s), and returns it.
+fn scrape_until(admin_port: u16, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(admin_port);
+        if ready(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_series() {
+    let (ports, _backends) = three_backends();
+    let [shared, only_a, default] =
+        [ports[0], ports[1], ports[2]].map(|p| format!("127.0.0.1:{p}"));
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &[ports[2]],
+        &format!(
+            "upstreams:\n  a: {{backends: [{shared}, {only_a}]}}\n  b: {{backends: [{shared}]}}\n\
+             routes:\n  - {{match: {{path_prefix: /a/}}, upstream: a}}\n  - {{match: {{path_prefix: /b/}}, upstream: b}}\n\
+             \x20 - upstream: default\nadmin: {{listen: 127.0.0.1:{admin_port}}}\n"
+        ),
+    );
+    wait_for_port(admin_port);
+    // Both pools have checked the shared backend, each under its own name.
+    let checked = |text: &str, pool: &str| {
+        metric_sum(
+            text,
+            "lb_health_checks_total",
+            &[
+                ("upstream", pool),
+                ("backend", &shared),
+                ("outcome", "pass"),
+            ],
+        ) > 0.0
+    };
+    let before = scrape_until(admin_port, |t| checked(t, "a") && checked(t, "b"));
+    for i in 0..4 {
+        assert_eq!(get_path(lb.port, &format!("/a/{i}")).status, 200);
+    }
+    for i in 0..3 {
+        assert_eq!(get_path(lb.port, &format!("/b/{i}")).status, 200);
+    }
+    for i in 0..2 {
+        assert_eq!(get_path(lb.port, &format!("/{i}")).status, 200);
+    }
+    assert_eq!(
+        get_path(lb.port, &format!("/{}", "u".repeat(9000))).status,
+        414
+    );
+    let after = scrape(admin_port);
+    let rise = |name: &str, labels: &[(&str, &str)]| {
+        metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
+    };
+    let requests = |pool: &str, backend: &str| {
+        rise(
+            "lb_requests_total",
+            &[("upstream", pool), ("backend", backend), ("class", "2xx")],
+        )
+    };
+    assert_eq!(requests("b", &shared), 3.0, "{after}");
+    assert_eq!(
+        requests("a", &shared) + requests("a", &only_a),
+        4.0,
+        "{after}"
+    );
+    assert_eq!(requests("default", &default), 2.0, "{after}");
+    assert_eq!(
+        rise(
+            "lb_requests_total",
+            &[("upstream", "none"), ("backend", "none"), ("class", "4xx")]
+        ),
+        1.0,
+        "{after}"
+    );
+    for histogram in [
+        "lb_request_duration_seconds_count",
+        "lb_upstream_duration_seconds_count",
+    ] {
+        let b = [("upstream", "b"), ("backend", shared.as_str())];
+        assert_eq!(rise(histogram, &b), 3.0, "{histogram}:\n{after}");
+    }
+    for (pool, backend) in [
+        ("a", &shared),
+        ("b", &shared),
+        ("a", &only_a),
+        ("default", &default),
+    ] {
+        let labels = [("upstream", pool), ("backend", backend.as_str())];
+        assert_eq!(
+            metric_samples(&after, "lb_backend_healthy", &labels),
+            [1.0],
+            "{pool} {backend}:\n{after}"
+        );
+        for gauge in [
+            "lb_backend_ejected",
+            "lb_backend_draining",
+            "lb_backend_in_flight",
+        ] {
+            assert_eq!(
+                metric_samples(&after, gauge, &labels),
+                [0.0],
+                "{gauge} {pool} {backend}:\n{after}"
+            );
+        }
+    }
+    assert!(
+        metric_samples(
+            &after,
+            "lb_backend_healthy",
+            &[("upstream", "b"), ("backend", &only_a)]
+        )
+        .is_empty(),
+        "a backend of a only shows in b:\n{after}"
+    );
+
+    // Draining the shared backend in b leaves it serving in a.
+    let drained = request(
+        admin_port,
+        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(drained.status, 200, "{drained:?}");
+    let text = scrape(admin_port);
+    let draining = |pool| {
+        metric_sum(
+            &text,
+            "lb_backend_draining",
+            &[("upstream", pool), ("backend", &shared)],
+        )
+    };
+    assert_eq!((draining("a"), draining("b")), (0.0, 1.0), "{text}");
 }
 
 #[test]

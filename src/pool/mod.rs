@@ -149,6 +149,11 @@ impl Pool {
         &self.outliers
     }
 
+    /// How it picks a backend, as configured now.
+    pub fn balance(&self) -> Balance {
+        self.settings.load().balance
+    }
+
     /// Whether the active health checks find `addr` healthy.
     pub fn is_healthy(&self, addr: &SocketAddr) -> bool {
         let weight = self.members.state(addr).map_or(1, |s| s.weight);

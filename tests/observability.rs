@@ -1,6 +1,7 @@
 //! What an operator sees: exact Prometheus counters, the access log in both
 //! formats with request IDs, log reopening on SIGUSR1, the live status page
-//! in a real browser, and `lb -t`'s table; per-backend series by pool.
+//! in a real browser, and `lb -t`'s table; per-backend series and the page
+//! by pool.
 
 mod common;
 
@@ -418,7 +419,7 @@ fn chromium(profile: &Path) -> Option<Command> {
 }
 
 #[test]
-fn the_status_page_shows_every_backend_in_a_real_browser() {
+fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let Some(mut dump) = chromium(&profile.path().join("dump")) else {
         eprintln!("skipped: chromium is not installed (apt-get install chromium)");
@@ -429,9 +430,15 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
     let admin_port = free_port();
     let mut all = ports.clone();
     all.push(down);
+    // A second pool that shares the first backend, and has its own balance.
     let lb = spawn_lb(
         &all,
-        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+        &format!(
+            "upstreams:\n  other: {{backends: [127.0.0.1:{}], balance: least_request}}\n\
+             routes: [{{match: {{path_prefix: /other/}}, upstream: other}}, {{upstream: default}}]\n\
+             admin: {{listen: 127.0.0.1:{admin_port}}}\n",
+            ports[0]
+        ),
     );
     wait_for_port(admin_port);
     assert!(lb.wait_for_log(
@@ -455,6 +462,33 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&output.stdout);
+    // Each pool is a section headed by its name and balance, default first.
+    let (default_section, other_section) = dom
+        .split_once("<section data-upstream=\"other\">")
+        .unwrap_or_else(|| panic!("no section for pool other:\n{dom}"));
+    assert!(
+        default_section.contains(
+            "<section data-upstream=\"default\"><h2>default <span class=\"balance\">round_robin</span></h2>"
+        ),
+        "no heading for pool default:\n{dom}"
+    );
+    assert!(
+        other_section.starts_with("<h2>other <span class=\"balance\">least_request</span></h2>"),
+        "no heading for pool other:\n{dom}"
+    );
+    let shared = format!(
+        "data-backend=\"127.0.0.1:{}\" data-state=\"healthy\"",
+        ports[0]
+    );
+    assert!(
+        other_section.contains(&shared),
+        "{shared} not in pool other:\n{dom}"
+    );
+    assert_eq!(
+        other_section.matches("data-backend=").count(),
+        1,
+        "pool other shows another pool's backends:\n{dom}"
+    );
     let expect = [
         (format!("127.0.0.1:{}", ports[0]), "healthy"),
         (format!("127.0.0.1:{}", ports[1]), "healthy"),
@@ -463,7 +497,10 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
     ];
     for (address, state) in &expect {
         let row = format!("data-backend=\"{address}\" data-state=\"{state}\"");
-        assert!(dom.contains(&row), "{row} not in the page:\n{dom}");
+        assert!(
+            default_section.contains(&row),
+            "{row} not in pool default:\n{dom}"
+        );
     }
     assert!(dom.contains("<svg class=\"chart\""), "no chart:\n{dom}");
     assert!(

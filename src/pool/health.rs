@@ -433,6 +433,7 @@ impl HealthCheck for Probe {
                 .and_then(|addr| self.members.state(addr))
             {
                 self.outliers.readmit(&state);
+                state.start_ramp();
             }
         } else {
             log::warn!(

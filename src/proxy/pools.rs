@@ -56,10 +56,18 @@ impl Routing {
             hash_keys: config
                 .upstreams
                 .iter()
-                .map(|u| u.hash_key.clone())
+                .map(|u| u.balancing.hash_key.clone())
                 .collect(),
-            sticky: config.upstreams.iter().map(|u| u.sticky.clone()).collect(),
-            ewma_decay: config.upstreams.iter().map(|u| u.ewma_decay).collect(),
+            sticky: config
+                .upstreams
+                .iter()
+                .map(|u| u.balancing.sticky.clone())
+                .collect(),
+            ewma_decay: config
+                .upstreams
+                .iter()
+                .map(|u| u.balancing.ewma_decay)
+                .collect(),
             pools,
             routes,
             route_counters,

@@ -118,7 +118,7 @@ impl Probe {
         else {
             return;
         };
-        metrics().health_check(&state.addr.to_string(), passed);
+        metrics().health_check(self.members.upstream(), &state.addr.to_string(), passed);
         let record = CheckRecord {
             at: SystemTime::now(),
             passed,

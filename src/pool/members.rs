@@ -148,7 +148,8 @@ impl BackendState {
         (elapsed / ramp).max(RAMP_FLOOR)
     }
 
-    fn new(addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
+    /// The state of `addr` in the pool `upstream`, with its metric handles.
+    fn new(upstream: &str, addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
         BackendState {
             sticky_id: sticky_id(&addr),
             addr,
@@ -165,7 +166,7 @@ impl BackendState {
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             last_check: Mutex::new(None),
-            metrics: metrics().for_backend(&addr.to_string()),
+            metrics: metrics().for_backend(upstream, &addr.to_string()),
             health_since: Mutex::new(SystemTime::now()),
             ramp_started: AtomicU64::new(0),
         }
@@ -176,7 +177,7 @@ impl BackendState {
 impl BackendState {
     /// A fresh state for unit tests.
     pub fn for_test(addr: SocketAddr) -> Self {
-        BackendState::new(addr, addr.to_string(), addr.ip().to_string(), 1)
+        BackendState::new("test", addr, addr.to_string(), addr.ip().to_string(), 1)
     }
 }
 
@@ -197,6 +198,8 @@ pub type StateMap = HashMap<SocketAddr, Arc<BackendState>>;
 
 /// The pool's membership: configured entries, their resolution, and states.
 pub struct Members {
+    /// The pool's name: the `upstream` label of its backends' metrics.
+    upstream: String,
     entries: Mutex<Vec<Entry>>,
     /// `discovery.resolver`: the DNS server to ask, or the system resolver.
     /// A resolver is made for each round so it always lives on the runtime
@@ -209,8 +212,9 @@ pub struct Members {
 }
 
 impl Members {
-    /// Members for `backends`, resolved through `dns_server` (or the system).
-    pub fn new(backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
+    /// Members of the pool `upstream` for `backends`, resolved through
+    /// `dns_server` (or the system).
+    pub fn new(upstream: &str, backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
         let entries = backends
             .iter()
             .map(|b| Entry {
@@ -219,11 +223,17 @@ impl Members {
             })
             .collect();
         Members {
+            upstream: upstream.to_string(),
             entries: Mutex::new(entries),
             dns_server: ArcSwap::from_pointee(dns_server),
             states: ArcSwap::from_pointee(HashMap::new()),
             resolved_once: AtomicBool::new(false),
         }
+    }
+
+    /// The name of the pool these are the members of.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
     }
 
     /// The states of the current addresses.
@@ -322,8 +332,13 @@ impl Members {
                         Arc::clone(state)
                     }
                     _ => {
-                        let state =
-                            BackendState::new(addr, label.clone(), b.host.clone(), b.weight.get());
+                        let state = BackendState::new(
+                            &self.upstream,
+                            addr,
+                            label.clone(),
+                            b.host.clone(),
+                            b.weight.get(),
+                        );
                         if added_later && !old.contains_key(&addr) {
                             state.start_ramp();
                         }

@@ -81,7 +81,11 @@ impl Pool {
     /// Builds the pool and resolves its backends, so it can select before
     /// its background service starts.
     pub fn new(config: &Config, upstream: &UpstreamConfig) -> Result<Arc<Pool>> {
-        let members = Arc::new(Members::new(&upstream.backends, config.discovery.resolver));
+        let members = Arc::new(Members::new(
+            &upstream.name,
+            &upstream.backends,
+            config.discovery.resolver,
+        ));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
         let probe = Arc::new(Probe::new(
             &upstream.health_check,
@@ -146,6 +150,11 @@ impl Pool {
     /// Passive health.
     pub fn outliers(&self) -> &OutlierDetector {
         &self.outliers
+    }
+
+    /// How it picks a backend, as configured now.
+    pub fn balance(&self) -> Balance {
+        self.settings.load().balance
     }
 
     /// Whether the active health checks find `addr` healthy.

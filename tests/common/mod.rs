@@ -606,3 +606,30 @@ pub fn backends_named_after_their_ports(n: usize) -> (Vec<u16>, Vec<Proc>) {
 pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
     backends_named_after_their_ports(3)
 }
+
+/// The values of every sample of metric `name` in Prometheus `text` whose
+/// labels include each `(label, value)` of `labels`, whatever the order
+/// of the labels.
+pub fn metric_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, written) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let has = |(label, value): &(&str, &str)| {
+                written
+                    .split(',')
+                    .any(|pair| pair == format!("{label}=\"{value}\""))
+            };
+            (metric == name && labels.iter().all(has)).then(|| value.parse().ok())?
+        })
+        .collect()
+}
+
+/// The sum of [`metric_samples`]: 0 when no sample matches.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_samples(text, name, labels).iter().sum()
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
+use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{ListenerConfig, Listeners};
@@ -78,8 +79,6 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         .map(|upstream| Pool::new(&config, upstream))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::Pool)?;
-    // The admin API, the status page and their views show the first pool.
-    let pool = Arc::clone(&pools[0]);
     let routing = Routing::new(pools.clone(), &config).map_err(|ties| {
         StartError::Config(crate::config::ConfigError::Invalid(
             ties.into_iter()
@@ -91,6 +90,8 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         ))
     })?;
     let proxy_logic = Proxy::new(routing, &config);
+    // The admin API and the status page read the pools requests use now.
+    let routing = proxy_logic.control().routing();
     let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
@@ -136,7 +137,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
     if let Some(admin) = &config.admin {
-        add_admin(&mut server, admin, &pool, &reloader);
+        add_admin(&mut server, admin, &routing, &reloader);
     }
     for proxy in proxies {
         server.add_service(proxy);
@@ -252,22 +253,23 @@ fn redirect_services(config: &Config) -> Vec<Service<HttpServer<RedirectToHttps>
         .collect()
 }
 
-/// The admin API and the sampler behind its status page.
+/// The admin API and the sampler behind its status page, both showing the
+/// pools of `routing` as a reload leaves them.
 fn add_admin(
     server: &mut Server,
     admin: &crate::config::AdminConfig,
-    pool: &Arc<Pool>,
+    routing: &Arc<ArcSwap<Routing>>,
     reloader: &Arc<Reloader>,
 ) {
     let stats = Arc::new(Stats::default());
     let sampler = Sampler {
-        pool: Arc::clone(pool),
+        routing: Arc::clone(routing),
         stats: Arc::clone(&stats),
     };
     server.add_service(background_service("status page sampler", sampler));
     server.add_service(admin::service(
         admin,
-        Arc::clone(pool),
+        Arc::clone(routing),
         Arc::clone(reloader),
         stats,
     ));

@@ -150,7 +150,14 @@ impl Reloader {
                 None => {
                     let pool = Pool::new(config, upstream).map_err(ReloadError::Pool)?;
                     self.keep_current(&pool);
-                    log::info!("reload: upstream {} added", upstream.name);
+                    if running.iter().any(|p| p.name() == upstream.name) {
+                        log::info!(
+                            "reload: upstream {} rebuilt: its new balance needs another ring",
+                            upstream.name
+                        );
+                    } else {
+                        log::info!("reload: upstream {} added", upstream.name);
+                    }
                     pool
                 }
             };

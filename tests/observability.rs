@@ -1,6 +1,7 @@
 //! What an operator sees: exact Prometheus counters, the access log in both
 //! formats with request IDs, log reopening on SIGUSR1, the live status page
-//! in a real browser, and `lb -t`'s table.
+//! in a real browser, and `lb -t`'s table; per-backend series and the page
+//! by pool.
 
 mod common;
 
@@ -26,30 +27,27 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
     // lb's own answers count too: a 414 no backend served.
     assert_eq!(lb.get(&format!("/{}", "u".repeat(9000))).status, 414);
     let after = scrape(admin_port);
-    let sent = metric_sum(&after, "lb_requests_total{") - metric_sum(&before, "lb_requests_total{");
-    assert_eq!(sent, 38.0, "{after}");
+    let rise = |labels: &[(&str, &str)]| {
+        metric_sum(&after, "lb_requests_total", labels)
+            - metric_sum(&before, "lb_requests_total", labels)
+    };
+    assert_eq!(rise(&[]), 38.0, "{after}");
     let routed_2xx: f64 = ports
         .iter()
         .map(|p| {
-            metric_sum(
-                &after,
-                &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
-            )
+            let backend = format!("127.0.0.1:{p}");
+            rise(&[
+                ("upstream", "default"),
+                ("backend", &backend),
+                ("class", "2xx"),
+            ])
         })
-        .sum::<f64>()
-        - ports
-            .iter()
-            .map(|p| {
-                metric_sum(
-                    &before,
-                    &format!("lb_requests_total{{backend=\"127.0.0.1:{p}\",class=\"2xx\"}}"),
-                )
-            })
-            .sum::<f64>();
-    assert_eq!(routed_2xx, 37.0);
+        .sum();
+    assert_eq!(routed_2xx, 37.0, "{after}");
     assert_eq!(
-        metric_sum(&after, "lb_requests_total{backend=\"none\",class=\"4xx\"}"),
-        1.0
+        rise(&[("upstream", "none"), ("backend", "none"), ("class", "4xx")]),
+        1.0,
+        "{after}"
     );
     for name in [
         "lb_request_duration_seconds_bucket",
@@ -63,15 +61,160 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }
     for p in &ports {
+        let backend = format!("127.0.0.1:{p}");
+        let labels = [("upstream", "default"), ("backend", backend.as_str())];
         assert_eq!(
-            metric_sum(
-                &after,
-                &format!("lb_backend_healthy{{backend=\"127.0.0.1:{p}\"}}")
-            ),
-            1.0
+            metric_sum(&after, "lb_backend_healthy", &labels),
+            1.0,
+            "{after}"
         );
     }
-    assert!(metric_sum(&after, "lb_health_checks_total{") > 0.0);
+    assert!(metric_sum(&after, "lb_health_checks_total", &[]) > 0.0);
+}
+
+/// `GET path` with `Host: host` through lb.
+fn get_path(port: u16, path: &str) -> Response {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Scrapes until `ready` holds for the text (at most 10 s), and returns it.
+fn scrape_until(admin_port: u16, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(admin_port);
+        if ready(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_series() {
+    let (ports, _backends) = three_backends();
+    let [shared, only_a, default] =
+        [ports[0], ports[1], ports[2]].map(|p| format!("127.0.0.1:{p}"));
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &[ports[2]],
+        &format!(
+            "upstreams:\n  a: {{backends: [{shared}, {only_a}]}}\n  b: {{backends: [{shared}]}}\n\
+             routes:\n  - {{match: {{path_prefix: /a/}}, upstream: a}}\n  - {{match: {{path_prefix: /b/}}, upstream: b}}\n\
+             \x20 - upstream: default\nadmin: {{listen: 127.0.0.1:{admin_port}}}\n"
+        ),
+    );
+    wait_for_port(admin_port);
+    // Both pools have checked the shared backend, each under its own name.
+    let checked = |text: &str, pool: &str| {
+        metric_sum(
+            text,
+            "lb_health_checks_total",
+            &[
+                ("upstream", pool),
+                ("backend", &shared),
+                ("outcome", "pass"),
+            ],
+        ) > 0.0
+    };
+    let before = scrape_until(admin_port, |t| checked(t, "a") && checked(t, "b"));
+    for i in 0..4 {
+        assert_eq!(get_path(lb.port, &format!("/a/{i}")).status, 200);
+    }
+    for i in 0..3 {
+        assert_eq!(get_path(lb.port, &format!("/b/{i}")).status, 200);
+    }
+    for i in 0..2 {
+        assert_eq!(get_path(lb.port, &format!("/{i}")).status, 200);
+    }
+    assert_eq!(
+        get_path(lb.port, &format!("/{}", "u".repeat(9000))).status,
+        414
+    );
+    let after = scrape(admin_port);
+    let rise = |name: &str, labels: &[(&str, &str)]| {
+        metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
+    };
+    let requests = |pool: &str, backend: &str| {
+        rise(
+            "lb_requests_total",
+            &[("upstream", pool), ("backend", backend), ("class", "2xx")],
+        )
+    };
+    assert_eq!(requests("b", &shared), 3.0, "{after}");
+    assert_eq!(
+        requests("a", &shared) + requests("a", &only_a),
+        4.0,
+        "{after}"
+    );
+    assert_eq!(requests("default", &default), 2.0, "{after}");
+    assert_eq!(
+        rise(
+            "lb_requests_total",
+            &[("upstream", "none"), ("backend", "none"), ("class", "4xx")]
+        ),
+        1.0,
+        "{after}"
+    );
+    for histogram in [
+        "lb_request_duration_seconds_count",
+        "lb_upstream_duration_seconds_count",
+    ] {
+        let b = [("upstream", "b"), ("backend", shared.as_str())];
+        assert_eq!(rise(histogram, &b), 3.0, "{histogram}:\n{after}");
+    }
+    for (pool, backend) in [
+        ("a", &shared),
+        ("b", &shared),
+        ("a", &only_a),
+        ("default", &default),
+    ] {
+        let labels = [("upstream", pool), ("backend", backend.as_str())];
+        assert_eq!(
+            metric_samples(&after, "lb_backend_healthy", &labels),
+            [1.0],
+            "{pool} {backend}:\n{after}"
+        );
+        for gauge in [
+            "lb_backend_ejected",
+            "lb_backend_draining",
+            "lb_backend_in_flight",
+        ] {
+            assert_eq!(
+                metric_samples(&after, gauge, &labels),
+                [0.0],
+                "{gauge} {pool} {backend}:\n{after}"
+            );
+        }
+    }
+    assert!(
+        metric_samples(
+            &after,
+            "lb_backend_healthy",
+            &[("upstream", "b"), ("backend", &only_a)]
+        )
+        .is_empty(),
+        "a backend of a only shows in b:\n{after}"
+    );
+
+    // Draining the shared backend in b leaves it serving in a.
+    let drained = request(
+        admin_port,
+        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(drained.status, 200, "{drained:?}");
+    let text = scrape(admin_port);
+    let draining = |pool| {
+        metric_sum(
+            &text,
+            "lb_backend_draining",
+            &[("upstream", pool), ("backend", &shared)],
+        )
+    };
+    assert_eq!((draining("a"), draining("b")), (0.0, 1.0), "{text}");
 }
 
 #[test]
@@ -98,19 +241,30 @@ fn retries_reloads_and_connection_reuse_are_counted() {
     );
     let text = scrape(admin_port);
     assert!(
-        metric_sum(&text, "lb_retries_total{reason=\"reset_before_response\"}") >= 5.0,
+        metric_sum(
+            &text,
+            "lb_retries_total",
+            &[("reason", "reset_before_response")]
+        ) >= 5.0,
         "{text}"
     );
     assert_eq!(
-        metric_sum(&text, "lb_config_reloads_total{outcome=\"success\"}"),
+        metric_sum(&text, "lb_config_reloads_total", &[("outcome", "success")]),
         1.0,
         "{text}"
     );
     assert!(
-        metric_sum(&text, "lb_upstream_connections_total{reused=\"true\"}") > 0.0,
+        metric_sum(
+            &text,
+            "lb_upstream_connections_total",
+            &[("reused", "true")]
+        ) > 0.0,
         "{text}"
     );
-    assert!(metric_sum(&text, "lb_client_connections") >= 1.0, "{text}");
+    assert!(
+        metric_sum(&text, "lb_client_connections", &[]) >= 1.0,
+        "{text}"
+    );
 }
 
 fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
@@ -259,7 +413,7 @@ fn chromium(profile: &Path) -> Option<Command> {
 }
 
 #[test]
-fn the_status_page_shows_every_backend_in_a_real_browser() {
+fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let Some(mut dump) = chromium(&profile.path().join("dump")) else {
         eprintln!("skipped: chromium is not installed (apt-get install chromium)");
@@ -270,9 +424,15 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
     let admin_port = free_port();
     let mut all = ports.clone();
     all.push(down);
+    // A second pool that shares the first backend, and has its own balance.
     let lb = spawn_lb(
         &all,
-        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+        &format!(
+            "upstreams:\n  other: {{backends: [127.0.0.1:{}], balance: least_request}}\n\
+             routes: [{{match: {{path_prefix: /other/}}, upstream: other}}, {{upstream: default}}]\n\
+             admin: {{listen: 127.0.0.1:{admin_port}}}\n",
+            ports[0]
+        ),
     );
     wait_for_port(admin_port);
     assert!(lb.wait_for_log(
@@ -296,6 +456,33 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&output.stdout);
+    // Each pool is a section headed by its name and balance, default first.
+    let (default_section, other_section) = dom
+        .split_once("<section data-upstream=\"other\">")
+        .unwrap_or_else(|| panic!("no section for pool other:\n{dom}"));
+    assert!(
+        default_section.contains(
+            "<section data-upstream=\"default\"><h2>default <span class=\"balance\">round_robin</span></h2>"
+        ),
+        "no heading for pool default:\n{dom}"
+    );
+    assert!(
+        other_section.starts_with("<h2>other <span class=\"balance\">least_request</span></h2>"),
+        "no heading for pool other:\n{dom}"
+    );
+    let shared = format!(
+        "data-backend=\"127.0.0.1:{}\" data-state=\"healthy\"",
+        ports[0]
+    );
+    assert!(
+        other_section.contains(&shared),
+        "{shared} not in pool other:\n{dom}"
+    );
+    assert_eq!(
+        other_section.matches("data-backend=").count(),
+        1,
+        "pool other shows another pool's backends:\n{dom}"
+    );
     let expect = [
         (format!("127.0.0.1:{}", ports[0]), "healthy"),
         (format!("127.0.0.1:{}", ports[1]), "healthy"),
@@ -304,7 +491,10 @@ fn the_status_page_shows_every_backend_in_a_real_browser() {
     ];
     for (address, state) in &expect {
         let row = format!("data-backend=\"{address}\" data-state=\"{state}\"");
-        assert!(dom.contains(&row), "{row} not in the page:\n{dom}");
+        assert!(
+            default_section.contains(&row),
+            "{row} not in pool default:\n{dom}"
+        );
     }
     assert!(dom.contains("<svg class=\"chart\""), "no chart:\n{dom}");
     assert!(

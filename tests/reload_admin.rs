@@ -1,6 +1,7 @@
 //! Changing the pool while traffic flows: SIGHUP reloads, DNS discovery with
 //! a resolver the test controls, and the admin API with and without its
-//! token.
+//! token, on the default pool and on each named pool, before and after a
+//! reload changes the pools.
 
 mod common;
 
@@ -288,6 +289,342 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
         Duration::from_secs(5)
     ));
     assert_eq!(admin(admin_port, "GET", "/nope", None, "").status, 404);
+}
+
+/// `GET path` through lb: which `be` answered.
+fn served_at(port: u16, path: &str) -> String {
+    served_by(&get(port, path))
+}
+
+/// Polls until a request to `path` is served by `name`; false after 5 s.
+fn wait_until_path_served_by(port: u16, path: &str, name: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if served_at(port, path) == name {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// An admin GET that must answer 200 with JSON.
+fn admin_json(port: u16, path: &str) -> serde_json::Value {
+    let response = admin(port, "GET", path, None, "");
+    assert_eq!(response.status, 200, "GET {path}: {response:?}");
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", response.body))
+}
+
+/// The `address` of each backend in a JSON list of backends, sorted.
+fn addresses(backends: &serde_json::Value) -> Vec<String> {
+    sorted(
+        backends
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {backends}"))
+            .iter()
+            .map(|b| b["address"].as_str().unwrap_or_default())
+            .collect(),
+    )
+}
+
+/// `addresses` as owned strings, sorted.
+fn sorted(addresses: Vec<&str>) -> Vec<String> {
+    let mut addresses: Vec<String> = addresses.into_iter().map(str::to_string).collect();
+    addresses.sort();
+    addresses
+}
+
+/// The `name` of each pool in a JSON list of pools.
+fn names(upstreams: &serde_json::Value) -> Vec<String> {
+    upstreams
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {upstreams}"))
+        .iter()
+        .map(|u| u["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn admin_api_acts_on_each_upstream_by_name_and_the_old_paths_on_default() {
+    let (ports, _backends) = backends_named_after_their_ports(4);
+    let [default, api1, api2, api3] = [0, 1, 2, 3].map(|i| format!("127.0.0.1:{}", ports[i]));
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports[..1],
+        &format!(
+            "upstreams:\n  api:\n    backends: [{api1}, {api2}]\n    balance: least_request\n\
+             routes:\n  - {{match: {{path_prefix: /api/}}, upstream: api}}\n  - upstream: default\n\
+             admin: {{listen: 127.0.0.1:{admin_port}}}\n"
+        ),
+    );
+    wait_for_port(admin_port);
+
+    // Every pool, with its name, balance and backends.
+    let upstreams = admin_json(admin_port, "/api/upstreams");
+    assert_eq!(names(&upstreams), ["default", "api"], "{upstreams}");
+    assert_eq!(upstreams[0]["balance"], "round_robin");
+    assert_eq!(upstreams[1]["balance"], "least_request");
+    assert_eq!(addresses(&upstreams[0]["backends"]), sorted(vec![&default]));
+    assert_eq!(
+        addresses(&upstreams[1]["backends"]),
+        sorted(vec![&api1, &api2])
+    );
+    assert!(upstreams[1]["backends"][0]
+        .get("last_health_check")
+        .is_some());
+    let api = admin_json(admin_port, "/api/upstreams/api");
+    assert_eq!(api["name"], "api");
+    assert_eq!(addresses(&api["backends"]), sorted(vec![&api1, &api2]));
+    let listed = admin_json(admin_port, "/api/upstreams/api/backends");
+    assert_eq!(addresses(&listed), sorted(vec![&api1, &api2]));
+
+    // An unknown pool is a 404 that names it, whatever is asked of it.
+    for (method, path) in [
+        ("GET", "/api/upstreams/nope"),
+        ("GET", "/api/upstreams/nope/backends"),
+        ("POST", "/api/upstreams/nope/backends"),
+        (
+            "POST",
+            &format!("/api/upstreams/nope/backends/{api1}/drain"),
+        ),
+        ("DELETE", &format!("/api/upstreams/nope/backends/{api1}")),
+    ] {
+        let response = admin(
+            admin_port,
+            method,
+            path,
+            None,
+            "{\"address\": \"127.0.0.1:1\"}",
+        );
+        assert_eq!(response.status, 404, "{method} {path}: {response:?}");
+        assert!(
+            response.body.contains("nope"),
+            "{method} {path}: {response:?}"
+        );
+    }
+    assert_eq!(
+        admin(admin_port, "PUT", "/api/upstreams", None, "").status,
+        405
+    );
+
+    // Add to api: it serves /api/ and only there.
+    let body = format!("{{\"address\": \"{api3}\"}}");
+    let added = admin(
+        admin_port,
+        "POST",
+        "/api/upstreams/api/backends",
+        None,
+        &body,
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let again = admin(
+        admin_port,
+        "POST",
+        "/api/upstreams/api/backends",
+        None,
+        &body,
+    );
+    assert_eq!(again.status, 409, "{again:?}");
+    assert!(wait_until_path_served_by(
+        lb.port,
+        "/api/x",
+        &ports[3].to_string()
+    ));
+    assert_eq!(
+        addresses(&admin_json(admin_port, "/api/backends")),
+        sorted(vec![&default])
+    );
+
+    // Drain and enable, by the percent-encoded address the status page sends.
+    let encoded = api1.replace(':', "%3A");
+    let drained = admin(
+        admin_port,
+        "POST",
+        &format!("/api/upstreams/api/backends/{encoded}/drain"),
+        None,
+        "",
+    );
+    assert_eq!(drained.status, 200, "{drained:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&drained.body).unwrap()["draining"],
+        true
+    );
+    let served: Vec<String> = (0..9).map(|_| served_at(lb.port, "/api/x")).collect();
+    assert!(
+        !served.contains(&ports[1].to_string()),
+        "a drained backend got requests: {served:?}"
+    );
+    let enabled = admin(
+        admin_port,
+        "POST",
+        &format!("/api/upstreams/api/backends/{api1}/enable"),
+        None,
+        "",
+    );
+    assert_eq!(enabled.status, 200, "{enabled:?}");
+    assert!(wait_until_path_served_by(
+        lb.port,
+        "/api/x",
+        &ports[1].to_string()
+    ));
+
+    // Remove from api: gone from its list, and a second time is a 404.
+    let path = format!("/api/upstreams/api/backends/{api3}");
+    assert_eq!(admin(admin_port, "DELETE", &path, None, "").status, 200);
+    assert_eq!(admin(admin_port, "DELETE", &path, None, "").status, 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while addresses(&admin_json(admin_port, "/api/upstreams/api/backends")).contains(&api3) {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted backend is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The old paths act on default: draining its one backend leaves / with
+    // nothing to serve it, and api untouched.
+    let drained = admin(
+        admin_port,
+        "POST",
+        &format!("/api/backends/{default}/drain"),
+        None,
+        "",
+    );
+    assert_eq!(drained.status, 200, "{drained:?}");
+    let pools = admin_json(admin_port, "/api/upstreams");
+    assert_eq!(pools[0]["backends"][0]["draining"], true, "{pools}");
+    assert!(
+        pools[1]["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["draining"] == false)),
+        "{pools}"
+    );
+    assert_eq!(get(lb.port, "/").status, 503);
+    assert_eq!(
+        served_at(lb.port, "/api/x").len(),
+        ports[1].to_string().len()
+    );
+    assert_eq!(
+        admin(
+            admin_port,
+            "POST",
+            &format!("/api/backends/{api1}/drain"),
+            None,
+            ""
+        )
+        .status,
+        404,
+        "an api backend is not in default"
+    );
+
+    // /api/stats: each pool's backends, and default's under the old key.
+    let stats = admin_json(admin_port, "/api/stats");
+    assert_eq!(names(&stats["upstreams"]), ["default", "api"], "{stats}");
+    assert_eq!(stats["upstreams"][1]["balance"], "least_request");
+    assert_eq!(
+        addresses(&stats["upstreams"][1]["backends"]),
+        sorted(vec![&api1, &api2])
+    );
+    assert_eq!(addresses(&stats["backends"]), sorted(vec![&default]));
+    assert_eq!(stats["backends"], stats["upstreams"][0]["backends"]);
+    for field in ["rps", "error_rate", "history", "health_since", "draining"] {
+        assert!(
+            stats["backends"][0].get(field).is_some(),
+            "no {field} in {stats}"
+        );
+    }
+}
+
+#[test]
+fn a_pool_a_reload_adds_shows_in_the_admin_api_and_metrics_and_a_removed_one_goes() {
+    let (ports, _backends) = backends_named_after_their_ports(2);
+    let [old, new] = [0, 1].map(|i| format!("127.0.0.1:{}", ports[i]));
+    let admin_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let lb_port = free_port();
+    let base = base_config(dir.path(), lb_port);
+    let config = |pool: &str, backend: &str| {
+        format!(
+            "{base}upstreams:\n  {pool}: {{backends: [{backend}]}}\nroutes: [{{upstream: {pool}}}]\n\
+             admin: {{listen: 127.0.0.1:{admin_port}}}\n"
+        )
+    };
+    let lb = spawn_lb_with_config(dir, lb_port, &config("first", &old));
+    wait_for_port(admin_port);
+    // No pool named default: the old paths act on the first pool.
+    assert_eq!(
+        addresses(&admin_json(admin_port, "/api/backends")),
+        sorted(vec![&old])
+    );
+    assert_eq!(served_at(lb.port, "/"), ports[0].to_string());
+    let first = [("upstream", "first"), ("backend", old.as_str())];
+    let text = get(admin_port, "/metrics").body;
+    assert_eq!(
+        metric_samples(&text, "lb_backend_healthy", &first),
+        [1.0],
+        "{text}"
+    );
+
+    std::fs::write(lb.config_path(), config("second", &new)).unwrap();
+    let reloaded = admin(admin_port, "POST", "/api/reload", None, "");
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+
+    let upstreams = admin_json(admin_port, "/api/upstreams");
+    assert_eq!(names(&upstreams), ["second"], "{upstreams}");
+    assert_eq!(addresses(&upstreams[0]["backends"]), sorted(vec![&new]));
+    assert_eq!(
+        addresses(&admin_json(admin_port, "/api/backends")),
+        sorted(vec![&new])
+    );
+    assert_eq!(
+        admin(admin_port, "GET", "/api/upstreams/first", None, "").status,
+        404
+    );
+    assert_eq!(served_at(lb.port, "/"), ports[1].to_string());
+
+    // Its backend's series appear (the check counter once a check ran);
+    // the removed pool's gauges are gone.
+    let second = [("upstream", "second"), ("backend", new.as_str())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = get(admin_port, "/metrics").body;
+        if metric_sum(&text, "lb_health_checks_total", &second) > 0.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no health check counted:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        metric_samples(&text, "lb_backend_healthy", &second),
+        [1.0],
+        "{text}"
+    );
+    let served = [
+        ("upstream", "second"),
+        ("backend", new.as_str()),
+        ("class", "2xx"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "lb_requests_total", &served),
+        1.0,
+        "{text}"
+    );
+    for gauge in [
+        "lb_backend_healthy",
+        "lb_backend_in_flight",
+        "lb_backend_draining",
+    ] {
+        assert!(
+            metric_samples(&text, gauge, &[("upstream", "first")]).is_empty(),
+            "{gauge} of the removed pool:\n{text}"
+        );
+    }
+    let stats = admin_json(admin_port, "/api/stats");
+    assert_eq!(names(&stats["upstreams"]), ["second"], "{stats}");
 }
 
 #[test]

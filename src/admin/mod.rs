@@ -2,17 +2,30 @@
 //!
 //! - `GET /healthz`: 200 while lb serves (no token needed: probes use it).
 //! - `GET /`: the live status page (static; its data comes from `/api/stats`).
-//! - `GET /api/stats`: per-backend rates, latencies and a minute of history.
+//! - `GET /api/stats`: per-backend rates, latencies and a minute of
+//!   history, grouped by pool (`upstreams`), and the default pool's alone
+//!   (`backends`, the key older clients read).
 //! - `GET /metrics`: Prometheus metrics.
-//! - `GET /api/backends`: every backend with its health, ejection, draining,
-//!   in-flight and total requests, errors and last health check.
-//! - `POST /api/backends` (`{"address": "host:port", "weight": 1}`): adds one.
-//! - `DELETE /api/backends/{address}`: removes it; its requests in flight finish.
-//! - `POST /api/backends/{address}/drain` and `.../enable`.
+//! - `GET /api/upstreams`: every pool with its name, balance and backends;
+//!   `GET /api/upstreams/{name}`: one.
+//! - `GET /api/upstreams/{name}/backends`: every backend of the pool with
+//!   its health, ejection, draining, in-flight and total requests, errors
+//!   and last health check.
+//! - `POST /api/upstreams/{name}/backends` (`{"address": "host:port",
+//!   "weight": 1}`): adds one.
+//! - `DELETE /api/upstreams/{name}/backends/{address}`: removes it; its
+//!   requests in flight finish.
+//! - `POST /api/upstreams/{name}/backends/{address}/drain` and `.../enable`.
+//! - `/api/backends...`: the same as `/api/upstreams/default/backends...`,
+//!   or, with no pool named `default`, as for the first pool.
 //! - `POST /api/reload`: what `SIGHUP` does.
 //!
-//! Runtime changes last until the next reload. With a token configured,
-//! every other request needs `Authorization: Bearer TOKEN`, else 401.
+//! Every endpoint reads the pools requests use now (the routing the proxy
+//! swaps at reload), so a pool a reload adds is there at once and a removed
+//! one is gone. Path segments are percent-decoded (`127.0.0.1%3A8080`, a
+//! pool name with a space). Runtime changes last until the next reload.
+//! With a token configured, every other request needs `Authorization:
+//! Bearer TOKEN`, else 401.
 
 pub mod stats;
 mod views;
@@ -20,6 +33,7 @@ mod views;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -27,14 +41,15 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use serde::Deserialize;
 use serde_json::json;
-use views::{BackendStatsView, BackendView, CheckView};
+use views::{BackendStatsView, BackendView, CheckView, StatsView, UpstreamView};
 
 use crate::admin::stats::Stats;
 use crate::config::{AdminConfig, BackendConfig};
 use crate::pool::members::BackendState;
 use crate::pool::Pool;
+use crate::proxy::Routing;
 use crate::reload::Reloader;
-use crate::telemetry::metrics::metrics;
+use crate::telemetry::metrics::{metrics, BackendGauges};
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,21 +59,23 @@ const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The admin API's application.
 pub struct AdminApp {
-    pool: Arc<Pool>,
+    /// The pools and routes requests use now, swapped whole at reload.
+    routing: Arc<ArcSwap<Routing>>,
     reloader: Arc<Reloader>,
     stats: Arc<Stats>,
     token: Option<String>,
 }
 
-/// The admin API as a Pingora service on `config.listen`.
+/// The admin API as a Pingora service on `config.listen`, showing the
+/// pools of `routing` as they are at each request.
 pub fn service(
     config: &AdminConfig,
-    pool: Arc<Pool>,
+    routing: Arc<ArcSwap<Routing>>,
     reloader: Arc<Reloader>,
     stats: Arc<Stats>,
 ) -> Service<AdminApp> {
     let app = AdminApp {
-        pool,
+        routing,
         reloader,
         stats,
         token: config.token.clone(),
@@ -68,7 +85,7 @@ pub fn service(
     service
 }
 
-/// `POST /api/backends` body.
+/// `POST .../backends` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewBackend {
@@ -91,6 +108,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Vec<u8>> {
     json_response(status, &json!({ "error": message.into() }))
 }
 
+/// 405 for a path that takes other methods.
+fn not_allowed(method: &Method, path: &str) -> Response<Vec<u8>> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path}"),
+    )
+}
+
+/// 404 for a path that is no endpoint.
+fn no_endpoint(path: &str) -> Response<Vec<u8>> {
+    error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
+}
+
 /// Compares without stopping at the first difference, so response time
 /// does not tell how much of a guessed token was right.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
@@ -100,6 +130,74 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// `segment` with its `%XX` escapes decoded; None when an escape is cut
+/// short or not hex, or the bytes are not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        if byte == b'%' {
+            let (hex, after) = after.split_at_checked(2)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = after;
+        } else {
+            bytes.push(byte);
+            rest = after;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The states of `pool`'s backends, by address.
+fn sorted_states(pool: &Pool) -> Vec<Arc<BackendState>> {
+    let mut states: Vec<Arc<BackendState>> = pool.members().states().values().cloned().collect();
+    states.sort_by_key(|s| s.addr);
+    states
+}
+
+/// `state`, a backend of `pool`, as the API shows it.
+fn backend_view(pool: &Pool, state: &BackendState) -> BackendView {
+    BackendView {
+        address: state.addr.to_string(),
+        entry: state.entry.clone(),
+        weight: state.weight,
+        healthy: pool.is_healthy(&state.addr),
+        ejected: pool.outliers().ejected_now(state),
+        draining: state.draining.load(Relaxed),
+        in_flight: state.in_flight.load(Relaxed),
+        requests: state.requests.load(Relaxed),
+        errors: state.errors.load(Relaxed),
+        last_health_check: state.last_check().map(CheckView::from),
+    }
+}
+
+/// `pool` with each of its backends, by address, shown by `view`.
+fn upstream_view<B>(pool: &Pool, view: impl Fn(&Pool, &BackendState) -> B) -> UpstreamView<'_, B> {
+    UpstreamView {
+        name: pool.name(),
+        balance: pool.balance().as_str(),
+        backends: sorted_states(pool)
+            .iter()
+            .map(|state| view(pool, state))
+            .collect(),
+    }
+}
+
+/// Every pool of `routing`, in config order, shown by [`upstream_view`].
+fn upstream_views<B>(
+    routing: &Routing,
+    view: impl Fn(&Pool, &BackendState) -> B,
+) -> Vec<UpstreamView<'_, B>> {
+    routing
+        .pools()
+        .iter()
+        .map(|pool| upstream_view(pool, &view))
+        .collect()
 }
 
 impl AdminApp {
@@ -116,63 +214,39 @@ impl AdminApp {
             .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
     }
 
-    fn backend_view<'a>(&self, state: &'a BackendState) -> BackendView<'a> {
-        BackendView {
-            address: state.addr.to_string(),
-            entry: &state.entry,
-            weight: state.weight,
-            healthy: self.pool.is_healthy(&state.addr),
-            ejected: self.pool.outliers().ejected_now(state),
-            draining: state.draining.load(Relaxed),
-            in_flight: state.in_flight.load(Relaxed),
-            requests: state.requests.load(Relaxed),
-            errors: state.errors.load(Relaxed),
-            last_health_check: state.last_check().map(CheckView::from),
+    /// `GET /api/stats`: every pool's backends with their last second.
+    fn stats(&self, routing: &Routing) -> Response<Vec<u8>> {
+        let upstreams = upstream_views(routing, |pool, state| {
+            let (sample, history) = self.stats.of(pool.name(), &state.addr);
+            let backend = backend_view(pool, state);
+            BackendStatsView::new(backend, state.health_since(), sample, history)
+        });
+        let default = routing
+            .default_pool()
+            .and_then(|pool| upstreams.iter().find(|u| u.name == pool.name()));
+        let view = StatsView {
+            backends: default.map_or(&[], |u| u.backends.as_slice()),
+            upstreams: &upstreams,
+        };
+        json_response(StatusCode::OK, &view)
+    }
+
+    /// Prometheus text, with the current pools' gauges read now.
+    fn metrics(&self, routing: &Routing) -> Response<Vec<u8>> {
+        let mut backends = Vec::new();
+        for pool in routing.pools() {
+            for state in pool.members().states().values() {
+                let gauges = BackendGauges {
+                    healthy: pool.is_healthy(&state.addr),
+                    ejected: pool.outliers().ejected_now(state),
+                    draining: state.draining.load(Relaxed),
+                    in_flight: state.in_flight.load(Relaxed),
+                };
+                backends.push((pool.name(), state.addr.to_string(), gauges));
+            }
         }
-    }
-
-    fn stats(&self) -> Response<Vec<u8>> {
-        let states = self.pool.members().states();
-        let mut backends: Vec<&Arc<BackendState>> = states.values().collect();
-        backends.sort_by_key(|s| s.addr);
-        let list: Vec<BackendStatsView> = backends
-            .iter()
-            .map(|state| {
-                let (sample, history) = self.stats.of(&state.addr);
-                let backend = self.backend_view(state);
-                BackendStatsView::new(backend, state.health_since(), sample, history)
-            })
-            .collect();
-        json_response(StatusCode::OK, &json!({ "backends": list }))
-    }
-
-    /// Prometheus text, with the pool's gauges read now.
-    fn metrics(&self) -> Response<Vec<u8>> {
         let m = metrics();
-        for gauge in [
-            &m.backend_healthy,
-            &m.backend_ejected,
-            &m.backend_draining,
-            &m.backend_in_flight,
-        ] {
-            gauge.reset();
-        }
-        for state in self.pool.members().states().values() {
-            let label = [state.addr.to_string()];
-            let label = [label[0].as_str()];
-            m.backend_healthy
-                .with_label_values(&label)
-                .set(i64::from(self.pool.is_healthy(&state.addr)));
-            m.backend_ejected
-                .with_label_values(&label)
-                .set(i64::from(self.pool.outliers().ejected_now(state)));
-            m.backend_draining
-                .with_label_values(&label)
-                .set(i64::from(state.draining.load(Relaxed)));
-            m.backend_in_flight
-                .with_label_values(&label)
-                .set(state.in_flight.load(Relaxed) as i64);
-        }
+        m.set_backend_gauges(backends);
         let body = m.render();
         Response::builder()
             .status(StatusCode::OK)
@@ -182,15 +256,42 @@ impl AdminApp {
             .unwrap_or_default()
     }
 
-    fn list_backends(&self) -> Response<Vec<u8>> {
-        let states = self.pool.members().states();
-        let mut backends: Vec<&Arc<BackendState>> = states.values().collect();
-        backends.sort_by_key(|s| s.addr);
-        let list: Vec<BackendView> = backends.iter().map(|s| self.backend_view(s)).collect();
-        json_response(StatusCode::OK, &list)
+    /// `GET /api/upstreams`: every pool with its backends.
+    fn upstreams(&self, routing: &Routing) -> Response<Vec<u8>> {
+        json_response(StatusCode::OK, &upstream_views(routing, backend_view))
     }
 
-    async fn add_backend(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+    /// `GET /api/upstreams/{name}`.
+    fn upstream(&self, pool: &Pool) -> Response<Vec<u8>> {
+        json_response(StatusCode::OK, &upstream_view(pool, backend_view))
+    }
+
+    /// The requests under a pool's `backends` path: `rest` is what follows
+    /// it (`[]`, `[address]`, `[address, "drain"]`).
+    async fn backends(
+        &self,
+        pool: &Pool,
+        method: &Method,
+        path: &str,
+        rest: &[&str],
+        session: &mut ServerSession,
+    ) -> Response<Vec<u8>> {
+        match (method, rest) {
+            (&Method::GET, []) => self.list_backends(pool),
+            (&Method::POST, []) => self.add_backend(pool, session).await,
+            (&Method::DELETE, [address]) => self.remove_backend(pool, address),
+            (&Method::POST, [address, "drain"]) => self.set_draining(pool, address, true),
+            (&Method::POST, [address, "enable"]) => self.set_draining(pool, address, false),
+            (_, [] | [_] | [_, _]) => not_allowed(method, path),
+            _ => no_endpoint(path),
+        }
+    }
+
+    fn list_backends(&self, pool: &Pool) -> Response<Vec<u8>> {
+        json_response(StatusCode::OK, &upstream_view(pool, backend_view).backends)
+    }
+
+    async fn add_backend(&self, pool: &Pool, session: &mut ServerSession) -> Response<Vec<u8>> {
         let body = match read_body(session).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -203,40 +304,54 @@ impl AdminApp {
             Ok(backend) => backend,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };
-        if !self.pool.members().add(backend) {
+        if !pool.members().add(backend) {
             return error(
                 StatusCode::CONFLICT,
-                format!("{} is already in the pool", new.address),
+                format!("{} is already in upstream {}", new.address, pool.name()),
             );
         }
-        log::info!("admin API: backend {} added", new.address);
-        self.pool.refresh();
+        log::info!(
+            "admin API: backend {} added to upstream {}",
+            new.address,
+            pool.name()
+        );
+        pool.refresh();
         json_response(StatusCode::CREATED, &json!({ "added": new.address }))
     }
 
-    fn remove_backend(&self, address: &str) -> Response<Vec<u8>> {
-        if !self.pool.members().remove(address) {
-            return error(StatusCode::NOT_FOUND, format!("no backend {address}"));
+    fn remove_backend(&self, pool: &Pool, address: &str) -> Response<Vec<u8>> {
+        if !pool.members().remove(address) {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no backend {address} in upstream {}", pool.name()),
+            );
         }
-        log::info!("admin API: backend {address} removed");
-        self.pool.refresh();
+        log::info!(
+            "admin API: backend {address} removed from upstream {}",
+            pool.name()
+        );
+        pool.refresh();
         json_response(StatusCode::OK, &json!({ "removed": address }))
     }
 
-    fn set_draining(&self, address: &str, draining: bool) -> Response<Vec<u8>> {
+    fn set_draining(&self, pool: &Pool, address: &str, draining: bool) -> Response<Vec<u8>> {
         let state = address
             .parse()
             .ok()
-            .and_then(|addr| self.pool.members().state(&addr));
+            .and_then(|addr| pool.members().state(&addr));
         let Some(state) = state else {
-            return error(StatusCode::NOT_FOUND, format!("no backend {address}"));
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no backend {address} in upstream {}", pool.name()),
+            );
         };
         state.draining.store(draining, Relaxed);
         log::info!(
-            "admin API: backend {address} {}",
+            "admin API: backend {address} of upstream {} {}",
+            pool.name(),
             if draining { "drained" } else { "enabled" }
         );
-        json_response(StatusCode::OK, &self.backend_view(&state))
+        json_response(StatusCode::OK, &backend_view(pool, &state))
     }
 
     async fn reload(&self) -> Response<Vec<u8>> {
@@ -297,31 +412,43 @@ impl ServeHttp for AdminApp {
         if !self.authorized(session) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let Some(segments) = path
+            .trim_matches('/')
+            .split('/')
+            .map(percent_decode)
+            .collect::<Option<Vec<String>>>()
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{path}: a %-escape is not two hex digits or not UTF-8"),
+            );
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let routing = self.routing.load_full();
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["api", "backends"]) => self.list_backends(),
-            (&Method::GET, ["api", "stats"]) => self.stats(),
-            (&Method::GET, ["metrics"]) => self.metrics(),
-            (&Method::POST, ["api", "backends"]) => self.add_backend(session).await,
-            (&Method::DELETE, ["api", "backends", address]) => self.remove_backend(address),
-            (&Method::POST, ["api", "backends", address, "drain"]) => {
-                self.set_draining(address, true)
-            }
-            (&Method::POST, ["api", "backends", address, "enable"]) => {
-                self.set_draining(address, false)
-            }
+            (&Method::GET, ["api", "stats"]) => self.stats(&routing),
+            (&Method::GET, ["metrics"]) => self.metrics(&routing),
+            (&Method::GET, ["api", "upstreams"]) => self.upstreams(&routing),
             (&Method::POST, ["api", "reload"]) => self.reload().await,
-            (
-                _,
-                ["api", "backends"]
-                | ["api", "backends", _]
-                | ["api", "backends", _, _]
-                | ["api", "reload"],
-            ) => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}"),
-            ),
-            _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            (_, ["api", "backends", rest @ ..]) => match routing.default_pool() {
+                Some(pool) => self.backends(pool, &method, &path, rest, session).await,
+                None => error(StatusCode::NOT_FOUND, "lb has no pool"),
+            },
+            (_, ["api", "upstreams", name, rest @ ..]) => {
+                let Some(pool) = routing.pool_named(name) else {
+                    return error(StatusCode::NOT_FOUND, format!("no upstream named {name:?}"));
+                };
+                match (&method, rest) {
+                    (&Method::GET, []) => self.upstream(pool),
+                    (_, ["backends", rest @ ..]) => {
+                        self.backends(pool, &method, &path, rest, session).await
+                    }
+                    (_, []) => not_allowed(&method, &path),
+                    _ => no_endpoint(&path),
+                }
+            }
+            (_, ["api", "upstreams"] | ["api", "reload"]) => not_allowed(&method, &path),
+            _ => no_endpoint(&path),
         }
     }
 }
@@ -335,5 +462,22 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abd", b"abc"));
         assert!(!same_secret(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("127.0.0.1%3A8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            percent_decode("%5B%3a%3A1%5D:80").as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(percent_decode("my%20pool").as_deref(), Some("my pool"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["%", "%4", "%zz", "%+f", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
     }
 }

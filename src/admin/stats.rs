@@ -2,9 +2,11 @@
 //! second, error rate and p50/p99 latency over the last second, and a
 //! minute of history for the chart.
 //!
-//! A background service samples the backends' counters and latency
-//! histograms once a second; the status page's JSON endpoint reads the
-//! samples. Nothing here touches the request path.
+//! A background service samples the counters and latency histograms of
+//! the backends of every current pool once a second (the pools of the
+//! routing requests use, so pools a reload adds are sampled and removed
+//! ones forgotten); the status page's JSON endpoint reads the samples.
+//! Nothing here touches the request path.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -20,6 +23,7 @@ use serde::Serialize;
 
 use crate::pool::members::{lock, BackendState};
 use crate::pool::Pool;
+use crate::proxy::Routing;
 
 /// Samples kept per backend: a minute at one a second.
 const HISTORY: usize = 60;
@@ -48,63 +52,85 @@ struct BackendHistory {
     samples: VecDeque<Sample>,
 }
 
-/// The samples of every backend.
+/// The samples of one pool's backends, by address.
+type PoolHistory = HashMap<SocketAddr, BackendHistory>;
+
+/// The samples of every backend, by pool name: one address in two pools
+/// has two histories, as it has two metric series.
 #[derive(Default)]
 pub struct Stats {
-    backends: Mutex<HashMap<SocketAddr, BackendHistory>>,
+    pools: Mutex<HashMap<String, PoolHistory>>,
 }
 
 impl Stats {
-    /// The latest sample and the history (oldest first) of `addr`.
-    pub fn of(&self, addr: &SocketAddr) -> (Sample, Vec<f64>) {
-        let backends = lock(&self.backends);
-        backends.get(addr).map_or_else(Default::default, |h| {
-            (
-                h.samples.back().copied().unwrap_or_default(),
-                h.samples.iter().map(|s| s.rps).collect(),
-            )
-        })
+    /// The latest sample and the history (oldest first) of `addr` in the
+    /// pool `upstream`.
+    pub fn of(&self, upstream: &str, addr: &SocketAddr) -> (Sample, Vec<f64>) {
+        let pools = lock(&self.pools);
+        pools
+            .get(upstream)
+            .and_then(|backends| backends.get(addr))
+            .map_or_else(Default::default, |h| {
+                (
+                    h.samples.back().copied().unwrap_or_default(),
+                    h.samples.iter().map(|s| s.rps).collect(),
+                )
+            })
     }
 
-    /// Takes one sample of every backend in `states`, `elapsed` after the last.
-    fn sample(&self, states: &HashMap<SocketAddr, Arc<BackendState>>, elapsed: Duration) {
-        let mut backends = lock(&self.backends);
-        backends.retain(|addr, _| states.contains_key(addr));
-        for (addr, state) in states {
-            let history = backends.entry(*addr).or_default();
-            let (requests, responses_5xx) = state.metrics.totals();
-            let failures = responses_5xx + state.errors.load(Relaxed);
-            let buckets = cumulative_buckets(state);
-            let new_requests = requests.saturating_sub(history.previous.requests);
-            let new_failures = failures.saturating_sub(history.previous.failures);
-            let window: Vec<(f64, u64)> = buckets
-                .iter()
-                .enumerate()
-                .map(|(i, &(bound, count))| {
-                    let before = history.previous.buckets.get(i).map_or(0, |b| b.1);
-                    (bound, count.saturating_sub(before))
-                })
-                .collect();
-            let sample = Sample {
-                rps: new_requests as f64 / elapsed.as_secs_f64().max(0.001),
-                error_rate: if new_requests == 0 {
-                    0.0
-                } else {
-                    (new_failures as f64 / new_requests as f64).min(1.0)
-                },
-                p50_ms: quantile(&window, 0.50).map(|s| s * 1000.0),
-                p99_ms: quantile(&window, 0.99).map(|s| s * 1000.0),
-            };
-            history.previous = Previous {
-                requests,
-                failures,
-                buckets,
-            };
-            if history.samples.len() == HISTORY {
-                history.samples.pop_front();
-            }
-            history.samples.push_back(sample);
+    /// Takes one sample of every backend of `pools`, `elapsed` after the
+    /// last; forgets the pools and backends no longer there.
+    fn sample(&self, pools: &[Arc<Pool>], elapsed: Duration) {
+        let mut histories = lock(&self.pools);
+        histories.retain(|name, _| pools.iter().any(|p| p.name() == name));
+        for pool in pools {
+            let backends = histories.entry(pool.name().to_string()).or_default();
+            sample_pool(backends, &pool.members().states(), elapsed);
         }
+    }
+}
+
+/// Takes one sample of every backend in `states` into `backends`.
+fn sample_pool(
+    backends: &mut PoolHistory,
+    states: &HashMap<SocketAddr, Arc<BackendState>>,
+    elapsed: Duration,
+) {
+    backends.retain(|addr, _| states.contains_key(addr));
+    for (addr, state) in states {
+        let history = backends.entry(*addr).or_default();
+        let (requests, responses_5xx) = state.metrics.totals();
+        let failures = responses_5xx + state.errors.load(Relaxed);
+        let buckets = cumulative_buckets(state);
+        let new_requests = requests.saturating_sub(history.previous.requests);
+        let new_failures = failures.saturating_sub(history.previous.failures);
+        let window: Vec<(f64, u64)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &(bound, count))| {
+                let before = history.previous.buckets.get(i).map_or(0, |b| b.1);
+                (bound, count.saturating_sub(before))
+            })
+            .collect();
+        let sample = Sample {
+            rps: new_requests as f64 / elapsed.as_secs_f64().max(0.001),
+            error_rate: if new_requests == 0 {
+                0.0
+            } else {
+                (new_failures as f64 / new_requests as f64).min(1.0)
+            },
+            p50_ms: quantile(&window, 0.50).map(|s| s * 1000.0),
+            p99_ms: quantile(&window, 0.99).map(|s| s * 1000.0),
+        };
+        history.previous = Previous {
+            requests,
+            failures,
+            buckets,
+        };
+        if history.samples.len() == HISTORY {
+            history.samples.pop_front();
+        }
+        history.samples.push_back(sample);
     }
 }
 
@@ -148,7 +174,8 @@ fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
 
 /// The background service that samples once a second.
 pub struct Sampler {
-    pub pool: Arc<Pool>,
+    /// The routing requests use now, whose pools are sampled.
+    pub routing: Arc<ArcSwap<Routing>>,
     pub stats: Arc<Stats>,
 }
 
@@ -161,7 +188,7 @@ impl BackgroundService for Sampler {
             tokio::select! {
                 _ = ticker.tick() => {
                     let now = tokio::time::Instant::now();
-                    self.stats.sample(&self.pool.members().states(), now - last);
+                    self.stats.sample(self.routing.load().pools(), now - last);
                     last = now;
                 }
                 _ = shutdown.changed() => return,

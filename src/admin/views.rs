@@ -13,12 +13,23 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// One pool in `GET /api/upstreams` (with [`BackendView`]s) and in
+/// `GET /api/stats` (with [`BackendStatsView`]s).
+#[derive(Debug, Serialize)]
+pub struct UpstreamView<'a, B> {
+    pub name: &'a str,
+    /// `round_robin`, `least_request`, `peak_ewma`, `consistent_hash`.
+    pub balance: &'static str,
+    /// By address.
+    pub backends: Vec<B>,
+}
+
 /// One backend in `GET /api/backends`.
 #[derive(Debug, Serialize)]
-pub struct BackendView<'a> {
+pub struct BackendView {
     pub address: String,
     /// As configured (`be1:8080`).
-    pub entry: &'a str,
+    pub entry: String,
     pub weight: usize,
     pub healthy: bool,
     pub ejected: bool,
@@ -47,11 +58,20 @@ impl From<CheckRecord> for CheckView {
     }
 }
 
+/// `GET /api/stats`: every pool, and the default pool's backends alone
+/// under the key clients from before named pools read.
+#[derive(Debug, Serialize)]
+pub struct StatsView<'a> {
+    /// The backends of the pool named `default`, else of the first pool.
+    pub backends: &'a [BackendStatsView],
+    pub upstreams: &'a [UpstreamView<'a, BackendStatsView>],
+}
+
 /// One backend in `GET /api/stats`: the backend, and its last second.
 #[derive(Debug, Serialize)]
-pub struct BackendStatsView<'a> {
+pub struct BackendStatsView {
     #[serde(flatten)]
-    pub backend: BackendView<'a>,
+    pub backend: BackendView,
     /// When its active health last changed.
     pub health_since: String,
     pub rps: f64,
@@ -62,14 +82,9 @@ pub struct BackendStatsView<'a> {
     pub history: Vec<f64>,
 }
 
-impl<'a> BackendStatsView<'a> {
+impl BackendStatsView {
     /// `backend` with its latest `sample`, `history` and health change.
-    pub fn new(
-        backend: BackendView<'a>,
-        since: SystemTime,
-        sample: Sample,
-        history: Vec<f64>,
-    ) -> Self {
+    pub fn new(backend: BackendView, since: SystemTime, sample: Sample, history: Vec<f64>) -> Self {
         BackendStatsView {
             backend,
             health_since: rfc3339(since),

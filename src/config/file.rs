@@ -26,6 +26,19 @@ pub struct FileConfig {
     pub upstreams: Option<serde_yaml_ng::Mapping>,
     /// Which pool serves which host and path.
     pub routes: Option<Vec<super::upstreams::RouteFile>>,
+    /// How the top-level backends (pool `default`) are balanced: as in an
+    /// `upstreams:` entry.
+    pub balance: Option<String>,
+    /// `consistent_hash`'s key for the top-level backends.
+    pub hash_key: Option<String>,
+    /// `peak_ewma`'s decay time for the top-level backends.
+    #[serde(default, with = "humantime_serde")]
+    pub ewma_decay: Option<Duration>,
+    /// Sticky sessions over the top-level backends.
+    pub sticky: Option<super::upstreams::StickyFile>,
+    /// Slow start of the top-level backends.
+    #[serde(default, with = "humantime_serde")]
+    pub slow_start: Option<Duration>,
     /// Active health checks.
     pub health_check: Option<HealthCheckFile>,
     /// Retries of failed requests.

@@ -345,13 +345,25 @@ impl Config {
             &backend_transport,
             &backends,
         ));
+        let balancing = upstreams::BalancingFile {
+            balance: file.balance,
+            hash_key: file.hash_key,
+            ewma_decay: file.ewma_decay,
+            sticky: file.sticky,
+            slow_start: file.slow_start,
+        };
+        if !has_default && balancing.is_written() {
+            errors.add(
+                "backends",
+                "none, yet balance, hash_key, ewma_decay, sticky or slow_start is set at the top \
+                 level, where it is for the top-level backends; set it in upstreams:",
+            );
+        }
+        let balancing = upstreams::parse_balancing("", balancing, &mut errors);
         let default = has_default.then(|| UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
             backends: backends.clone(),
-            balance: Balance::RoundRobin,
-            hash_key: None,
-            sticky: None,
-            ewma_decay: None,
+            balancing,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });

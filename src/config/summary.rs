@@ -38,6 +38,13 @@ impl Config {
                 format!("{}:{} weight {}", b.host, b.port, b.weight),
             ));
         }
+        if let Some(default) = self
+            .upstreams
+            .iter()
+            .find(|u| u.name == super::DEFAULT_UPSTREAM)
+        {
+            rows.push(("balance".into(), default.balancing.describe()));
+        }
         rows.push((
             "backend transport".into(),
             self.backend_transport.describe(),
@@ -105,14 +112,9 @@ impl Config {
             rows.push((
                 "upstream".into(),
                 format!(
-                    "{}: {}{}, {}; health check {} every {}",
+                    "{}: {}, {}; health check {} every {}",
                     upstream.name,
-                    upstream.balance.as_str(),
-                    upstream
-                        .hash_key
-                        .as_ref()
-                        .map(|k| format!(" of {k}"))
-                        .unwrap_or_default(),
+                    upstream.balancing.describe(),
                     backends.join(", "),
                     hc.path,
                     d(hc.interval)

@@ -28,6 +28,8 @@ pub enum Balance {
     /// Weighted round robin, in a strict global order (Pingora's).
     #[default]
     RoundRobin,
+    /// A backend at random, in proportion to its weight.
+    Random,
     /// Two backends at random, the one with fewer requests in flight per
     /// unit of weight.
     LeastRequest,
@@ -52,7 +54,7 @@ pub struct Sticky {
 /// An upstream's `sticky:` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StickyFile {
+pub(super) struct StickyFile {
     cookie: String,
     #[serde(default, with = "humantime_serde")]
     max_age: Option<std::time::Duration>,
@@ -114,10 +116,51 @@ impl Balance {
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
+            Balance::Random => "random",
             Balance::LeastRequest => "least_request",
             Balance::PeakEwma => "peak_ewma",
             Balance::ConsistentHash => "consistent_hash",
         }
+    }
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Default)]
+pub struct Balancing {
+    /// The policy.
+    pub balance: Balance,
+    /// What `consistent_hash` hashes (None for the other balances).
+    pub hash_key: Option<HashKey>,
+    /// Stickiness by cookie, when configured.
+    pub sticky: Option<Sticky>,
+    /// `peak_ewma`'s decay time (None for the other balances).
+    pub ewma_decay: Option<std::time::Duration>,
+    /// How long a backend that returns (or is added) takes to ramp from a
+    /// small share of its traffic to its full share; None: no ramp.
+    pub slow_start: Option<std::time::Duration>,
+}
+
+impl Balancing {
+    /// One line for `lb -t`: `consistent_hash of path, slow start 30s,
+    /// sticky cookie lb_app`.
+    pub fn describe(&self) -> String {
+        let mut text = self.balance.as_str().to_string();
+        if let Some(key) = &self.hash_key {
+            text.push_str(&format!(" of {key}"));
+        }
+        if let Some(decay) = self.ewma_decay {
+            text.push_str(&format!(", decay {}", humantime::format_duration(decay)));
+        }
+        if let Some(ramp) = self.slow_start {
+            text.push_str(&format!(
+                ", slow start {}",
+                humantime::format_duration(ramp)
+            ));
+        }
+        if let Some(sticky) = &self.sticky {
+            text.push_str(&format!(", sticky cookie {}", sticky.cookie));
+        }
+        text
     }
 }
 
@@ -129,13 +172,7 @@ pub struct UpstreamConfig {
     /// Its backends, in the order written.
     pub backends: Vec<BackendConfig>,
     /// How a backend is picked.
-    pub balance: Balance,
-    /// What `consistent_hash` hashes (None for the other balances).
-    pub hash_key: Option<HashKey>,
-    /// Stickiness by cookie, when configured.
-    pub sticky: Option<Sticky>,
-    /// `peak_ewma`'s decay time (None for the other balances).
-    pub ewma_decay: Option<std::time::Duration>,
+    pub balancing: Balancing,
     /// Its active health checks.
     pub health_check: HealthCheckConfig,
     /// How lb connects to its backends.
@@ -152,6 +189,8 @@ struct UpstreamFile {
     #[serde(default, with = "humantime_serde")]
     ewma_decay: Option<std::time::Duration>,
     sticky: Option<StickyFile>,
+    #[serde(default, with = "humantime_serde")]
+    slow_start: Option<std::time::Duration>,
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
     backend_tls: Option<BackendTlsFile>,
@@ -224,42 +263,17 @@ fn parse_upstream(
 ) -> Option<UpstreamConfig> {
     let before = errors.len();
     let backends = prefixed(key, errors, |e| parse_backends(&file.backends, e));
-    let balance = match file.balance.as_deref() {
-        None | Some("round_robin") => Balance::RoundRobin,
-        Some("least_request") => Balance::LeastRequest,
-        Some("consistent_hash") => Balance::ConsistentHash,
-        Some("peak_ewma") => Balance::PeakEwma,
-        Some(other) => {
-            errors.add(
-                format!("{key}.balance"),
-                format!(
-                    "{other:?}: write round_robin, least_request, peak_ewma or consistent_hash"
-                ),
-            );
-            Balance::RoundRobin
-        }
-    };
-    let hash_key = match (&file.hash_key, balance) {
-        (Some(text), Balance::ConsistentHash) => match parse_hash_key(text) {
-            Ok(key) => Some(key),
-            Err(why) => {
-                errors.add(format!("{key}.hash_key"), why);
-                None
-            }
+    let balancing = parse_balancing(
+        &format!("{key}."),
+        BalancingFile {
+            balance: file.balance,
+            hash_key: file.hash_key,
+            ewma_decay: file.ewma_decay,
+            sticky: file.sticky,
+            slow_start: file.slow_start,
         },
-        (None, Balance::ConsistentHash) => Some(HashKey::ClientIp),
-        (Some(text), other) => {
-            errors.add(
-                format!("{key}.hash_key"),
-                format!(
-                    "{text:?}: only consistent_hash hashes a key; this pool's balance is {}",
-                    other.as_str()
-                ),
-            );
-            None
-        }
-        (None, _) => None,
-    };
+        errors,
+    );
     let health = merged_health(file.health_check.unwrap_or_default(), top_health);
     let health_check = prefixed(key, errors, |e| parse_health_check(health, e));
     let backend_transport = transport::parse_transport(
@@ -270,15 +284,90 @@ fn parse_upstream(
         warnings,
     );
     transport::check_kind_fits(health_check.kind, &backend_transport, errors);
+    (errors.len() == before).then_some(UpstreamConfig {
+        name,
+        backends,
+        balancing,
+        health_check,
+        backend_transport,
+    })
+}
+
+/// How a pool balances, as written: in an `upstreams:` entry, or at the
+/// top level for the pool `default`.
+#[derive(Debug, Default)]
+pub(super) struct BalancingFile {
+    pub balance: Option<String>,
+    pub hash_key: Option<String>,
+    pub ewma_decay: Option<std::time::Duration>,
+    pub sticky: Option<StickyFile>,
+    pub slow_start: Option<std::time::Duration>,
+}
+
+impl BalancingFile {
+    /// Whether any key is written.
+    pub(super) fn is_written(&self) -> bool {
+        self.balance.is_some()
+            || self.hash_key.is_some()
+            || self.ewma_decay.is_some()
+            || self.sticky.is_some()
+            || self.slow_start.is_some()
+    }
+}
+
+/// Checks a pool's balancing keys; `prefix` (`upstreams.api.`, or empty at
+/// the top level) starts each error's key.
+pub(super) fn parse_balancing(
+    prefix: &str,
+    file: BalancingFile,
+    errors: &mut Problems,
+) -> Balancing {
+    let balance = match file.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("random") => Balance::Random,
+        Some("least_request") => Balance::LeastRequest,
+        Some("consistent_hash") => Balance::ConsistentHash,
+        Some("peak_ewma") => Balance::PeakEwma,
+        Some(other) => {
+            errors.add(
+                format!("{prefix}balance"),
+                format!(
+                    "{other:?}: write round_robin, random, least_request, peak_ewma or consistent_hash"
+                ),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let hash_key = match (&file.hash_key, balance) {
+        (Some(text), Balance::ConsistentHash) => match parse_hash_key(text) {
+            Ok(key) => Some(key),
+            Err(why) => {
+                errors.add(format!("{prefix}hash_key"), why);
+                None
+            }
+        },
+        (None, Balance::ConsistentHash) => Some(HashKey::ClientIp),
+        (Some(text), other) => {
+            errors.add(
+                format!("{prefix}hash_key"),
+                format!(
+                    "{text:?}: only consistent_hash hashes a key; this pool's balance is {}",
+                    other.as_str()
+                ),
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let ewma_decay = match (file.ewma_decay, balance) {
         (Some(decay), Balance::PeakEwma) if decay.is_zero() => {
-            errors.add(format!("{key}.ewma_decay"), "0s: must be more than zero");
+            errors.add(format!("{prefix}ewma_decay"), "0s: must be more than zero");
             None
         }
         (decay, Balance::PeakEwma) => Some(decay.unwrap_or(DEFAULT_EWMA_DECAY)),
         (Some(_), other) => {
             errors.add(
-                format!("{key}.ewma_decay"),
+                format!("{prefix}ewma_decay"),
                 format!(
                     "only peak_ewma decays; this pool's balance is {}",
                     other.as_str()
@@ -292,7 +381,7 @@ fn parse_upstream(
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
             errors.add(
-                format!("{key}.sticky.cookie"),
+                format!("{prefix}sticky.cookie"),
                 format!("{:?}: not a cookie name", sticky.cookie),
             );
             return None;
@@ -302,16 +391,15 @@ fn parse_upstream(
             max_age: sticky.max_age,
         })
     });
-    (errors.len() == before).then_some(UpstreamConfig {
-        name,
-        backends,
+    // 0s is written to turn the ramp off explicitly.
+    let slow_start = file.slow_start.filter(|ramp| !ramp.is_zero());
+    Balancing {
         balance,
         hash_key,
-        sticky,
         ewma_decay,
-        health_check,
-        backend_transport,
-    })
+        sticky,
+        slow_start,
+    }
 }
 
 /// Runs `parse` on its own problem list and adds what it found under `key`.

@@ -1,48 +1,85 @@
-//! The two kinds of Pingora `LoadBalancer` a pool may hold: weighted round
-//! robin (for `round_robin` and `least_request`) and Ketama consistent
-//! hashing (for `consistent_hash`). Both share lb's discovery and health
-//! check; only the ring differs.
+//! The three kinds of Pingora `LoadBalancer` a pool may hold: weighted
+//! round robin (`round_robin`), weighted random (`random`, and the two
+//! random choices of `least_request` and `peak_ewma`) and Ketama consistent
+//! hashing (`consistent_hash`). All share lb's discovery and health check;
+//! only the ring and how it is walked differ.
 
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::consistent::KetamaHashing;
-use pingora::lb::selection::RoundRobin;
+use pingora::lb::selection::{BackendSelection, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::*;
+
+use crate::config::Balance;
+
+/// Which ring a balance needs; a reload that changes it makes a new pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RingKind {
+    RoundRobin,
+    Random,
+    Hash,
+}
+
+impl RingKind {
+    /// The ring `balance` walks.
+    pub(super) fn of(balance: Balance) -> RingKind {
+        match balance {
+            Balance::RoundRobin => RingKind::RoundRobin,
+            Balance::Random | Balance::LeastRequest | Balance::PeakEwma => RingKind::Random,
+            Balance::ConsistentHash => RingKind::Hash,
+        }
+    }
+}
 
 /// A pool's ring.
 pub(super) enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
     Hash(LoadBalancer<KetamaHashing>),
 }
 
+/// A Pingora balancer over `backends`, checked by `health_check`.
+fn checked<S>(
+    backends: Backends,
+    health_check: Box<dyn HealthCheck + Send + Sync>,
+) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    let mut balancer = LoadBalancer::from_backends(backends);
+    balancer.set_health_check(health_check);
+    balancer
+}
+
 impl Balancer {
-    /// A ring over `backends`, checked by `health_check`; Ketama when
-    /// `hashed`.
+    /// A ring of `kind` over `backends`, checked by `health_check`.
     pub(super) fn new(
-        hashed: bool,
+        kind: RingKind,
         backends: Backends,
         health_check: Box<dyn HealthCheck + Send + Sync>,
     ) -> Self {
-        if hashed {
-            let mut balancer = LoadBalancer::from_backends(backends);
-            balancer.set_health_check(health_check);
-            Balancer::Hash(balancer)
-        } else {
-            let mut balancer = LoadBalancer::from_backends(backends);
-            balancer.set_health_check(health_check);
-            Balancer::RoundRobin(balancer)
+        match kind {
+            RingKind::RoundRobin => Balancer::RoundRobin(checked(backends, health_check)),
+            RingKind::Random => Balancer::Random(checked(backends, health_check)),
+            RingKind::Hash => Balancer::Hash(checked(backends, health_check)),
         }
     }
 
-    /// Whether it is a consistent-hash ring.
-    pub(super) fn is_hashed(&self) -> bool {
-        matches!(self, Balancer::Hash(_))
+    /// Which kind of ring it is.
+    pub(super) fn kind(&self) -> RingKind {
+        match self {
+            Balancer::RoundRobin(_) => RingKind::RoundRobin,
+            Balancer::Random(_) => RingKind::Random,
+            Balancer::Hash(_) => RingKind::Hash,
+        }
     }
 
     /// The backends and their health.
     pub(super) fn backends(&self) -> &Backends {
         match self {
             Balancer::RoundRobin(b) => b.backends(),
+            Balancer::Random(b) => b.backends(),
             Balancer::Hash(b) => b.backends(),
         }
     }
@@ -51,18 +88,20 @@ impl Balancer {
     pub(super) async fn update(&self) -> Result<()> {
         match self {
             Balancer::RoundRobin(b) => b.update().await,
+            Balancer::Random(b) => b.update().await,
             Balancer::Hash(b) => b.update().await,
         }
     }
 
     /// The first backend `accept` takes, walking the ring from `key` (the
-    /// key is ignored by round robin).
+    /// key is ignored by round robin and random).
     pub(super) fn select_with<F>(&self, key: &[u8], max_steps: usize, accept: F) -> Option<Backend>
     where
         F: Fn(&Backend, bool) -> bool,
     {
         match self {
             Balancer::RoundRobin(b) => b.select_with(key, max_steps, accept),
+            Balancer::Random(b) => b.select_with(key, max_steps, accept),
             Balancer::Hash(b) => b.select_with(key, max_steps, accept),
         }
     }

@@ -5,8 +5,9 @@
 //! answer; one that recovers earns its share back over the decay time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::clock::now_nanos;
 
 /// One backend's latency estimate. Updates are lock-free and may lose a
 /// sample to a concurrent one: it is an estimate.
@@ -14,18 +15,8 @@ use std::time::{Duration, Instant};
 pub struct PeakEwma {
     /// The average, in nanoseconds, as f64 bits.
     average: AtomicU64,
-    /// When the last sample came, in nanoseconds since [`epoch`].
+    /// When the last sample came, in [`now_nanos`] time.
     stamp: AtomicU64,
-}
-
-/// The process's time origin for the stamps.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_nanos() -> u64 {
-    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl PeakEwma {

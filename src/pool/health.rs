@@ -118,7 +118,7 @@ impl Probe {
         else {
             return;
         };
-        metrics().health_check(&state.addr.to_string(), passed);
+        metrics().health_check(self.members.upstream(), &state.addr.to_string(), passed);
         let record = CheckRecord {
             at: SystemTime::now(),
             passed,
@@ -433,6 +433,7 @@ impl HealthCheck for Probe {
                 .and_then(|addr| self.members.state(addr))
             {
                 self.outliers.readmit(&state);
+                state.start_ramp();
             }
         } else {
             log::warn!(

@@ -12,13 +12,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::{Backend, Extensions};
 
+use super::clock::now_ms;
 use super::resolve::Resolver;
 use crate::config::BackendConfig;
 use crate::telemetry::metrics::{metrics, BackendMetrics};
@@ -84,7 +85,14 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// When its active health last changed (healthy or not), for the status page.
     health_since: Mutex<SystemTime>,
+    /// Slow start: when it came back or was added, in [`now_ms`] time; 0
+    /// when it is not ramping.
+    ramp_started: AtomicU64,
 }
+
+/// The least share of its traffic a backend in slow start takes: small,
+/// yet enough that its first requests come at once.
+const RAMP_FLOOR: f64 = 0.02;
 
 /// Locks `mutex`, also when a thread panicked while holding it: lb's
 /// mutexes guard a value that is replaced whole (a record, a time, a
@@ -115,7 +123,33 @@ impl BackendState {
         *lock(&self.health_since) = SystemTime::now();
     }
 
-    fn new(addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
+    /// Starts its slow start now (it came back or was added).
+    pub fn start_ramp(&self) {
+        self.ramp_started.store(now_ms(), Relaxed);
+    }
+
+    /// The share of its full traffic it takes now, from [`RAMP_FLOOR`] to
+    /// 1, rising linearly over `slow_start` since it came back or was
+    /// added; 1 when it is not ramping, which costs one relaxed load.
+    pub fn ramp_share(&self, slow_start: Duration) -> f64 {
+        let started = self.ramp_started.load(Relaxed);
+        if started == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms().saturating_sub(started) as f64;
+        let ramp = slow_start.as_millis().max(1) as f64;
+        if elapsed >= ramp {
+            // Ramped: later selections pay only the load above.
+            let _ = self
+                .ramp_started
+                .compare_exchange(started, 0, Relaxed, Relaxed);
+            return 1.0;
+        }
+        (elapsed / ramp).max(RAMP_FLOOR)
+    }
+
+    /// The state of `addr` in the pool `upstream`, with its metric handles.
+    fn new(upstream: &str, addr: SocketAddr, entry: String, host: String, weight: usize) -> Self {
         BackendState {
             sticky_id: sticky_id(&addr),
             addr,
@@ -132,8 +166,9 @@ impl BackendState {
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             last_check: Mutex::new(None),
-            metrics: metrics().for_backend(&addr.to_string()),
+            metrics: metrics().for_backend(upstream, &addr.to_string()),
             health_since: Mutex::new(SystemTime::now()),
+            ramp_started: AtomicU64::new(0),
         }
     }
 }
@@ -142,17 +177,20 @@ impl BackendState {
 impl BackendState {
     /// A fresh state for unit tests.
     pub fn for_test(addr: SocketAddr) -> Self {
-        BackendState::new(addr, addr.to_string(), addr.ip().to_string(), 1)
+        BackendState::new("test", addr, addr.to_string(), addr.ip().to_string(), 1)
     }
 }
 
-/// FNV-1a of the address's text: stable across processes and versions.
+/// The address's FNV-1a hash: stable across processes and versions.
 fn sticky_id(addr: &SocketAddr) -> u64 {
-    addr.to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    fnv1a(addr.to_string().as_bytes())
+}
+
+/// 64-bit FNV-1a of `bytes`: cheap, and the same in every process.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The map of addresses to states that requests read.
@@ -160,17 +198,23 @@ pub type StateMap = HashMap<SocketAddr, Arc<BackendState>>;
 
 /// The pool's membership: configured entries, their resolution, and states.
 pub struct Members {
+    /// The pool's name: the `upstream` label of its backends' metrics.
+    upstream: String,
     entries: Mutex<Vec<Entry>>,
     /// `discovery.resolver`: the DNS server to ask, or the system resolver.
     /// A resolver is made for each round so it always lives on the runtime
     /// that uses it.
     dns_server: ArcSwap<Option<SocketAddr>>,
     states: ArcSwap<StateMap>,
+    /// Whether the first resolution is done: addresses that appear later
+    /// were added, and slow start ramps them.
+    resolved_once: AtomicBool,
 }
 
 impl Members {
-    /// Members for `backends`, resolved through `dns_server` (or the system).
-    pub fn new(backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
+    /// Members of the pool `upstream` for `backends`, resolved through
+    /// `dns_server` (or the system).
+    pub fn new(upstream: &str, backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
         let entries = backends
             .iter()
             .map(|b| Entry {
@@ -179,10 +223,17 @@ impl Members {
             })
             .collect();
         Members {
+            upstream: upstream.to_string(),
             entries: Mutex::new(entries),
             dns_server: ArcSwap::from_pointee(dns_server),
             states: ArcSwap::from_pointee(HashMap::new()),
+            resolved_once: AtomicBool::new(false),
         }
+    }
+
+    /// The name of the pool these are the members of.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
     }
 
     /// The states of the current addresses.
@@ -255,6 +306,7 @@ impl Members {
         let entries = self.entries();
         let resolver = Resolver::new(**self.dns_server.load());
         let old = self.states.load_full();
+        let added_later = self.resolved_once.swap(true, Relaxed);
         let mut states: StateMap = HashMap::with_capacity(entries.len());
         let mut backends = BTreeSet::new();
         for entry in &entries {
@@ -279,12 +331,19 @@ impl Members {
                     Some(state) if state.weight == b.weight.get() && state.entry == label => {
                         Arc::clone(state)
                     }
-                    _ => Arc::new(BackendState::new(
-                        addr,
-                        label.clone(),
-                        b.host.clone(),
-                        b.weight.get(),
-                    )),
+                    _ => {
+                        let state = BackendState::new(
+                            &self.upstream,
+                            addr,
+                            label.clone(),
+                            b.host.clone(),
+                            b.weight.get(),
+                        );
+                        if added_later && !old.contains_key(&addr) {
+                            state.start_ramp();
+                        }
+                        Arc::new(state)
+                    }
                 };
                 states.insert(addr, state);
                 backends.insert(Backend {
@@ -321,5 +380,23 @@ pub struct Discovery(pub Arc<Members>);
 impl ServiceDiscovery for Discovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         Ok((self.0.resolve().await, HashMap::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ramp_starts_small_and_ends_at_the_full_share() {
+        let state = BackendState::for_test("127.0.0.1:1".parse().expect("an address"));
+        let ramp = Duration::from_millis(200);
+        assert_eq!(state.ramp_share(ramp), 1.0, "not ramping: full share");
+        state.start_ramp();
+        let share = state.ramp_share(ramp);
+        assert!((RAMP_FLOOR..0.5).contains(&share), "{share}");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(state.ramp_share(ramp), 1.0);
+        assert_eq!(state.ramp_started.load(Relaxed), 0, "the ramp is over");
     }
 }

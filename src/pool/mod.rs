@@ -13,6 +13,7 @@
 //! [`transport::PeerTemplate`].
 
 mod balancer;
+mod clock;
 pub mod ewma;
 pub mod health;
 pub mod members;
@@ -35,7 +36,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Balance, Config, UpstreamConfig, WhenAllUnhealthy};
-use balancer::Balancer;
+use balancer::{Balancer, RingKind};
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
@@ -44,6 +45,8 @@ use outlier::OutlierDetector;
 struct PoolSettings {
     when_all_unhealthy: WhenAllUnhealthy,
     balance: Balance,
+    /// How long a returning or added backend ramps up; None: no ramp.
+    slow_start: Option<Duration>,
     health_check_interval: Duration,
     discovery_interval: Duration,
 }
@@ -78,7 +81,11 @@ impl Pool {
     /// Builds the pool and resolves its backends, so it can select before
     /// its background service starts.
     pub fn new(config: &Config, upstream: &UpstreamConfig) -> Result<Arc<Pool>> {
-        let members = Arc::new(Members::new(&upstream.backends, config.discovery.resolver));
+        let members = Arc::new(Members::new(
+            &upstream.name,
+            &upstream.backends,
+            config.discovery.resolver,
+        ));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
         let probe = Arc::new(Probe::new(
             &upstream.health_check,
@@ -87,7 +94,7 @@ impl Pool {
             Arc::clone(&outliers),
         )?);
         let balancer = Balancer::new(
-            upstream.balance == Balance::ConsistentHash,
+            RingKind::of(upstream.balancing.balance),
             Backends::new(Box::new(Discovery(Arc::clone(&members)))),
             Box::new(SharedProbe(Arc::clone(&probe))),
         );
@@ -145,6 +152,11 @@ impl Pool {
         &self.outliers
     }
 
+    /// How it picks a backend, as configured now.
+    pub fn balance(&self) -> Balance {
+        self.settings.load().balance
+    }
+
     /// Whether the active health checks find `addr` healthy.
     pub fn is_healthy(&self, addr: &SocketAddr) -> bool {
         let weight = self.members.state(addr).map_or(1, |s| s.weight);
@@ -180,69 +192,37 @@ impl Pool {
             .store(2 * (total_weight + states.len()), Relaxed);
     }
 
-    /// Picks the next backend in round-robin order that is healthy, not
-    /// ejected, not draining and not in `tried`. When none is healthy,
-    /// `when_all_unhealthy: try_all` picks among all backends not tried yet.
+    /// Picks a backend by the pool's balance that is healthy, not ejected,
+    /// not draining and not in `tried`; a sticky cookie's backend first.
+    /// When none is healthy, `when_all_unhealthy: try_all` picks among all
+    /// backends not tried yet.
     pub fn select(&self, tried: &[SocketAddr], key: &[u8], sticky: Option<u64>) -> Selection {
         let states = self.members.states();
         if let Some(state) = sticky.and_then(|id| self.sticky_backend(&states, id, tried)) {
             return Selection::Backend(backend_at(state.addr, state.weight), state);
         }
-        let max_steps = self.max_steps.load(Relaxed);
-        let untried = |backend: &Backend| {
-            backend
-                .addr
-                .as_inet()
-                .is_some_and(|addr| !tried.contains(addr))
+        let settings = self.settings.load();
+        let candidates = Candidates {
+            pool: self,
+            states: &states,
+            tried,
+            max_steps: self.max_steps.load(Relaxed),
         };
-        let in_service = |backend: &Backend| {
-            backend
-                .addr
-                .as_inet()
-                .and_then(|addr| states.get(addr))
-                .is_some_and(|s| !s.draining.load(Relaxed) && !self.outliers.is_ejected(s))
-        };
-        let first = self.balancer.select_with(key, max_steps, |b, healthy| {
-            healthy && untried(b) && in_service(b)
-        });
-        let first = match (first, self.settings.load().balance) {
-            (Some(first), balance @ (Balance::LeastRequest | Balance::PeakEwma)) => {
-                // The second of two choices: the next usable backend in the
-                // ring; the one that costs less by the balance serves.
-                let second = self.balancer.select_with(b"", max_steps, |b, healthy| {
-                    healthy && b.addr != first.addr && untried(b) && in_service(b)
-                });
-                let cost = |backend: &Backend| {
-                    backend
-                        .addr
-                        .as_inet()
-                        .and_then(|addr| states.get(addr))
-                        .map_or(f64::MAX, |s| cost(s, balance))
-                };
-                Some(match second {
-                    Some(second) if cost(&second) < cost(&first) => second,
-                    _ => first,
-                })
+        let chosen = match settings.balance {
+            balance @ (Balance::LeastRequest | Balance::PeakEwma) => {
+                candidates.two_choices(balance, settings.slow_start)
             }
-            (first, _) => first,
+            _ => candidates.one_choice(key, settings.slow_start),
         };
-        let chosen = first.or_else(|| {
-            let try_all = self.settings.load().when_all_unhealthy == WhenAllUnhealthy::TryAll;
-            try_all
-                .then(|| {
-                    self.balancer
-                        .select_with(b"", max_steps, |b, _| untried(b) && in_service(b))
-                })
+        let chosen = chosen.or_else(|| {
+            (settings.when_all_unhealthy == WhenAllUnhealthy::TryAll)
+                .then(|| candidates.first(b"", |_, _| true))
                 .flatten()
         });
-        let state = chosen
-            .as_ref()
-            .and_then(|b| b.addr.as_inet())
-            .and_then(|addr| states.get(addr).cloned());
-        match (chosen, state) {
-            (Some(backend), Some(state)) => Selection::Backend(backend, state),
-            _ if tried.is_empty() => Selection::NoneHealthy,
-            _ => Selection::Exhausted,
+        match chosen {
+            Some(state) => Selection::Backend(backend_at(state.addr, state.weight), state),
+            None if tried.is_empty() => Selection::NoneHealthy,
+            None => Selection::Exhausted,
         }
     }
 
@@ -252,10 +232,10 @@ impl Pool {
     }
 
     /// Whether `upstream` can be applied to this pool by a reload: a
-    /// consistent-hash pool and a round-robin one have different rings, so
-    /// a change between them makes a new pool.
+    /// balance that walks another kind of ring (round robin, random,
+    /// consistent hash) makes a new pool.
     pub fn fits(&self, upstream: &UpstreamConfig) -> bool {
-        self.balancer.is_hashed() == (upstream.balance == Balance::ConsistentHash)
+        self.balancer.kind() == RingKind::of(upstream.balancing.balance)
     }
 
     /// Records that `backend` answered a request without failing.
@@ -283,12 +263,114 @@ fn backend_at(addr: SocketAddr, weight: usize) -> Backend {
 /// What sending one more request to `state` costs, per unit of weight:
 /// the requests in flight (`least_request`), times the latency estimate
 /// for `peak_ewma`. A backend without a latency sample yet costs 0 there,
-/// so it is tried and measured.
-fn cost(state: &BackendState, balance: Balance) -> f64 {
+/// so it is tried and measured. A backend in slow start costs more by the
+/// share it has not reached yet.
+fn cost(state: &BackendState, balance: Balance, slow_start: Option<Duration>) -> f64 {
     let load = (state.in_flight.load(Relaxed) + 1) as f64 / state.weight.max(1) as f64;
-    match balance {
+    let cost = match balance {
         Balance::PeakEwma => state.latency.average() * load,
         _ => load,
+    };
+    slow_start.map_or(cost, |ramp| cost / state.ramp_share(ramp))
+}
+
+/// Whether `state`, in slow start, takes this request: with the chance of
+/// the share it has reached. A hashed pool decides by the key, so a key
+/// moves to a returning backend once and stays; the others decide at
+/// random.
+fn takes_its_turn(state: &BackendState, slow_start: Duration, hashed_key: Option<&[u8]>) -> bool {
+    let share = state.ramp_share(slow_start);
+    if share >= 1.0 {
+        return true;
+    }
+    let draw = match hashed_key {
+        Some(key) => members::fnv1a(key) as f64 / u64::MAX as f64,
+        None => rand::random::<f64>(),
+    };
+    draw < share
+}
+
+/// The backends one request may go to: those of `pool` in `states` not
+/// yet `tried`, not draining and not ejected.
+struct Candidates<'a> {
+    pool: &'a Pool,
+    states: &'a members::StateMap,
+    tried: &'a [SocketAddr],
+    max_steps: usize,
+}
+
+impl Candidates<'_> {
+    /// The state of `backend` if it may serve this request.
+    fn usable(&self, backend: &Backend) -> Option<&Arc<BackendState>> {
+        let addr = backend.addr.as_inet()?;
+        let state = self.states.get(addr)?;
+        let usable = !self.tried.contains(addr)
+            && !state.draining.load(Relaxed)
+            && !self.pool.outliers.is_ejected(state);
+        usable.then_some(state)
+    }
+
+    /// The first usable backend `accept` takes (given its state and its
+    /// active health), walking the ring from `key`. A random ring is walked
+    /// at random, so it may miss the one backend left: then every backend
+    /// is looked at in turn.
+    fn first(
+        &self,
+        key: &[u8],
+        accept: impl Fn(&BackendState, bool) -> bool,
+    ) -> Option<Arc<BackendState>> {
+        let take = |backend: &Backend, healthy: bool| {
+            self.usable(backend)
+                .is_some_and(|state| accept(state, healthy))
+        };
+        let ring = &self.pool.balancer;
+        let found = ring
+            .select_with(key, self.max_steps, take)
+            .and_then(|backend| self.usable(&backend).cloned());
+        match found {
+            None if ring.kind() == RingKind::Random => self
+                .states
+                .values()
+                .find(|state| {
+                    let backend = backend_at(state.addr, state.weight);
+                    take(&backend, ring.backends().ready(&backend))
+                })
+                .cloned(),
+            found => found,
+        }
+    }
+
+    /// `round_robin`, `random` and `consistent_hash`: the first healthy
+    /// backend on the ring. A backend in slow start lets some of its turns
+    /// pass to the next, unless every backend would.
+    fn one_choice(&self, key: &[u8], slow_start: Option<Duration>) -> Option<Arc<BackendState>> {
+        let Some(ramp) = slow_start else {
+            return self.first(key, |_, healthy| healthy);
+        };
+        let hashed_key = (self.pool.balancer.kind() == RingKind::Hash).then_some(key);
+        self.first(key, |state, healthy| {
+            healthy && takes_its_turn(state, ramp, hashed_key)
+        })
+        .or_else(|| self.first(key, |_, healthy| healthy))
+    }
+
+    /// `least_request` and `peak_ewma`: two healthy backends at random,
+    /// the one that costs less by the balance.
+    fn two_choices(
+        &self,
+        balance: Balance,
+        slow_start: Option<Duration>,
+    ) -> Option<Arc<BackendState>> {
+        let first = self.first(b"", |_, healthy| healthy)?;
+        let second = self.first(b"", |state, healthy| healthy && state.addr != first.addr);
+        Some(match second {
+            Some(second)
+                if cost(&second, balance, slow_start) < cost(&first, balance, slow_start) =>
+            {
+                second
+            }
+            _ => first,
+        })
     }
 }
 
@@ -297,7 +379,8 @@ fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
         when_all_unhealthy: config.when_all_unhealthy,
         health_check_interval: upstream.health_check.interval,
         discovery_interval: config.discovery.interval,
-        balance: upstream.balance,
+        balance: upstream.balancing.balance,
+        slow_start: upstream.balancing.slow_start,
     }
 }
 

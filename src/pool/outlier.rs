@@ -6,11 +6,11 @@
 //! pays one relaxed load (`latest_ejection_end`) and nothing else.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::clock::now_ms;
 use super::members::{BackendState, StateMap};
 use crate::config::PassiveHealthConfig;
 
@@ -20,13 +20,6 @@ pub struct OutlierDetector {
     config: ArcSwap<PassiveHealthConfig>,
     /// Latest end of any ejection, in [`now_ms`] time; 0 when none is active.
     latest_ejection_end: AtomicU64,
-}
-
-/// Milliseconds since the first call, from a monotonic clock; never 0.
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_millis() as u64 + 1
 }
 
 impl OutlierDetector {

@@ -110,6 +110,12 @@ impl ProxyControl {
         self.budget.set_config(&config.retry);
     }
 
+    /// The pools and routes requests start with now, swapped whole at
+    /// reload: the admin API reads the current pools through it.
+    pub fn routing(&self) -> Arc<ArcSwap<Routing>> {
+        Arc::clone(&self.routing)
+    }
+
     /// Serves requests that start from now on with `routing`; requests in
     /// flight finish with the routing they started with.
     pub fn set_routing(&self, routing: Routing) {

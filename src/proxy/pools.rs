@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use crate::config::{Config, HashKey, Sticky};
+use crate::config::{Config, HashKey, Sticky, DEFAULT_UPSTREAM};
 use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
 use crate::pool::Pool;
@@ -56,10 +56,18 @@ impl Routing {
             hash_keys: config
                 .upstreams
                 .iter()
-                .map(|u| u.hash_key.clone())
+                .map(|u| u.balancing.hash_key.clone())
                 .collect(),
-            sticky: config.upstreams.iter().map(|u| u.sticky.clone()).collect(),
-            ewma_decay: config.upstreams.iter().map(|u| u.ewma_decay).collect(),
+            sticky: config
+                .upstreams
+                .iter()
+                .map(|u| u.balancing.sticky.clone())
+                .collect(),
+            ewma_decay: config
+                .upstreams
+                .iter()
+                .map(|u| u.balancing.ewma_decay)
+                .collect(),
             pools,
             routes,
             route_counters,
@@ -91,6 +99,24 @@ impl Routing {
     /// The pool of upstream `index`.
     pub fn pool(&self, index: usize) -> &Arc<Pool> {
         &self.pools[index]
+    }
+
+    /// Every pool, in the order of the config's upstreams (`default`, the
+    /// top-level backends, first when there is one).
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
+    /// The pool named `name`, if there is one.
+    pub fn pool_named(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name() == name)
+    }
+
+    /// The pool the admin API's unnamed paths (`/api/backends`) act on:
+    /// the one named `default`, else the first.
+    pub fn default_pool(&self) -> Option<&Arc<Pool>> {
+        self.pool_named(DEFAULT_UPSTREAM)
+            .or_else(|| self.pools.first())
     }
 
     /// The bytes upstream `index` hashes for this request: empty unless

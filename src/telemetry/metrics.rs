@@ -1,10 +1,12 @@
 //! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
 //!
-//! One process-wide registry. Counters a request touches are resolved to
-//! their label values once (per backend, when its state is made) so the
-//! request path pays an atomic add, not a label lookup. Gauges that describe
-//! the pool (health, ejection, draining, in-flight) are read from the pool
-//! when scraped.
+//! One process-wide registry. Per-backend series carry two labels: the
+//! pool (`upstream`) and the address (`backend`), so one address in two
+//! pools is two series. Counters a request touches are resolved to their
+//! label values once (per backend state, when it is made) so the request
+//! path pays an atomic add, not a label lookup. Gauges that describe the
+//! pools (health, ejection, draining, in-flight) are read from the current
+//! pools when scraped, so a pool a reload removed leaves no gauge behind.
 
 use std::sync::OnceLock;
 
@@ -18,6 +20,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// The labels of a per-backend series: its pool and its address. Requests
+/// lb answered itself have `none` for both.
+const BACKEND_LABELS: &[&str] = &["upstream", "backend"];
+
+/// The label value of requests no backend answered, for both labels.
+const NONE: &str = "none";
+
 /// Status classes, indexed by `status / 100` (0 for "no response").
 const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -27,10 +36,10 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
-    pub backend_healthy: IntGaugeVec,
-    pub backend_ejected: IntGaugeVec,
-    pub backend_draining: IntGaugeVec,
-    pub backend_in_flight: IntGaugeVec,
+    backend_healthy: IntGaugeVec,
+    backend_ejected: IntGaugeVec,
+    backend_draining: IntGaugeVec,
+    backend_in_flight: IntGaugeVec,
     retries: IntCounterVec,
     pub retry_budget_refusals: IntCounter,
     health_checks: IntCounterVec,
@@ -163,6 +172,15 @@ impl ProtocolMetrics {
     }
 }
 
+/// One backend's state as the scrape-time gauges show it.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendGauges {
+    pub healthy: bool,
+    pub ejected: bool,
+    pub draining: bool,
+    pub in_flight: usize,
+}
+
 /// The handles one backend's requests update.
 #[derive(Debug, Clone)]
 pub struct BackendMetrics {
@@ -219,7 +237,7 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     register(
         registry,
-        HistogramVec::new(opts, &["backend"]).expect("valid metric"),
+        HistogramVec::new(opts, BACKEND_LABELS).expect("valid metric"),
     )
 }
 
@@ -229,20 +247,25 @@ impl Metrics {
         let requests = counter_vec(
             &registry,
             "lb_requests_total",
-            "Requests through lb, by backend (none: lb answered itself) and status class.",
-            &["backend", "class"],
+            "Requests through lb, by upstream and backend (none: lb answered itself) and status class.",
+            &["upstream", "backend", "class"],
         );
         let request_duration = histogram_vec(
             &registry,
             "lb_request_duration_seconds",
-            "Time from a request's headers to the end of its response, by backend.",
+            "Time from a request's headers to the end of its response, by upstream and backend.",
         );
         let upstream_duration = histogram_vec(
             &registry,
             "lb_upstream_duration_seconds",
-            "Time from choosing a backend to its response headers, by backend.",
+            "Time from choosing a backend to its response headers, by upstream and backend.",
         );
-        let unrouted = backend_handles(&requests, &request_duration, &upstream_duration, "none");
+        let unrouted = backend_handles(
+            &requests,
+            &request_duration,
+            &upstream_duration,
+            [NONE, NONE],
+        );
         let client_connections = register(
             &registry,
             IntGauge::new("lb_client_connections", "Client connections open now.")
@@ -261,25 +284,25 @@ impl Metrics {
                 &registry,
                 "lb_backend_healthy",
                 "1 if the active health checks pass.",
-                &["backend"],
+                BACKEND_LABELS,
             ),
             backend_ejected: gauge_vec(
                 &registry,
                 "lb_backend_ejected",
                 "1 if passive health ejected the backend.",
-                &["backend"],
+                BACKEND_LABELS,
             ),
             backend_draining: gauge_vec(
                 &registry,
                 "lb_backend_draining",
                 "1 if the backend is drained.",
-                &["backend"],
+                BACKEND_LABELS,
             ),
             backend_in_flight: gauge_vec(
                 &registry,
                 "lb_backend_in_flight",
                 "Requests in flight to the backend.",
-                &["backend"],
+                BACKEND_LABELS,
             ),
             retries: counter_vec(
                 &registry,
@@ -290,8 +313,8 @@ impl Metrics {
             health_checks: counter_vec(
                 &registry,
                 "lb_health_checks_total",
-                "Active health checks, by backend and outcome.",
-                &["backend", "outcome"],
+                "Active health checks, by upstream, backend and outcome.",
+                &["upstream", "backend", "outcome"],
             ),
             upstream_connections: {
                 let vec = counter_vec(
@@ -319,13 +342,14 @@ impl Metrics {
         }
     }
 
-    /// The handles for requests to `backend` (an address).
-    pub fn for_backend(&self, backend: &str) -> BackendMetrics {
+    /// The handles for requests to `backend` (an address) of the pool
+    /// `upstream`.
+    pub fn for_backend(&self, upstream: &str, backend: &str) -> BackendMetrics {
         backend_handles(
             &self.requests,
             &self.request_duration,
             &self.upstream_duration,
-            backend,
+            [upstream, backend],
         )
     }
 
@@ -334,16 +358,47 @@ impl Metrics {
         &self.unrouted
     }
 
+    /// Sets the pool gauges (`lb_backend_healthy`, `_ejected`, `_draining`,
+    /// `_in_flight`) to `backends`, each `(upstream, address, state)`, and
+    /// drops the series of backends and pools no longer there.
+    pub fn set_backend_gauges<'a>(
+        &self,
+        backends: impl IntoIterator<Item = (&'a str, String, BackendGauges)>,
+    ) {
+        let gauges = [
+            &self.backend_healthy,
+            &self.backend_ejected,
+            &self.backend_draining,
+            &self.backend_in_flight,
+        ];
+        for gauge in gauges {
+            gauge.reset();
+        }
+        for (upstream, address, state) in backends {
+            let labels = [upstream, address.as_str()];
+            let values = [
+                i64::from(state.healthy),
+                i64::from(state.ejected),
+                i64::from(state.draining),
+                i64::try_from(state.in_flight).unwrap_or(i64::MAX),
+            ];
+            for (gauge, value) in gauges.iter().zip(values) {
+                gauge.with_label_values(&labels).set(value);
+            }
+        }
+    }
+
     /// Counts a retry; `reason` is one of a few fixed words.
     pub fn retry(&self, reason: &str) {
         self.retries.with_label_values(&[reason]).inc();
     }
 
-    /// Counts an active health check.
-    pub fn health_check(&self, backend: &str, passed: bool) {
+    /// Counts an active health check of `backend` in the pool `upstream`
+    /// (a label lookup: once per check, never per request).
+    pub fn health_check(&self, upstream: &str, backend: &str, passed: bool) {
         let outcome = if passed { "pass" } else { "fail" };
         self.health_checks
-            .with_label_values(&[backend, outcome])
+            .with_label_values(&[upstream, backend, outcome])
             .inc();
     }
 
@@ -370,16 +425,18 @@ impl Metrics {
     }
 }
 
+/// The handles of one backend, `labels` being its upstream and address.
 fn backend_handles(
     requests: &IntCounterVec,
     duration: &HistogramVec,
     upstream: &HistogramVec,
-    backend: &str,
+    labels: [&str; 2],
 ) -> BackendMetrics {
+    let [pool, backend] = labels;
     BackendMetrics {
-        by_class: STATUS_CLASSES.map(|class| requests.with_label_values(&[backend, class])),
-        duration: duration.with_label_values(&[backend]),
-        upstream: upstream.with_label_values(&[backend]),
+        by_class: STATUS_CLASSES.map(|class| requests.with_label_values(&[pool, backend, class])),
+        duration: duration.with_label_values(&labels),
+        upstream: upstream.with_label_values(&labels),
     }
 }
 

@@ -660,23 +660,6 @@ pub fn scrape(admin_port: u16) -> String {
     response.body
 }
 
-/// Reads one metric's value from Prometheus text: the sum over every line
-/// whose name and labels start with `prefix`.
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The value of the one series written exactly `series` (name and
-/// labels, e.g. `lb_route_requests_total{route="none"}`); None when it is
-/// not exported.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Which `be` answered: the name at the end of its hello message.
 pub fn served_by(response: &Response) -> String {
     assert_eq!(response.status, 200, "unexpected response: {response:?}");
@@ -714,4 +697,31 @@ pub fn backends_named_after_their_ports(n: usize) -> (Vec<u16>, Vec<Proc>) {
 /// Three `be` named after their ports, on ports the kernel picks.
 pub fn three_backends() -> (Vec<u16>, Vec<Proc>) {
     backends_named_after_their_ports(3)
+}
+
+/// The values of every sample of metric `name` in Prometheus `text` whose
+/// labels include each `(label, value)` of `labels`, whatever the order
+/// of the labels.
+pub fn metric_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, written) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let has = |(label, value): &(&str, &str)| {
+                written
+                    .split(',')
+                    .any(|pair| pair == format!("{label}=\"{value}\""))
+            };
+            (metric == name && labels.iter().all(has)).then(|| value.parse().ok())?
+        })
+        .collect()
+}
+
+/// The sum of [`metric_samples`]: 0 when no sample matches.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_samples(text, name, labels).iter().sum()
 }

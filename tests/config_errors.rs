@@ -66,6 +66,14 @@ fn each_bad_config_is_rejected_with_its_key_and_value() {
             "listeners[0]",
         ),
         ("backends: [127.0.0.1:1\n".to_string(), "config file"),
+        (
+            "backends: [127.0.0.1:9]\nlisteners: [{address: 127.0.0.1:1, http2: maybe}]\n".to_string(),
+            "listeners[0].http2: invalid type: string \"maybe\"",
+        ),
+        (
+            "backends: [127.0.0.1:9]\nlisteners: [{address: 127.0.0.1:1, tls: {min_version: 1.4, certificates: []}}]\n".to_string(),
+            "listeners[0].tls.min_version: \"1.4\": write \"1.2\" or \"1.3\"",
+        ),
     ];
     for (yaml, expected) in &cases {
         for test_only in [true, false] {
@@ -160,4 +168,24 @@ fn test_mode_warns_when_the_grace_period_leaves_no_drain() {
     write(1);
     let table = test_mode();
     assert!(!table.contains("leaves no time to drain"), "{table}");
+}
+
+#[test]
+fn an_unquoted_tls_version_means_what_it_says() {
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/certs/demo-localhost");
+    // YAML reads 1.3 without quotes as a number; it is the same setting.
+    let yaml = format!(
+        "backends: [127.0.0.1:9]\nlisteners:\n  - {{address: 127.0.0.1:0, tls: {{min_version: 1.3, \
+         certificates: [{{cert: {certs}.pem, key: {certs}.key}}]}}}}\n"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.yaml");
+    std::fs::write(&path, yaml).expect("write the config");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", path.to_str().expect("a UTF-8 path")])
+        .output()
+        .expect("run lb -t");
+    let output = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{output}");
+    assert!(output.contains("(TLS 1.3+, h2)"), "{output}");
 }

@@ -22,6 +22,24 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Deserializes a section kept as raw YAML (an `upstreams:` entry, a
+/// listener mapping). On error: the key inside it where it went wrong
+/// (`.slow_start`, `.tls.min_version`; empty for the section itself) and
+/// what is wrong, so the error names its key as the file's do.
+pub fn from_section<T: serde::de::DeserializeOwned>(
+    value: serde_yaml_ng::Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let sub_key = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        (sub_key, e.into_inner().to_string())
+    })
+}
+
 /// The problems found so far: checking goes on after one, so that every
 /// problem in a file is reported at once.
 #[derive(Debug, Default)]

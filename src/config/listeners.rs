@@ -115,7 +115,8 @@ struct ListenerFile {
 #[serde(deny_unknown_fields)]
 struct TlsFile {
     certificates: Vec<CertificateFile>,
-    min_version: Option<String>,
+    /// "1.2" or "1.3"; kept raw because YAML reads an unquoted 1.3 as a number.
+    min_version: Option<serde_yaml_ng::Value>,
 }
 
 /// One `certificates:` entry.
@@ -207,10 +208,10 @@ fn parse_listener(
             h2c: None,
             redirect_https: None,
         },
-        serde_yaml_ng::Value::Mapping(_) => match serde_yaml_ng::from_value(entry.clone()) {
+        serde_yaml_ng::Value::Mapping(_) => match super::checks::from_section(entry.clone()) {
             Ok(written) => written,
-            Err(e) => {
-                errors.add(key, e.to_string());
+            Err((sub_key, message)) => {
+                errors.add(format!("{key}{sub_key}"), message);
                 return None;
             }
         },
@@ -295,7 +296,12 @@ fn parse_tls(
     http2: bool,
     errors: &mut Problems,
 ) -> Option<TlsListenerConfig> {
-    let min_version = match written.min_version.as_deref() {
+    let version = written.min_version.map(|v| match v {
+        serde_yaml_ng::Value::String(text) => text,
+        serde_yaml_ng::Value::Number(number) => number.to_string(),
+        other => format!("{other:?}"),
+    });
+    let min_version = match version.as_deref() {
         None | Some("1.2") => MinTlsVersion::Tls12,
         Some("1.3") => MinTlsVersion::Tls13,
         Some(other) => {

@@ -367,6 +367,13 @@ impl Config {
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });
+        // A route to a pool that failed to parse is not an error of its own.
+        let written_pools: Vec<String> = file
+            .upstreams
+            .iter()
+            .flat_map(|pools| pools.keys())
+            .filter_map(|name| name.as_str().map(str::to_string))
+            .collect();
         let named = upstreams::parse_upstreams(
             file.upstreams.unwrap_or_default(),
             &top_health,
@@ -374,8 +381,12 @@ impl Config {
             &mut warnings,
         );
         let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
-        let routes =
-            upstreams::parse_routes(file.routes.unwrap_or_default(), &upstreams, &mut errors);
+        let routes = upstreams::parse_routes(
+            file.routes.unwrap_or_default(),
+            &upstreams,
+            &written_pools,
+            &mut errors,
+        );
         if upstreams.len() > 1 && routes.is_empty() {
             errors.add(
                 "routes",

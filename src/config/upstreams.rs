@@ -239,7 +239,7 @@ pub(super) fn parse_upstreams(
             );
             continue;
         }
-        match serde_yaml_ng::from_value::<UpstreamFile>(value) {
+        match super::checks::from_section::<UpstreamFile>(value) {
             Ok(file) => {
                 if let Some(upstream) =
                     parse_upstream(&key, name, file, top_health, errors, warnings)
@@ -247,7 +247,7 @@ pub(super) fn parse_upstreams(
                     upstreams.push(upstream);
                 }
             }
-            Err(e) => errors.add(key, e.to_string()),
+            Err((sub_key, message)) => errors.add(format!("{key}{sub_key}"), message),
         }
     }
     upstreams
@@ -427,10 +427,13 @@ fn merged_health(own: HealthCheckFile, top: &HealthCheckFile) -> HealthCheckFile
     }
 }
 
-/// Parses the routes against the pools' names; checks that no two tie.
+/// Parses the routes against the pools' names; checks that no two tie. A
+/// route to one of `written_pools` that did not parse is dropped
+/// quietly: that pool's own error says what is wrong.
 pub(super) fn parse_routes(
     written: Vec<RouteFile>,
     upstreams: &[UpstreamConfig],
+    written_pools: &[String],
     errors: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut routes = Vec::with_capacity(written.len());
@@ -438,6 +441,9 @@ pub(super) fn parse_routes(
         let key = format!("routes[{i}]");
         let matches = route.matches.unwrap_or_default();
         let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
+            if written_pools.contains(&route.upstream) {
+                continue;
+            }
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             errors.add(
                 format!("{key}.upstream"),

@@ -99,11 +99,15 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
     let [shared, only_a, default] =
         [ports[0], ports[1], ports[2]].map(|p| format!("127.0.0.1:{p}"));
     let admin_port = free_port();
+    // Nothing listens there: the pool `dead` has no healthy backend.
+    let nowhere = format!("127.0.0.1:{}", free_port());
     let lb = spawn_lb(
         &[ports[2]],
         &format!(
             "upstreams:\n  a: {{backends: [{shared}, {only_a}]}}\n  b: {{backends: [{shared}]}}\n\
+             \x20 dead: {{backends: [{nowhere}]}}\n\
              routes:\n  - {{match: {{path_prefix: /a/}}, upstream: a}}\n  - {{match: {{path_prefix: /b/}}, upstream: b}}\n\
+             \x20 - {{match: {{path_prefix: /dead/}}, upstream: dead}}\n\
              \x20 - upstream: default\nadmin: {{listen: 127.0.0.1:{admin_port}}}\n"
         ),
     );
@@ -120,7 +124,16 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
             ],
         ) > 0.0
     };
-    let before = scrape_until(admin_port, |t| checked(t, "a") && checked(t, "b"));
+    let dead_is_down = |text: &str| {
+        metric_samples(
+            text,
+            "lb_backend_healthy",
+            &[("upstream", "dead"), ("backend", &nowhere)],
+        ) == [0.0]
+    };
+    let before = scrape_until(admin_port, |t| {
+        checked(t, "a") && checked(t, "b") && dead_is_down(t)
+    });
     for i in 0..4 {
         assert_eq!(get_path(lb.port, &format!("/a/{i}")).status, 200);
     }
@@ -134,6 +147,7 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
         get_path(lb.port, &format!("/{}", "u".repeat(9000))).status,
         414
     );
+    assert_eq!(get_path(lb.port, "/dead/x").status, 503);
     let after = scrape(admin_port);
     let rise = |name: &str, labels: &[(&str, &str)]| {
         metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
@@ -155,6 +169,15 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
         rise(
             "lb_requests_total",
             &[("upstream", "none"), ("backend", "none"), ("class", "4xx")]
+        ),
+        1.0,
+        "{after}"
+    );
+    // lb's own 503 for a pool with no healthy backend counts on that pool.
+    assert_eq!(
+        rise(
+            "lb_requests_total",
+            &[("upstream", "dead"), ("backend", "none"), ("class", "5xx")]
         ),
         1.0,
         "{after}"

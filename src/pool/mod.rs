@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Balance, Config, UpstreamConfig, WhenAllUnhealthy};
+use crate::telemetry::metrics::{metrics, BackendMetrics};
 use balancer::{Balancer, RingKind};
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
@@ -65,6 +66,8 @@ pub struct Pool {
     max_steps: AtomicUsize,
     /// Wakes [`PoolService`] to resolve and rebuild the ring now.
     refresh: Notify,
+    /// The series of requests it answered with no backend (`backend="none"`).
+    unanswered: BackendMetrics,
 }
 
 /// The outcome of [`Pool::select`].
@@ -107,6 +110,7 @@ impl Pool {
             settings: ArcSwap::from_pointee(settings_of(config, upstream)),
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
+            unanswered: metrics().for_backend(&upstream.name, "none"),
         });
         // Resolve once now, on a runtime of its own: Pingora's runtimes start later.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -224,6 +228,11 @@ impl Pool {
             None if tried.is_empty() => Selection::NoneHealthy,
             None => Selection::Exhausted,
         }
+    }
+
+    /// The metrics of the requests it could give no backend (503, 502).
+    pub fn unanswered(&self) -> &BackendMetrics {
+        &self.unanswered
     }
 
     /// The upstream's name.

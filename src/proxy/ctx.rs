@@ -68,6 +68,9 @@ pub struct RequestCtx {
     /// The status to answer a failed request with when the failure was the
     /// client's, not the backend's (408 for a body that never came).
     pub(super) client_fault: Option<u16>,
+    /// The request got as far as its pool's selection: lb's own answer
+    /// after that (503 none healthy, 502 none left) counts on the pool.
+    pub(super) pool_reached: bool,
 }
 
 impl RequestCtx {

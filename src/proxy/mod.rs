@@ -236,6 +236,7 @@ impl ProxyHttp for Proxy {
             route: None,
             set_sticky: None,
             client_fault: None,
+            pool_reached: false,
         }
     }
 
@@ -310,6 +311,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.pool_reached = true;
         let key = ctx.routing.hash_input(ctx.upstream, session);
         let sticky = ctx.routing.sticky_choice(ctx.upstream, session);
         let state = match ctx
@@ -599,6 +601,11 @@ impl ProxyHttp for Proxy {
                 .0
                 .metrics
                 .observe(status, total.as_secs_f64(), upstream),
+            None if ctx.pool_reached => ctx.routing.pool(ctx.upstream).unanswered().observe(
+                status,
+                total.as_secs_f64(),
+                upstream,
+            ),
             None => metrics()
                 .unrouted()
                 .observe(status, total.as_secs_f64(), upstream),

@@ -100,7 +100,8 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
         [ports[0], ports[1], ports[2]].map(|p| format!("127.0.0.1:{p}"));
     let admin_port = free_port();
     // Nothing listens there: the pool `dead` has no healthy backend.
-    let nowhere = format!("127.0.0.1:{}", free_port());
+    // Port 1 (tcpmux): no test process can take it, as a free port could be.
+    let nowhere = "127.0.0.1:1".to_string();
     let lb = spawn_lb(
         &[ports[2]],
         &format!(
@@ -443,7 +444,9 @@ fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
         return;
     };
     let (ports, _backends) = three_backends();
-    let down = free_port(); // nothing listens: its health check fails
+    // Nothing listens on port 1 (tcpmux), and no other test can take it as
+    // it could a free port: its health check fails.
+    let down = 1;
     let admin_port = free_port();
     let mut all = ports.clone();
     all.push(down);
@@ -458,10 +461,14 @@ fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
         ),
     );
     wait_for_port(admin_port);
-    assert!(lb.wait_for_log(
-        &format!("backend 127.0.0.1:{down} down"),
-        Duration::from_secs(10)
-    ));
+    assert!(
+        lb.wait_for_log(
+            &format!("backend 127.0.0.1:{down} down"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        lb.log()
+    );
     let drained = format!("127.0.0.1:{}", ports[2]);
     let response = request(
         admin_port,

@@ -481,6 +481,83 @@ fn least_request_sends_little_to_a_slow_backend_and_its_clients_wait_less_than_u
 }
 
 #[test]
+fn peak_ewma_keeps_a_slow_backend_out_of_the_clients_p99() {
+    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
+    let (_slow, slow) = spawn_be_on_any_port("slow", &["--fault", "delay", "--delay", "2s"]);
+    let backends = format!("[127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{slow}]");
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  rr:\n    backends: {backends}\n  ewma:\n    balance: peak_ewma\n    backends: {backends}\n\
+         routes:\n  - {{match: {{path_prefix: /rr/}}, upstream: rr}}\n  - {{match: {{path_prefix: /ewma/}}, upstream: ewma}}\n"
+    ));
+    // Round robin sends a third to the slow backend: its p99 is a slow one.
+    let round_robin = load(lb.port, "/rr/", 32, 5);
+    // A cold start splits the first burst evenly: nothing is measured
+    // yet. One client's few requests first measure the fast backends.
+    load(lb.port, "/ewma/", 1, 6);
+    let ewma = load(lb.port, "/ewma/", 32, 30);
+    // Latency times load: once the slow backend has answered one request,
+    // it costs more than a fast one even with all 32 clients waiting on
+    // the fast ones, unless they take over 100 ms each. It gets its first
+    // requests (no sample yet, then one at a time until it answers), fewer
+    // than the 1% of 960 that would reach the p99.
+    let slow_ewma = counts(&ewma).get("slow").copied().unwrap_or(0);
+    assert!(
+        slow_ewma <= 9,
+        "peak_ewma sent the slow backend {slow_ewma} of 960"
+    );
+    let (p99_rr, p99_ewma) = (quantile(&round_robin, 0.99), quantile(&ewma, 0.99));
+    assert!(
+        p99_ewma < p99_rr,
+        "p99 {p99_ewma:?} under peak_ewma, {p99_rr:?} under round robin"
+    );
+}
+
+#[test]
+fn peak_ewma_tries_a_slow_backend_again_as_its_estimate_fades() {
+    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
+    let (_slow, slow) = spawn_be_on_any_port("slow", &["--fault", "delay", "--delay", "200ms"]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    balance: peak_ewma\n    ewma_decay: 300ms\n\
+         \x20   backends: [127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{slow}]\n\
+         routes:\n  - upstream: app\n"
+    ));
+    // Four clients for three seconds (at most 3,000 requests each). The
+    // slow backend's first answer makes it the costliest; the fast ones
+    // keep theirs fresh. Without samples its estimate fades by e every
+    // 300 ms, so within about a second it is tried again, and again after
+    // each slow answer: it is never shut out for good.
+    let start = Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let port = lb.port;
+            std::thread::spawn(move || {
+                let mut late_slow = 0;
+                for _ in 0..3000 {
+                    if start.elapsed() > Duration::from_secs(3) {
+                        break;
+                    }
+                    let backend = served_by(&get(port, "/"));
+                    if backend == "slow" && start.elapsed() > Duration::from_secs(1) {
+                        late_slow += 1;
+                    }
+                }
+                late_slow
+            })
+        })
+        .collect();
+    let late_slow: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client thread"))
+        .sum();
+    assert!(
+        late_slow >= 2,
+        "after its first second, the slow backend was tried {late_slow} times"
+    );
+}
+
+#[test]
 fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_error() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! Peak-sensitive EWMA of a backend's response latency (Finagle's and
 //! Linkerd's "peak EWMA"): a sample above the average replaces it at once,
 //! a sample below pulls it down with a weight that decays over
-//! `ewma_decay`. A backend that turns slow is seen slow at its first slow
-//! answer; one that recovers earns its share back over the decay time.
+//! `ewma_decay`, and so does time without samples. A backend that turns
+//! slow is seen slow at its first slow answer; one that recovers earns its
+//! share back over the decay time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -40,6 +41,21 @@ impl PeakEwma {
     pub fn average(&self) -> f64 {
         f64::from_bits(self.average.load(Relaxed))
     }
+
+    /// The average as it stands now, in nanoseconds: decayed toward 0 for
+    /// the time since the last sample, as Finagle reads it. A backend that
+    /// was slow and so stopped being picked looks cheaper as time passes,
+    /// and is tried again to show whether it is still slow; with the
+    /// undecayed average it would never get the request that shows it
+    /// recovered. 0 before any sample.
+    pub fn estimate(&self, decay: Duration) -> f64 {
+        let average = self.average();
+        if average == 0.0 {
+            return 0.0;
+        }
+        let idle = now_nanos().saturating_sub(self.stamp.load(Relaxed)) as f64;
+        average * (-idle / decay.as_nanos().max(1) as f64).exp()
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +74,19 @@ mod tests {
         let average = ewma.average();
         assert!(average < 20_000_000.0, "{average}");
         assert!(average >= 1_000_000.0, "{average}");
+    }
+
+    #[test]
+    fn an_estimate_fades_while_no_sample_comes() {
+        let ewma = PeakEwma::default();
+        let decay = Duration::from_millis(50);
+        assert_eq!(ewma.estimate(decay), 0.0, "no sample yet");
+        ewma.observe(Duration::from_millis(100), decay);
+        let fresh = ewma.estimate(decay);
+        assert!(fresh > 90_000_000.0, "{fresh}");
+        std::thread::sleep(Duration::from_millis(200));
+        let faded = ewma.estimate(decay);
+        assert!(faded < 5_000_000.0, "{faded}");
+        assert_eq!(ewma.average(), 100_000_000.0, "reading changes nothing");
     }
 }

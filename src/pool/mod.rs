@@ -48,6 +48,8 @@ struct PoolSettings {
     balance: Balance,
     /// How long a returning or added backend ramps up; None: no ramp.
     slow_start: Option<Duration>,
+    /// `peak_ewma`'s decay time.
+    ewma_decay: Option<Duration>,
     health_check_interval: Duration,
     discovery_interval: Duration,
 }
@@ -213,9 +215,7 @@ impl Pool {
             max_steps: self.max_steps.load(Relaxed),
         };
         let chosen = match settings.balance {
-            balance @ (Balance::LeastRequest | Balance::PeakEwma) => {
-                candidates.two_choices(balance, settings.slow_start)
-            }
+            Balance::LeastRequest | Balance::PeakEwma => candidates.two_choices(&settings),
             _ => candidates.one_choice(key, settings.slow_start),
         };
         let chosen = chosen.or_else(|| {
@@ -269,18 +269,29 @@ fn backend_at(addr: SocketAddr, weight: usize) -> Backend {
     }
 }
 
+/// What `peak_ewma` charges a backend that has requests in flight and no
+/// answer yet to measure (Finagle's penalty): more than any real latency,
+/// so a new backend gets one request at a time until it has answered one.
+const UNMEASURED_BUSY_COST: f64 = 1e15;
+
 /// What sending one more request to `state` costs, per unit of weight:
 /// the requests in flight (`least_request`), times the latency estimate
-/// for `peak_ewma`. A backend without a latency sample yet costs 0 there,
-/// so it is tried and measured. A backend in slow start costs more by the
-/// share it has not reached yet.
-fn cost(state: &BackendState, balance: Balance, slow_start: Option<Duration>) -> f64 {
-    let load = (state.in_flight.load(Relaxed) + 1) as f64 / state.weight.max(1) as f64;
-    let cost = match balance {
-        Balance::PeakEwma => state.latency.average() * load,
+/// for `peak_ewma`. A backend without a latency sample and nothing in
+/// flight costs 0 there, so it is tried and measured. A backend in slow
+/// start costs more by the share it has not reached yet.
+fn cost(state: &BackendState, settings: &PoolSettings) -> f64 {
+    let in_flight = state.in_flight.load(Relaxed);
+    let load = (in_flight + 1) as f64 / state.weight.max(1) as f64;
+    let cost = match (settings.balance, settings.ewma_decay) {
+        (Balance::PeakEwma, Some(decay)) => match state.latency.estimate(decay) {
+            0.0 if in_flight > 0 => UNMEASURED_BUSY_COST,
+            latency => latency * load,
+        },
         _ => load,
     };
-    slow_start.map_or(cost, |ramp| cost / state.ramp_share(ramp))
+    settings
+        .slow_start
+        .map_or(cost, |ramp| cost / state.ramp_share(ramp))
 }
 
 /// Whether `state`, in slow start, takes this request: with the chance of
@@ -365,19 +376,11 @@ impl Candidates<'_> {
 
     /// `least_request` and `peak_ewma`: two healthy backends at random,
     /// the one that costs less by the balance.
-    fn two_choices(
-        &self,
-        balance: Balance,
-        slow_start: Option<Duration>,
-    ) -> Option<Arc<BackendState>> {
+    fn two_choices(&self, settings: &PoolSettings) -> Option<Arc<BackendState>> {
         let first = self.first(b"", |_, healthy| healthy)?;
         let second = self.first(b"", |state, healthy| healthy && state.addr != first.addr);
         Some(match second {
-            Some(second)
-                if cost(&second, balance, slow_start) < cost(&first, balance, slow_start) =>
-            {
-                second
-            }
+            Some(second) if cost(&second, settings) < cost(&first, settings) => second,
             _ => first,
         })
     }
@@ -390,6 +393,7 @@ fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
         discovery_interval: config.discovery.interval,
         balance: upstream.balancing.balance,
         slow_start: upstream.balancing.slow_start,
+        ewma_decay: upstream.balancing.ewma_decay,
     }
 }
 

@@ -574,6 +574,44 @@ fn a_failed_calls_status_and_message_reach_the_client() {
 }
 
 #[test]
+fn lbs_own_errors_reach_a_grpc_client_as_grpc_statuses_with_lbs_reason() {
+    if !grpc_available() {
+        return;
+    }
+    // Nothing listens on port 1: the pool has no healthy backend. Calls to
+    // the test service go to it; any other path matches no route.
+    let lb = start_lb(
+        h2c_listener,
+        &[],
+        "backend_protocol: h2c\nbackends: [127.0.0.1:1]\n\
+         routes:\n  - {match: {path_prefix: /lbtest.Echo/}, upstream: default}\n",
+    );
+    assert!(
+        lb.wait_for_log("backend 127.0.0.1:1 down", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let target = Target::Plain(lb.port);
+    // A bare HTTP 503 would reach the client as UNAVAILABLE "Received http2
+    // header with status: 503"; lb's own status names its reason.
+    let none_healthy = call(&target, &["unary", "x"]);
+    assert_eq!(none_healthy.code, "UNAVAILABLE", "{none_healthy:?}");
+    assert_eq!(
+        none_healthy.details, "503 Service Unavailable: no healthy backend",
+        "{none_healthy:?}"
+    );
+    // The access log still says what lb answered.
+    assert!(
+        lb.wait_for_log("HTTP/2\" 503", Duration::from_secs(5)),
+        "{}",
+        lb.log()
+    );
+    let no_route = call(&target, &["health"]);
+    assert_eq!(no_route.code, "UNIMPLEMENTED", "{no_route:?}");
+    assert_eq!(no_route.details, "404 Not Found", "{no_route:?}");
+}
+
+#[test]
 fn a_call_past_its_deadline_ends_deadline_exceeded() {
     if !grpc_available() {
         return;

@@ -71,6 +71,9 @@ pub struct RequestCtx {
     /// The request got as far as its pool's selection: lb's own answer
     /// after that (503 none healthy, 502 none left) counts on the pool.
     pub(super) pool_reached: bool,
+    /// The status lb answered with itself, for the access log and metrics:
+    /// a gRPC call gets it as a `grpc-status` in a 200.
+    pub(super) own_answer: Option<u16>,
 }
 
 impl RequestCtx {

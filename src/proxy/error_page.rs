@@ -8,6 +8,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
+use super::ctx::RequestCtx;
 use crate::connection::StreamFault;
 
 /// The status lb answers an error with: the error's own HTTP status, 502 for
@@ -40,8 +41,74 @@ pub(super) fn client_went_away(e: &Error) -> bool {
         )
 }
 
+/// Answers with `code`, lb's own answer: a one-line plain-text page, or
+/// for a gRPC call a gRPC status with that line as its message (as Envoy
+/// does), which the client shows instead of a bare HTTP status. `ctx`
+/// keeps `code` for the access log and metrics either way.
+pub(super) async fn respond_error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    code: u16,
+) -> Result<()> {
+    // Too late to answer once a final response has begun (a 101 is one, a
+    // 100 Continue is not, as Pingora's own error response decides): the
+    // access log keeps the backend's status.
+    let final_begun = session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational() || r.status == 101);
+    if final_begun {
+        return Ok(());
+    }
+    ctx.own_answer = Some(code);
+    if is_grpc(session) {
+        respond_grpc_error(session, code).await
+    } else {
+        respond_plain_error(session, code).await
+    }
+}
+
+/// Whether the request is a gRPC call: HTTP/2 with a gRPC content type.
+fn is_grpc(session: &Session) -> bool {
+    session.is_http2()
+        && session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status for an HTTP status lb answers with, by gRPC's own table
+/// (doc/http-grpc-status-mapping.md): 502, 503 and 504 are UNAVAILABLE,
+/// which a client may retry.
+fn grpc_status(code: u16) -> u16 {
+    match code {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// Answers a gRPC call with HTTP 200, no message, and trailers carrying
+/// `grpc-status` and `grpc-message`.
+async fn respond_grpc_error(session: &mut Session, code: u16) -> Result<()> {
+    let downstream = session.as_downstream_mut();
+    let mut resp = ResponseHeader::build(200, Some(2))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    downstream.write_response_header(Box::new(resp)).await?;
+    let mut trailers = http::HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", http::HeaderValue::from(grpc_status(code)));
+    // ASCII without control characters: no percent-encoding needed.
+    if let Ok(message) = http::HeaderValue::from_str(error_body(code).trim_end()) {
+        trailers.insert("grpc-message", message);
+    }
+    downstream.write_response_trailers(trailers).await
+}
+
 /// Answers with `code` and a one-line plain-text body naming it.
-pub(super) async fn respond_plain_error(session: &mut Session, code: u16) -> Result<()> {
+async fn respond_plain_error(session: &mut Session, code: u16) -> Result<()> {
     let body = Bytes::from(error_body(code));
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;

@@ -237,6 +237,7 @@ impl ProxyHttp for Proxy {
             set_sticky: None,
             client_fault: None,
             pool_reached: false,
+            own_answer: None,
         }
     }
 
@@ -248,17 +249,17 @@ impl ProxyHttp for Proxy {
         if let Some(status) = limits::malformed(session.req_header())
             .or_else(|| limits::limit_exceeded(&settings.limits, session.req_header()))
         {
-            error_page::respond_plain_error(session, status).await?;
+            error_page::respond_error(session, ctx, status).await?;
             return Ok(true);
         }
         if ctx.routing.has_routes() && !self.route(session, ctx) {
-            error_page::respond_plain_error(session, 404).await?;
+            error_page::respond_error(session, ctx, 404).await?;
             return Ok(true);
         }
         if let Some(status) = limits::check_framing(session, ctx) {
             // The bytes after a bad frame cannot be trusted to start a request.
             session.set_keepalive(None);
-            error_page::respond_plain_error(session, status).await?;
+            error_page::respond_error(session, ctx, status).await?;
             return Ok(true);
         }
         if ctx.upgrade {
@@ -555,7 +556,7 @@ impl ProxyHttp for Proxy {
             None => error_page::error_status(e),
         };
         if code > 0 {
-            if let Err(write_error) = error_page::respond_plain_error(session, code).await {
+            if let Err(write_error) = error_page::respond_error(session, ctx, code).await {
                 log::debug!("could not send the {code} error page to the client: {write_error}");
             }
         }
@@ -593,7 +594,10 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = ctx
+            .own_answer
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
         let total = ctx.received.elapsed();
         let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
         match &ctx.backend {

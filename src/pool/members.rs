@@ -128,7 +128,7 @@ impl BackendState {
         self.ramp_started.store(now_ms(), Relaxed);
     }
 
-    /// The share of its full traffic it takes now, from [`RAMP_FLOOR`] to
+    /// The share of its full traffic it takes now, from `RAMP_FLOOR` (2%) to
     /// 1, rising linearly over `slow_start` since it came back or was
     /// added; 1 when it is not ramping, which costs one relaxed load.
     pub fn ramp_share(&self, slow_start: Duration) -> f64 {

@@ -1,9 +1,13 @@
 //! The backend pool: which backends exist, which are healthy, and which one
 //! serves the next request.
 //!
-//! Selection is Pingora's `LoadBalancer<RoundRobin>`: readers never lock (the
-//! ring lives in an `ArcSwap`) and picking is one relaxed atomic add. Its
-//! service discovery is [`members::Members`]: configured entries, resolved
+//! Selection walks one of Pingora's `LoadBalancer` rings (`balancer.rs`:
+//! round robin, random, or Ketama for `consistent_hash`): readers never
+//! lock (the ring lives in an `ArcSwap`), and round robin's pick is one
+//! relaxed atomic add. `least_request` and `peak_ewma` draw two backends
+//! from the random ring and take the one that costs less; slow start
+//! thins a returning backend's share during its ramp. The rings' service
+//! discovery is [`members::Members`]: configured entries, resolved
 //! again every `discovery.interval`. [`PoolService`], a Pingora background
 //! service, runs discovery and the active health checks ([`health::Probe`])
 //! on their intervals, and at once when a reload or the admin API changes

@@ -345,6 +345,18 @@ fn routing_mistakes_are_config_errors_naming_the_key() {
             "backends: [127.0.0.1:1]\nhash_key: path\n",
             "hash_key: \"path\": only consistent_hash hashes a key",
         ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1], sticky: {cookie: \"a b\"}}\nroutes:\n  - upstream: api\n",
+            "upstreams.api.sticky.cookie: \"a b\": not a cookie name",
+        ),
+        (
+            "upstreams:\n  api: {backends: [127.0.0.1:1], balance: peak_ewma, ewma_decay: 0s}\nroutes:\n  - upstream: api\n",
+            "upstreams.api.ewma_decay: 0s: must be more than zero",
+        ),
+        (
+            "backends: [127.0.0.1:1]\newma_decay: 5s\n",
+            "ewma_decay: only peak_ewma decays; this pool's balance is round_robin",
+        ),
     ];
     for (yaml, expected) in cases {
         let dir = tempfile::tempdir().expect("temp dir");

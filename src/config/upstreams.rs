@@ -322,7 +322,20 @@ pub(super) fn parse_balancing(
     file: BalancingFile,
     errors: &mut Problems,
 ) -> Balancing {
-    let balance = match file.balance.as_deref() {
+    let balance = parse_balance(prefix, file.balance.as_deref(), errors);
+    Balancing {
+        balance,
+        hash_key: hash_key_of(prefix, file.hash_key.as_deref(), balance, errors),
+        ewma_decay: ewma_decay_of(prefix, file.ewma_decay, balance, errors),
+        sticky: file.sticky.and_then(|s| parse_sticky(prefix, s, errors)),
+        // 0s is written to turn the ramp off explicitly.
+        slow_start: file.slow_start.filter(|ramp| !ramp.is_zero()),
+    }
+}
+
+/// The `balance` key: round_robin when absent.
+fn parse_balance(prefix: &str, written: Option<&str>, errors: &mut Problems) -> Balance {
+    match written {
         None | Some("round_robin") => Balance::RoundRobin,
         Some("random") => Balance::Random,
         Some("least_request") => Balance::LeastRequest,
@@ -337,15 +350,21 @@ pub(super) fn parse_balancing(
             );
             Balance::RoundRobin
         }
-    };
-    let hash_key = match (&file.hash_key, balance) {
-        (Some(text), Balance::ConsistentHash) => match parse_hash_key(text) {
-            Ok(key) => Some(key),
-            Err(why) => {
-                errors.add(format!("{prefix}hash_key"), why);
-                None
-            }
-        },
+    }
+}
+
+/// The `hash_key` of a `consistent_hash` pool (client_ip when absent); an
+/// error under any other balance.
+fn hash_key_of(
+    prefix: &str,
+    written: Option<&str>,
+    balance: Balance,
+    errors: &mut Problems,
+) -> Option<HashKey> {
+    match (written, balance) {
+        (Some(text), Balance::ConsistentHash) => parse_hash_key(text)
+            .map_err(|why| errors.add(format!("{prefix}hash_key"), why))
+            .ok(),
         (None, Balance::ConsistentHash) => Some(HashKey::ClientIp),
         (Some(text), other) => {
             errors.add(
@@ -358,8 +377,18 @@ pub(super) fn parse_balancing(
             None
         }
         (None, _) => None,
-    };
-    let ewma_decay = match (file.ewma_decay, balance) {
+    }
+}
+
+/// The `ewma_decay` of a `peak_ewma` pool (10 s when absent); an error
+/// under any other balance.
+fn ewma_decay_of(
+    prefix: &str,
+    written: Option<std::time::Duration>,
+    balance: Balance,
+    errors: &mut Problems,
+) -> Option<std::time::Duration> {
+    match (written, balance) {
         (Some(decay), Balance::PeakEwma) if decay.is_zero() => {
             errors.add(format!("{prefix}ewma_decay"), "0s: must be more than zero");
             None
@@ -376,30 +405,23 @@ pub(super) fn parse_balancing(
             None
         }
         (None, _) => None,
-    };
-    let sticky = file.sticky.and_then(|sticky| {
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
-            errors.add(
-                format!("{prefix}sticky.cookie"),
-                format!("{:?}: not a cookie name", sticky.cookie),
-            );
-            return None;
-        }
-        Some(Sticky {
-            cookie: sticky.cookie,
-            max_age: sticky.max_age,
-        })
-    });
-    // 0s is written to turn the ramp off explicitly.
-    let slow_start = file.slow_start.filter(|ramp| !ramp.is_zero());
-    Balancing {
-        balance,
-        hash_key,
-        ewma_decay,
-        sticky,
-        slow_start,
     }
+}
+
+/// The `sticky` section: its cookie name must be an HTTP token.
+fn parse_sticky(prefix: &str, written: StickyFile, errors: &mut Problems) -> Option<Sticky> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if written.cookie.is_empty() || !written.cookie.bytes().all(token) {
+        errors.add(
+            format!("{prefix}sticky.cookie"),
+            format!("{:?}: not a cookie name", written.cookie),
+        );
+        return None;
+    }
+    Some(Sticky {
+        cookie: written.cookie,
+        max_age: written.max_age,
+    })
 }
 
 /// Runs `parse` on its own problem list and adds what it found under `key`.

@@ -139,6 +139,21 @@ fn start_nginx(dir: &Path, listen: Listen<'_>) -> (Proc, u16) {
     (proc, port)
 }
 
+/// nginx over TLS (h2 offered by ALPN when `http2`) with a certificate
+/// for `san` from a CA of its own, both made in `dir`: the certificates,
+/// nginx and its port.
+fn tls_nginx(dir: &Path, san: &str, http2: bool) -> (Certs, Proc, u16) {
+    let certs = make_certs(dir, "backend", san);
+    let (nginx, port) = start_nginx(
+        dir,
+        Listen::Tls {
+            certs: &certs,
+            http2,
+        },
+    );
+    (certs, nginx, port)
+}
+
 /// lb in front of `backend_port`, with `extra` YAML (the transport keys)
 /// and an admin API to read the health checks from. Returns lb and the
 /// admin port.
@@ -194,14 +209,7 @@ fn a_tls_backend_is_reached_with_the_sni_and_checked_against_the_ca() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
     let (lb, admin) = start_lb(
         &format!("127.0.0.1:{be_port}"),
         &format!(
@@ -221,15 +229,8 @@ fn a_backend_certificate_from_another_ca_fails_requests_and_health_checks() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let (_certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
     let other = make_certs(dir.path(), "other", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
     // try_all: the request goes to the unhealthy backend anyway, so the
     // failed handshake itself is what the client sees.
     let (lb, admin) = start_lb(
@@ -256,14 +257,7 @@ fn a_certificate_for_another_name_fails_unless_verify_is_off() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
     let backend = format!("127.0.0.1:{be_port}");
     let (lb, admin) = start_lb(
         &backend,
@@ -298,15 +292,8 @@ fn a_reload_replaces_the_ca() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
     let other = make_certs(dir.path(), "other", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
     let (lb, admin) = start_lb(
         &format!("127.0.0.1:{be_port}"),
         &format!(
@@ -333,14 +320,7 @@ fn an_ip_address_backend_is_checked_as_a_dns_name_as_lb_warns() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "IP:127.0.0.1");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "IP:127.0.0.1", false);
     // Without sni, the name checked is "127.0.0.1" as a DNS name: the
     // certificate's IP SAN does not match (Pingora adds the SNI to
     // OpenSSL's host names, never to its IP addresses).
@@ -363,14 +343,7 @@ fn h2_over_tls_reaches_the_backend_in_http2() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: true,
-        },
-    );
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", true);
     let (lb, admin) = start_lb(
         &format!("127.0.0.1:{be_port}"),
         &format!(
@@ -468,15 +441,8 @@ fn a_tcp_health_check_over_tls_does_the_handshake() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = make_certs(dir.path(), "backend", "DNS:backend.test");
+    let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
     let other = make_certs(dir.path(), "other", "DNS:backend.test");
-    let (_nginx, be_port) = start_nginx(
-        dir.path(),
-        Listen::Tls {
-            certs: &certs,
-            http2: false,
-        },
-    );
     let backend = format!("127.0.0.1:{be_port}");
     let tls = |ca: &Certs| {
         format!(

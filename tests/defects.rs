@@ -166,17 +166,7 @@ fn an_active_websocket_outlives_the_client_header_timeout() {
         let _ = ws.close(None).await;
     });
 
-    let request = "\"GET /active HTTP/1.1\" 101";
-    assert!(
-        lb.wait_for_log(request, Duration::from_secs(10)),
-        "no access line for {request}:\n{}",
-        lb.log()
-    );
-    let log = lb.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains(request))
-        .expect("the access line just seen");
+    let line = lb.wait_for_log_line("\"GET /active HTTP/1.1\" 101");
     assert!(
         line.contains(&format!("backend=127.0.0.1:{backend_port} ")),
         "the access line does not name the backend: {line}"

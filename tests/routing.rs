@@ -128,14 +128,7 @@ fn requests_go_to_the_most_specific_route_and_unmatched_ones_get_404() {
         (response.status, response.body)
     });
     // The access log names the route and the pool.
-    let line = "\"GET /v1/users?page=2 HTTP/1.1\" 200";
-    assert!(
-        lb.wait_for_log(line, Duration::from_secs(10)),
-        "{}",
-        lb.log()
-    );
-    let log = lb.log();
-    let logged = log.lines().find(|l| l.contains(line)).unwrap_or_default();
+    let logged = lb.wait_for_log_line("\"GET /v1/users?page=2 HTTP/1.1\" 200");
     assert!(logged.ends_with("route=routes[2] upstream=api"), "{logged}");
 }
 
@@ -455,20 +448,30 @@ fn quantile(answers: &[Answered], q: f64) -> Duration {
     waits[rank.clamp(1, waits.len()) - 1]
 }
 
-#[test]
-fn least_request_sends_little_to_a_slow_backend_and_its_clients_wait_less_than_under_round_robin() {
-    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
-    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
-    // Every answer of this one comes half a second late.
-    let (_slow, slow) = spawn_be_on_any_port("slow", &["--fault", "delay", "--delay", "500ms"]);
-    // The same three backends in two pools, one balance each.
+/// Backends `fast1`, `fast2` and `slow` (answering `slow_delay` late) in
+/// two pools of lb over the same three: `round_robin` serves
+/// `/round_robin/`, and a pool balanced by `balance` serves `/{balance}/`.
+fn against_round_robin(balance: &str, slow_delay: &str) -> (Vec<Proc>, Lb) {
+    let (fast1_be, fast1) = spawn_be_on_any_port("fast1", &[]);
+    let (fast2_be, fast2) = spawn_be_on_any_port("fast2", &[]);
+    let (slow_be, slow) =
+        spawn_be_on_any_port("slow", &["--fault", "delay", "--delay", slow_delay]);
     let backends = format!("[127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{slow}]");
     let lb = spawn_lb_with(&format!(
-        "upstreams:\n  rr:\n    backends: {backends}\n  lr:\n    balance: least_request\n    backends: {backends}\n\
-         routes:\n  - {{match: {{path_prefix: /rr/}}, upstream: rr}}\n  - {{match: {{path_prefix: /lr/}}, upstream: lr}}\n"
+        "upstreams:\n  round_robin:\n    backends: {backends}\n\
+         \x20 {balance}:\n    balance: {balance}\n    backends: {backends}\n\
+         routes:\n  - {{match: {{path_prefix: /round_robin/}}, upstream: round_robin}}\n\
+         \x20 - {{match: {{path_prefix: /{balance}/}}, upstream: {balance}}}\n"
     ));
-    let round_robin = load(lb.port, "/rr/", 32, 15);
-    let least_request = load(lb.port, "/lr/", 32, 15);
+    (vec![fast1_be, fast2_be, slow_be], lb)
+}
+
+#[test]
+fn least_request_sends_little_to_a_slow_backend_and_its_clients_wait_less_than_under_round_robin() {
+    // Every answer of the slow one comes half a second late.
+    let (_backends, lb) = against_round_robin("least_request", "500ms");
+    let round_robin = load(lb.port, "/round_robin/", 32, 15);
+    let least_request = load(lb.port, "/least_request/", 32, 15);
     let (by_rr, by_lr) = (counts(&round_robin), counts(&least_request));
     let slow_rr = by_rr.get("slow").copied().unwrap_or(0);
     let slow_lr = by_lr.get("slow").copied().unwrap_or(0);
@@ -494,20 +497,13 @@ fn least_request_sends_little_to_a_slow_backend_and_its_clients_wait_less_than_u
 
 #[test]
 fn peak_ewma_keeps_a_slow_backend_out_of_the_clients_p99() {
-    let (_fast1, fast1) = spawn_be_on_any_port("fast1", &[]);
-    let (_fast2, fast2) = spawn_be_on_any_port("fast2", &[]);
-    let (_slow, slow) = spawn_be_on_any_port("slow", &["--fault", "delay", "--delay", "2s"]);
-    let backends = format!("[127.0.0.1:{fast1}, 127.0.0.1:{fast2}, 127.0.0.1:{slow}]");
-    let lb = spawn_lb_with(&format!(
-        "upstreams:\n  rr:\n    backends: {backends}\n  ewma:\n    balance: peak_ewma\n    backends: {backends}\n\
-         routes:\n  - {{match: {{path_prefix: /rr/}}, upstream: rr}}\n  - {{match: {{path_prefix: /ewma/}}, upstream: ewma}}\n"
-    ));
+    let (_backends, lb) = against_round_robin("peak_ewma", "2s");
     // Round robin sends a third to the slow backend: its p99 is a slow one.
-    let round_robin = load(lb.port, "/rr/", 32, 5);
+    let round_robin = load(lb.port, "/round_robin/", 32, 5);
     // A cold start splits the first burst evenly: nothing is measured
     // yet. One client's few requests first measure the fast backends.
-    load(lb.port, "/ewma/", 1, 6);
-    let ewma = load(lb.port, "/ewma/", 32, 30);
+    load(lb.port, "/peak_ewma/", 1, 6);
+    let ewma = load(lb.port, "/peak_ewma/", 32, 30);
     // Latency times load: once the slow backend has answered one request,
     // it costs more than a fast one even with all 32 clients waiting on
     // the fast ones, unless they take over 100 ms each. It gets its first

@@ -258,6 +258,22 @@ impl Lb {
         false
     }
 
+    /// Waits up to 10 s for a line of lb's log that contains `text` (an
+    /// access line, say) and returns it; fails the test with the log if
+    /// none comes.
+    pub fn wait_for_log_line(&self, text: &str) -> String {
+        assert!(
+            self.wait_for_log(text, Duration::from_secs(10)),
+            "no line with {text:?} in lb's log:\n{}",
+            self.log()
+        );
+        let log = self.log();
+        log.lines()
+            .find(|line| line.contains(text))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn get(&self, path: &str) -> Response {
         get(self.port, path)
     }

@@ -889,6 +889,31 @@ fn random_balance_spreads_requests_over_every_backend_by_weight() {
 }
 
 #[test]
+fn a_random_pool_with_one_healthy_backend_left_always_finds_it() {
+    // Nothing listens on ports 1 and 2. A random walk of the ring (12
+    // steps here) misses the one healthy backend about once in 130 picks;
+    // lb then looks at every backend, so none of 1,000 requests fails.
+    let (_be, port) = spawn_be_on_any_port("alive", &[]);
+    let lb = spawn_lb_with(&format!(
+        "upstreams:\n  app:\n    balance: least_request\n\
+         \x20   backends: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:{port}]\n\
+         routes:\n  - upstream: app\n"
+    ));
+    for down in ["127.0.0.1:1 down", "127.0.0.1:2 down"] {
+        assert!(
+            lb.wait_for_log(down, Duration::from_secs(10)),
+            "{}",
+            lb.log()
+        );
+    }
+    let failed: Vec<u16> = (0..1000)
+        .map(|_| get(lb.port, "/").status)
+        .filter(|status| *status != 200)
+        .collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+}
+
+#[test]
 fn the_top_level_backends_take_the_same_balancing_keys_as_a_pool() {
     let (ports, _backends) = backends_named_after_their_ports(3);
     let lb = spawn_lb(

@@ -810,19 +810,62 @@ fn share_of(port: u16, name: &str, count: usize) -> usize {
         .count()
 }
 
-/// Asserts that `name` takes a small share of 90 requests at once, more a
-/// second later and its full round-robin third once the 3 s ramp is over.
-fn assert_ramps_up(lb: &Lb, name: &str) {
-    let early = share_of(lb.port, name, 90);
-    std::thread::sleep(Duration::from_millis(1000));
-    let middle = share_of(lb.port, name, 90);
-    std::thread::sleep(Duration::from_millis(2500));
-    let full = share_of(lb.port, name, 90);
+/// The ramp of the slow-start test: long enough that its first and last
+/// thirds hold many requests even on a loaded machine.
+const RAMP: Duration = Duration::from_secs(6);
+
+/// Asserts that `name`, whose slow start began after `before` and before
+/// `noticed`, takes a smaller share of the requests sent in the first third
+/// of its ramp than of those sent in its last third, and its full
+/// round-robin third once the ramp is over. Requests are timed as they are
+/// sent, so a slow machine only gives each window fewer requests, never
+/// requests from another window; four clients send at once so that each
+/// window holds many.
+fn assert_ramps_up(lb: &Lb, name: &str, before: Instant, noticed: Instant) {
+    let over = noticed + RAMP;
+    let sent: Vec<(Instant, bool)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = Vec::new();
+                    // Bounded by time and by count.
+                    while Instant::now() < over && seen.len() < 5_000 {
+                        let at = Instant::now();
+                        seen.push((at, served_by(&get(lb.port, "/")) == name));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().expect("client thread"))
+            .collect()
+    });
+    let share = |from: Instant, to: Instant| {
+        let window: Vec<bool> = sent
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, by_it)| *by_it)
+            .collect();
+        let hits = window.iter().filter(|by_it| **by_it).count();
+        (hits, window.len())
+    };
+    // At most a third of the way up, and at least two thirds.
+    let (early, early_of) = share(before, before + RAMP / 3);
+    let (late, late_of) = share(noticed + RAMP * 2 / 3, over);
     assert!(
-        early < middle && middle < full,
-        "{name} got {early}, then {middle}, then {full} of 90: not a rising share\n{}",
+        early_of >= 30 && late_of >= 30,
+        "too few requests to judge: {early_of} in the first third, {late_of} in the last"
+    );
+    assert!(
+        early * late_of < late * early_of,
+        "{name} got {early} of {early_of} early in its ramp and {late} of {late_of} late: \
+         not a rising share\n{}",
         lb.log()
     );
+    // The ramp began before `noticed`, so it is over now.
+    let full = share_of(lb.port, name, 90);
     assert_eq!(full, 30, "after its ramp, round robin gives it a third");
 }
 
@@ -832,8 +875,9 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
     let [a, b, c] = [ports[0], ports[1], ports[2]];
     let pool = |list: &str| {
         format!(
-            "upstreams:\n  app:\n    slow_start: 3s\n    health_check: {{unhealthy_threshold: 1, healthy_threshold: 1}}\n\
-             \x20   backends: [{list}]\nroutes:\n  - upstream: app\n"
+            "upstreams:\n  app:\n    slow_start: {}s\n    health_check: {{unhealthy_threshold: 1, healthy_threshold: 1}}\n\
+             \x20   backends: [{list}]\nroutes:\n  - upstream: app\n",
+            RAMP.as_secs()
         )
     };
     let two = pool(&format!("127.0.0.1:{a}, 127.0.0.1:{b}"));
@@ -845,6 +889,7 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
     let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
     let three = pool(&format!("127.0.0.1:{a}, 127.0.0.1:{b}, 127.0.0.1:{c}"));
     std::fs::write(lb.config_path(), config.replace(&two, &three)).expect("write the config");
+    let before = Instant::now();
     lb.proc.signal("HUP");
     let added = format!("backend 127.0.0.1:{c} added to the pool");
     assert!(
@@ -852,7 +897,7 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
         "{}",
         lb.log()
     );
-    assert_ramps_up(&lb, &c.to_string());
+    assert_ramps_up(&lb, &c.to_string(), before, Instant::now());
 
     // Frozen, its health checks time out; thawed, it comes back.
     backends[2].signal("STOP");
@@ -862,6 +907,7 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
         "{}",
         lb.log()
     );
+    let before = Instant::now();
     backends[2].signal("CONT");
     let up = format!("backend 127.0.0.1:{c} up");
     assert!(
@@ -869,7 +915,7 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
         "{}",
         lb.log()
     );
-    assert_ramps_up(&lb, &c.to_string());
+    assert_ramps_up(&lb, &c.to_string(), before, Instant::now());
 }
 
 #[test]

@@ -19,11 +19,11 @@ use crate::admin;
 use crate::admin::stats::{Sampler, Stats};
 use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
-use crate::connection::LbApp;
+use crate::connection::{descriptors, Admission, LbApp};
 use crate::pool::{Pool, PoolService};
 use crate::proxy::{Proxy, Routing};
 use crate::reload::{ReloadOnHangup, Reloader};
-use crate::tls::{PlainHttpOnTlsPort, RedirectToHttps, TlsListener};
+use crate::tls::{PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.
@@ -191,10 +191,11 @@ fn proxy_services(
     options.h2c = true;
     options.h2_idle_timeout = Some(config.timeouts.client_idle);
     proxy_app.server_options = Some(options);
+    let admission = admission(config);
     let app = LbApp::new(
         proxy_app,
         proxy_control,
-        config.limits.max_connections,
+        Arc::clone(&admission),
         config.timeouts.client_header,
         crate::config::drain_window(&server.configuration),
     );
@@ -221,9 +222,14 @@ fn proxy_services(
                             source,
                         })?;
                 listeners.add_listener(endpoint.tls(settings));
-                listeners.set_pre_tls_callback(Arc::new(PlainHttpOnTlsPort {
-                    listener: listener.addr.to_string(),
-                    first_byte: config.timeouts.client_header,
+                listeners.set_pre_tls_callback(Arc::new(PreTlsChain {
+                    admission: Arc::clone(&admission),
+                    listener: Arc::from(listener.addr.to_string()),
+                    handshake_deadline: config.timeouts.tls_handshake,
+                    steps: vec![Arc::new(PlainHttpOnTlsPort {
+                        listener: listener.addr.to_string(),
+                        first_byte: config.timeouts.client_header,
+                    })],
                 }));
                 false
             }
@@ -232,6 +238,20 @@ fn proxy_services(
         services.push(Service::with_listeners(name, listeners, app.with_h2c(h2c)));
     }
     Ok(services)
+}
+
+/// The connection counts of every listener, with `limits.max_connections`
+/// lowered to fit the open-file limit (raised to its hard limit first), and
+/// the handshake cap lowered with it.
+fn admission(config: &Config) -> Arc<Admission> {
+    let limits = &config.limits;
+    let budget = descriptors::raise_and_fit(limits.max_connections);
+    if let Some(warning) = &budget.lowered {
+        log::warn!("{warning}");
+    }
+    let max_tls_handshakes =
+        limits.max_tls_handshakes * budget.max_connections / limits.max_connections.max(1);
+    Admission::new(budget.max_connections, max_tls_handshakes.max(1))
 }
 
 /// A service for each `redirect_https` listener.

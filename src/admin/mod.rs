@@ -227,6 +227,7 @@ impl AdminApp {
         let view = StatsView {
             backends: default.map_or(&[], |u| u.backends.as_slice()),
             upstreams: &upstreams,
+            connections: views::ConnectionsView::now(),
         };
         json_response(StatusCode::OK, &view)
     }

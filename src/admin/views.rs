@@ -65,6 +65,28 @@ pub struct StatsView<'a> {
     /// The backends of the pool named `default`, else of the first pool.
     pub backends: &'a [BackendStatsView],
     pub upstreams: &'a [UpstreamView<'a, BackendStatsView>],
+    pub connections: ConnectionsView,
+}
+
+/// Client connections in `GET /api/stats`, as `lb_client_connections` and
+/// `lb_tls_handshakes_in_progress` count them.
+#[derive(Debug, Serialize)]
+pub struct ConnectionsView {
+    /// Open now, on every listener, TLS handshakes included.
+    pub open: i64,
+    /// Of those, still in their TLS handshake.
+    pub tls_handshakes: i64,
+}
+
+impl ConnectionsView {
+    /// The counts now.
+    pub fn now() -> ConnectionsView {
+        let connections = &crate::telemetry::metrics::metrics().connections;
+        ConnectionsView {
+            open: connections.open.get(),
+            tls_handshakes: connections.handshaking.get(),
+        }
+    }
 }
 
 /// One backend in `GET /api/stats`: the backend, and its last second.

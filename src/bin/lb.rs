@@ -20,10 +20,27 @@ fn main() {
         // A closed pipe (`lb -t | head`) is the reader's choice, not an error.
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "configuration OK\n{config}");
+        let _ = writeln!(std::io::stdout(), "{}", open_files(&config));
         return;
     }
     if let Err(e) = lb::app::run(cli, config) {
         exit_with(&e);
+    }
+}
+
+/// What `lb -t` says of the open-file limit: judged by this shell's hard
+/// limit, which lb raises its soft limit to at start.
+fn open_files(config: &lb::config::Config) -> String {
+    use lb::connection::descriptors;
+    let requested = config.limits.max_connections;
+    match descriptors::hard_limit() {
+        None => "open files: no limit in this shell".to_string(),
+        Some(limit) => match descriptors::fit(limit, requested).lowered {
+            None => format!(
+                "open files: this shell's hard limit {limit} fits limits.max_connections {requested}"
+            ),
+            Some(warning) => format!("warning: in this shell, {warning}"),
+        },
     }
 }
 

@@ -227,6 +227,8 @@ pub struct TimeoutsFile {
     pub tunnel_idle: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub request: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub tls_handshake: Option<Duration>,
 }
 
 /// The `limits:` section.
@@ -241,4 +243,6 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<i64>,
     /// Most client connections open at once.
     pub max_connections: Option<i64>,
+    /// Most client connections in their TLS handshake at once.
+    pub max_tls_handshakes: Option<i64>,
 }

@@ -17,6 +17,7 @@ const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
 const DEFAULT_CLIENT_BODY: Duration = Duration::from_secs(60);
 const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// How failed requests are retried.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub struct TimeoutsConfig {
     pub tunnel_idle: Duration,
     /// A whole request, from its headers to the end of its response; 504. Zero: none.
     pub request: Duration,
+    /// A client's TLS handshake, from accept to its end; then it is shut down.
+    pub tls_handshake: Duration,
 }
 
 /// Limits on what clients send.
@@ -74,8 +77,12 @@ pub struct LimitsConfig {
     pub max_uri_bytes: usize,
     /// Largest request body in bytes; 413 beyond it. Zero: no limit.
     pub max_body_bytes: u64,
-    /// Most client connections open at once; further ones are closed at once.
+    /// Most client connections open at once, TLS handshakes included;
+    /// further ones are closed at once.
     pub max_connections: usize,
+    /// Most client connections in their TLS handshake at once; further TLS
+    /// connections are closed at once. Default: half of `max_connections`.
+    pub max_tls_handshakes: usize,
 }
 
 /// Largest head Pingora itself reads (its `MAX_HEADER_SIZE`, about 1 MiB).
@@ -202,11 +209,25 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Problems) -> TimeoutsC
             errors,
         ),
         request: written.request.unwrap_or(Duration::ZERO),
+        tls_handshake: positive_duration(
+            "timeouts.tls_handshake",
+            written.tls_handshake,
+            DEFAULT_TLS_HANDSHAKE,
+            errors,
+        ),
     }
 }
 
 /// Checks the `limits:` section.
 pub fn parse_limits(written: LimitsFile, errors: &mut Problems) -> LimitsConfig {
+    let max_connections = whole_number(
+        "limits.max_connections",
+        written.max_connections,
+        10_000,
+        1,
+        10_000_000,
+        errors,
+    );
     LimitsConfig {
         max_header_bytes: whole_number(
             "limits.max_header_bytes",
@@ -232,12 +253,13 @@ pub fn parse_limits(written: LimitsFile, errors: &mut Problems) -> LimitsConfig 
             i64::MAX,
             errors,
         ) as u64,
-        max_connections: whole_number(
-            "limits.max_connections",
-            written.max_connections,
-            10_000,
+        max_connections: max_connections as usize,
+        max_tls_handshakes: whole_number(
+            "limits.max_tls_handshakes",
+            written.max_tls_handshakes,
+            (max_connections / 2).max(1),
             1,
-            10_000_000,
+            max_connections.max(1),
             errors,
         ) as usize,
     }

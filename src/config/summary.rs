@@ -152,7 +152,7 @@ impl Config {
         rows.push((
             "timeouts".into(),
             format!(
-                "connect {}, upstream response {}, upstream idle {}, client header {}, client body {}, client idle {}, tunnel idle {}, request {}",
+                "connect {}, upstream response {}, upstream idle {}, client header {}, client body {}, client idle {}, tunnel idle {}, request {}, TLS handshake {}",
                 d(t.connect),
                 d(t.upstream_response),
                 d(t.upstream_idle),
@@ -160,7 +160,8 @@ impl Config {
                 d(t.client_body),
                 d(t.client_idle),
                 d(t.tunnel_idle),
-                if t.request.is_zero() { "none".into() } else { d(t.request) }
+                if t.request.is_zero() { "none".into() } else { d(t.request) },
+                d(t.tls_handshake)
             ),
         ));
         let on_off = |on: bool| if on { "on" } else { "off" };
@@ -211,7 +212,7 @@ impl Config {
         rows.push((
             "limits".into(),
             format!(
-                "header {} B, URI {} B, body {}, {} connections",
+                "header {} B, URI {} B, body {}, {} connections ({} in their TLS handshake)",
                 l.max_header_bytes,
                 l.max_uri_bytes,
                 if l.max_body_bytes == 0 {
@@ -219,7 +220,8 @@ impl Config {
                 } else {
                     format!("{} B", l.max_body_bytes)
                 },
-                l.max_connections
+                l.max_connections,
+                l.max_tls_handshakes
             ),
         ));
         rows.push((

@@ -3,8 +3,10 @@
 //! shutdown, and the keep-alive loop.
 //!
 //! [`LbApp`] is a Pingora `ServerApp` around the proxy's own app. It counts
-//! open connections and closes new ones beyond `limits.max_connections`, and
-//! wraps each stream in a [`ClientStream`], which enforces the time limits
+//! open connections and closes new ones beyond `limits.max_connections`
+//! (TLS connections are counted earlier, before their handshake: see
+//! [`Admission`], `admission.rs`, and `descriptors.rs` for the open-file
+//! headroom), and wraps each stream in a [`ClientStream`], which enforces the time limits
 //! on request heads, bodies and tunnels and checks chunked framing
 //! (`client_stream.rs`, `chunked.rs`).
 //!
@@ -28,17 +30,19 @@
 //! connection that read past a head once keeps Pingora's way of waiting
 //! from then on.
 
+mod admission;
 mod chunked;
 mod client_stream;
+pub mod descriptors;
 mod head;
 
+pub use admission::{handshake_done, Admission, OpenTicket, Refusal, TlsHandshake};
 pub use chunked::BadChunkFraming;
 pub use client_stream::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
 pub use head::RequestReads;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +57,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::ProxyControl;
-use crate::telemetry::metrics::metrics;
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy). One per listener kind: every copy
@@ -68,8 +71,9 @@ pub struct LbApp<A> {
 /// What every listener's `LbApp` shares.
 struct Shared<A> {
     inner: Arc<A>,
-    open: AtomicUsize,
-    max_connections: usize,
+    /// The connection counts and limits, shared with the TLS listeners'
+    /// pre-TLS steps.
+    admission: Arc<Admission>,
     client_header: Duration,
     /// Longest wait at shutdown for open connections to finish.
     drain_limit: Duration,
@@ -86,15 +90,14 @@ impl<A> LbApp<A> {
     pub fn new(
         inner: A,
         proxy: ProxyControl,
-        max_connections: usize,
+        admission: Arc<Admission>,
         client_header: Duration,
         drain_limit: Duration,
     ) -> Self {
         LbApp {
             shared: Arc::new(Shared {
                 inner: Arc::new(inner),
-                open: AtomicUsize::new(0),
-                max_connections,
+                admission,
                 client_header,
                 drain_limit,
                 proxy,
@@ -118,27 +121,17 @@ impl<A> Shared<A> {
     /// Waits until no client connection is open, or `drain_limit` passed.
     async fn drain(&self) {
         let deadline = Instant::now() + self.drain_limit;
-        let mut open = self.open.load(Relaxed);
+        let mut open = self.admission.open();
         log::info!("draining {open} client connection(s)");
         while open > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            open = self.open.load(Relaxed);
+            open = self.admission.open();
         }
         if open > 0 {
             log::info!("closing {open} idle client connection(s) after the drain limit");
         } else {
             log::info!("all client connections drained");
         }
-    }
-}
-
-/// Decrements the open-connection count when the connection ends.
-struct OpenConnection<'a>(&'a AtomicUsize);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-        metrics().client_connections.dec();
     }
 }
 
@@ -150,16 +143,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let shared = &*self.shared;
-        let open = shared.open.fetch_add(1, Relaxed) + 1;
-        metrics().client_connections.inc();
-        let _counted = OpenConnection(&shared.open);
-        if open > shared.max_connections {
-            log::warn!(
-                "closing a new client connection: {} are open (limits.max_connections)",
-                shared.max_connections
-            );
-            return None;
-        }
+        // A TLS connection was counted before its handshake; a plain one is
+        // counted now, right after its accept.
+        let _counted = if handshake_done(&stream) {
+            None
+        } else {
+            Some(shared.admission.admit().ok()?)
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let stream = ClientStream::for_h2(stream, shared.client_header);
             return shared.serve_h2(Box::new(stream), shutdown).await;

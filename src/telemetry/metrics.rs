@@ -43,7 +43,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     pub retry_budget_refusals: IntCounter,
     health_checks: IntCounterVec,
-    pub client_connections: IntGauge,
+    /// Client connections: open, in their handshake, refused.
+    pub connections: super::connections::ConnectionMetrics,
     /// `lb_upstream_connections_total` for reused = false and true,
     /// resolved once: every request counts one.
     upstream_connections: [IntCounter; 2],
@@ -99,7 +100,8 @@ impl ProtocolMetrics {
                 registry,
                 "lb_tls_handshakes_total",
                 "TLS handshakes on client listeners, by listener, version and outcome \
-                 (ok, failed: broken off after the ClientHello, not_tls: the client spoke no TLS).",
+                 (ok; failed: broken off during the handshake; not_tls: the client spoke no TLS; \
+                 timeout: shut down at timeouts.tls_handshake; refused: closed at once by a limit).",
                 &["listener", "version", "outcome"],
             ),
             certificate_expiry: gauge_vec(
@@ -266,11 +268,6 @@ impl Metrics {
             &upstream_duration,
             [NONE, NONE],
         );
-        let client_connections = register(
-            &registry,
-            IntGauge::new("lb_client_connections", "Client connections open now.")
-                .expect("valid metric"),
-        );
         let retry_budget_refusals = register(
             &registry,
             IntCounter::new(
@@ -335,7 +332,7 @@ impl Metrics {
             request_duration,
             upstream_duration,
             retry_budget_refusals,
-            client_connections,
+            connections: super::connections::ConnectionMetrics::new(&registry),
             unrouted,
             protocols: ProtocolMetrics::new(&registry),
             registry,

@@ -2,5 +2,7 @@
 //! the access log, and the set-up of `RUST_LOG` logging.
 
 pub mod access_log;
+pub mod connections;
 pub mod logging;
 pub mod metrics;
+pub mod throttled;

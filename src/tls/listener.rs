@@ -3,14 +3,12 @@
 //! client that speaks plain HTTP to it.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use openssl::ex_data::Index;
-use openssl::ssl::{ClientHelloResponse, NameType, Ssl, SslRef, SslVersion};
+use openssl::ssl::{NameType, SslRef, SslVersion};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{PreTlsProcess, TlsAccept};
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -103,11 +101,6 @@ impl TlsListener {
                 .add_extra_chain_cert(intermediate.clone())
                 .map_err(|e| tls_config_error("cannot set the certificate chain", e))?;
         }
-        let watched = Arc::clone(self);
-        settings.set_client_hello_callback(move |ssl, _alert| {
-            watch_handshake(ssl, &watched);
-            Ok(ClientHelloResponse::SUCCESS)
-        });
         if http2 {
             settings.enable_h2();
         } else {
@@ -148,9 +141,6 @@ impl TlsAccept for Callbacks {
         &self,
         ssl: &SslRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        if let Some(watch) = watch_index().and_then(|index| ssl.ex_data(index)) {
-            watch.completed.store(true, Relaxed);
-        }
         metrics()
             .protocols
             .tls_handshake(&self.0.name, ssl.version_str(), "ok");
@@ -170,42 +160,6 @@ fn use_certificate(
         ext::ssl_add_chain_cert(ssl, intermediate)?;
     }
     Ok(())
-}
-
-/// Follows one handshake from its ClientHello: dropped with the
-/// connection's `Ssl`, it counts the handshake as failed unless it
-/// completed.
-struct HandshakeWatch {
-    listener: Arc<TlsListener>,
-    completed: AtomicBool,
-}
-
-impl Drop for HandshakeWatch {
-    fn drop(&mut self) {
-        if !self.completed.load(Relaxed) {
-            metrics()
-                .protocols
-                .tls_handshake(&self.listener.name, "unknown", "failed");
-        }
-    }
-}
-
-/// The `Ssl` slot that holds a connection's [`HandshakeWatch`].
-fn watch_index() -> Option<Index<Ssl, HandshakeWatch>> {
-    static INDEX: OnceLock<Option<Index<Ssl, HandshakeWatch>>> = OnceLock::new();
-    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
-}
-
-fn watch_handshake(ssl: &mut SslRef, listener: &Arc<TlsListener>) {
-    if let Some(index) = watch_index() {
-        ssl.set_ex_data(
-            index,
-            HandshakeWatch {
-                listener: Arc::clone(listener),
-                completed: AtomicBool::new(false),
-            },
-        );
-    }
 }
 
 /// The first byte of every TLS connection: a handshake record.

@@ -11,10 +11,12 @@
 
 pub mod certs;
 mod listener;
+mod pre_tls;
 mod redirect;
 
 pub use certs::{Certificate, CertificateError, CertificateFiles, CertificateSet};
 pub use listener::{PlainHttpOnTlsPort, TlsInfo, TlsListener};
+pub use pre_tls::PreTlsChain;
 pub use redirect::RedirectToHttps;
 
 /// The lowest TLS version a listener accepts.

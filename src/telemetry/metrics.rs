@@ -42,6 +42,10 @@ pub struct Metrics {
     backend_in_flight: IntGaugeVec,
     retries: IntCounterVec,
     pub retry_budget_refusals: IntCounter,
+    /// Pooled backend connections Pingora found unusable as it took them
+    /// (its log line `failed to acquire reusable stream`), each replaced
+    /// by a new connection.
+    pub upstream_reuse_races: IntCounter,
     health_checks: IntCounterVec,
     pub client_connections: IntGauge,
     /// `lb_upstream_connections_total` for reused = false and true,
@@ -279,6 +283,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let upstream_reuse_races = register(
+            &registry,
+            IntCounter::new(
+                "lb_upstream_reuse_races_total",
+                "Pooled backend connections lost to a race as they were taken, each replaced by a new one.",
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             backend_healthy: gauge_vec(
                 &registry,
@@ -335,6 +347,7 @@ impl Metrics {
             request_duration,
             upstream_duration,
             retry_budget_refusals,
+            upstream_reuse_races,
             client_connections,
             unrouted,
             protocols: ProtocolMetrics::new(&registry),

@@ -8,8 +8,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use bytes::Bytes;
+use common::h2c::{connect_h2, exchange};
 use common::tls::{make_cert, path, tools_installed};
 use common::*;
+use http::{Request, StatusCode};
 
 /// Longest wait for lb to answer or close.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,3 +96,116 @@ fn tls_handshakes_clients_break_are_logged_at_debug_not_error() {
     assert!(error_lines(&log).is_empty(), "{log}");
 }
 
+#[test]
+fn malformed_heads_get_lbs_own_400_not_pingoras() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = spawn_lb(&[be_port], "");
+    for head in [
+        &b"GET / HTTP/9.9 foo\r\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ] {
+        let reply = raw_exchange(lb.port, head, TIMEOUT);
+        let (responses, rest) = split_responses(&reply.bytes);
+        assert_eq!((responses.len(), rest), (1, 0), "{:?}", reply.text());
+        let response = &responses[0];
+        assert_eq!(response.status, 400, "{:?}", reply.text());
+        assert_eq!(response.header("server"), None, "{:?}", reply.text());
+        assert_eq!(
+            String::from_utf8_lossy(&response.body),
+            "400 Bad Request\n",
+            "{:?}",
+            reply.text()
+        );
+        assert!(matches!(reply.end, RawEnd::Eof | RawEnd::Reset));
+    }
+    // A space in the target is still escaped and forwarded, as Pingora does.
+    let repaired = request(
+        lb.port,
+        "GET /a b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(repaired.status, 200, "{}", repaired.body);
+    assert!(error_lines(&lb.log()).is_empty(), "{}", lb.log());
+}
+
+/// A GET with `fields` header fields (Host and `fields - 1` others).
+fn get_with_fields(fields: usize) -> Vec<u8> {
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
+    for i in 2..fields {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    (head + "\r\n").into_bytes()
+}
+
+/// The status and body of lb's answer to `head`, which asks to close.
+fn answer(port: u16, head: &[u8]) -> (u16, String) {
+    let reply = raw_exchange(port, head, TIMEOUT);
+    let (responses, _) = split_responses(&reply.bytes);
+    let response = responses
+        .first()
+        .unwrap_or_else(|| panic!("no response: {:?}", reply.text()));
+    assert_eq!(response.header("server"), None, "{:?}", reply.text());
+    (
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    )
+}
+
+const TOO_MANY: &str = "431 Request Header Fields Too Large\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_max_request_headers_get_431_on_http1_and_http2() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = common::h2c::spawn_lb_h2c(&backends_yaml(&[be_port]));
+    let port = lb.port;
+    let http1 = tokio::task::spawn_blocking(move || {
+        [100, 101, 300].map(|n| (n, answer(port, &get_with_fields(n))))
+    })
+    .await
+    .expect("the HTTP/1 client");
+    assert_eq!(http1[0].1 .0, 200, "100 fields are the default limit");
+    assert_eq!(http1[1].1, (431, TOO_MANY.to_string()), "101 fields");
+    assert_eq!(http1[2].1, (431, TOO_MANY.to_string()), "300 fields");
+
+    let client = connect_h2(lb.port).await;
+    for (fields, status) in [
+        (100, StatusCode::OK),
+        (101, StatusCode::from_u16(431).expect("431")),
+    ] {
+        let mut request = Request::builder().uri("http://lb.test/");
+        // Pseudo-header fields (`:authority`...) are not counted.
+        for i in 0..fields {
+            request = request.header(format!("x-f{i}"), "v");
+        }
+        let request = request.body(()).expect("a valid request");
+        let (got, body) = exchange(&client, request, None::<Bytes>).await;
+        assert_eq!(got, status, "{fields} fields over HTTP/2: {body}");
+        if fields > 100 {
+            assert_eq!(body, TOO_MANY);
+        }
+    }
+}
+
+#[test]
+fn max_request_headers_is_configured_and_checked() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = spawn_lb(&[be_port], "limits: {max_request_headers: 3}\n");
+    assert_eq!(answer(lb.port, &get_with_fields(3)).0, 200);
+    assert_eq!(answer(lb.port, &get_with_fields(4)).0, 431);
+
+    for bad in ["0", "257", "lots"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("lb.yaml");
+        std::fs::write(
+            &file,
+            format!("backends: [127.0.0.1:9]\nlimits: {{max_request_headers: {bad}}}\n"),
+        )
+        .expect("write config");
+        let (status, stderr) = run_lb(&["-t", "-c", path(&file)]);
+        assert!(!status.success(), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("limits.max_request_headers") && stderr.contains(bad),
+            "{bad}: {stderr}"
+        );
+    }
+}

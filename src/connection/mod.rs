@@ -34,7 +34,7 @@ mod head;
 
 pub use chunked::BadChunkFraming;
 pub use client_stream::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
-pub use head::RequestReads;
+pub use head::{HeadLimits, RequestReads};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +54,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::proxy::ProxyControl;
 use crate::telemetry::metrics::metrics;
+use head::read_whole_head;
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy). One per listener kind: every copy
@@ -225,6 +226,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
                 return;
             }
         }
+        let head_limits = shared.proxy.head_limits();
+        if !read_whole_head(&mut stream, &mut first_bytes, head_limits).await {
+            return;
+        }
         let mut session = new_session(stream, None, Some(first_bytes));
         // As Pingora does: no keep-alive once shutdown has begun. The proxy
         // sets the configured idle timeout on every request.
@@ -246,14 +251,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             let (mut stream, settings) = reused.consume();
             nothing_read_ahead &= reads.only_a_head();
             reads.start_request();
+            // lb checks the heads it reads itself; one Pingora reads (after
+            // bytes were read ahead) only Pingora checks.
             let first_bytes = if nothing_read_ahead {
                 let idle = shared.proxy.client_idle();
                 idle_timer.as_mut().reset(Instant::now() + idle);
-                match read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await
-                {
-                    Some(bytes) => Some(bytes),
-                    None => return,
+                let next =
+                    read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await;
+                let Some(mut bytes) = next else { return };
+                if !read_whole_head(&mut stream, &mut bytes, head_limits).await {
+                    return;
                 }
+                Some(bytes)
             } else {
                 None
             };

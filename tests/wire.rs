@@ -209,3 +209,29 @@ fn max_request_headers_is_configured_and_checked() {
         );
     }
 }
+
+#[test]
+fn an_invalid_h2c_preface_gets_goaway_not_an_http1_answer() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = common::h2c::spawn_lb_h2c(&backends_yaml(&[be_port]));
+    for preface in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\rQ",
+    ] {
+        let reply = raw_exchange(lb.port, preface, TIMEOUT);
+        assert!(
+            matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
+            "{reply:?}"
+        );
+        // SETTINGS (the server's preface), then GOAWAY, PROTOCOL_ERROR.
+        let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(
+            reply.bytes.windows(goaway.len()).any(|w| w == goaway),
+            "no GOAWAY(PROTOCOL_ERROR) in {:?}",
+            reply.bytes
+        );
+        assert!(!reply.text().contains("HTTP/1.1"), "{:?}", reply.text());
+    }
+    // HTTP/1.1 on the same listener is still served.
+    assert_eq!(lb.get("/").status, 200);
+}

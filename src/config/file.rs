@@ -237,6 +237,8 @@ pub struct TimeoutsFile {
 pub struct LimitsFile {
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: Option<i64>,
+    /// Most header fields in a request.
+    pub max_request_headers: Option<i64>,
     /// Longest request target, in bytes.
     pub max_uri_bytes: Option<i64>,
     /// Largest request body, in bytes; 0 for no limit.

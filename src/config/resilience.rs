@@ -73,6 +73,8 @@ pub struct TimeoutsConfig {
 pub struct LimitsConfig {
     /// Largest request head in bytes; 431 beyond it.
     pub max_header_bytes: usize,
+    /// Most header fields in a request, on every protocol; 431 beyond it.
+    pub max_request_headers: usize,
     /// Longest request target in bytes; 414 beyond it.
     pub max_uri_bytes: usize,
     /// Largest request body in bytes; 413 beyond it. Zero: no limit.
@@ -87,6 +89,11 @@ pub struct LimitsConfig {
 
 /// Largest head Pingora itself reads (its `MAX_HEADER_SIZE`, about 1 MiB).
 const PINGORA_MAX_HEADER_BYTES: i64 = 1_048_575;
+
+/// Most header fields Pingora's HTTP/1 parser takes (its `MAX_HEADERS`):
+/// lb answers 431 above `limits.max_request_headers` before Pingora parses,
+/// so no larger limit could be kept.
+pub const PINGORA_MAX_HEADERS: i64 = 256;
 
 /// Checks the `retry:` section.
 pub fn parse_retry(written: RetryFile, errors: &mut Problems) -> RetryConfig {
@@ -235,6 +242,16 @@ pub fn parse_limits(written: LimitsFile, errors: &mut Problems) -> LimitsConfig 
             64 * 1024,
             1024,
             PINGORA_MAX_HEADER_BYTES,
+            errors,
+        ) as usize,
+        // HAProxy's default is 101 (tune.http.maxhdr), nginx has none but
+        // its buffer sizes.
+        max_request_headers: whole_number(
+            "limits.max_request_headers",
+            written.max_request_headers,
+            100,
+            1,
+            PINGORA_MAX_HEADERS,
             errors,
         ) as usize,
         max_uri_bytes: whole_number(

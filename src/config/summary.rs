@@ -212,8 +212,9 @@ impl Config {
         rows.push((
             "limits".into(),
             format!(
-                "header {} B, URI {} B, body {}, {} connections ({} in their TLS handshake)",
+                "header {} B, {} headers, URI {} B, body {}, {} connections ({} in their TLS handshake)",
                 l.max_header_bytes,
+                l.max_request_headers,
                 l.max_uri_bytes,
                 if l.max_body_bytes == 0 {
                     "unlimited".to_string()

@@ -39,7 +39,7 @@ mod head;
 pub use admission::{handshake_done, Admission, OpenTicket, Refusal, TlsHandshake};
 pub use chunked::BadChunkFraming;
 pub use client_stream::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
-pub use head::RequestReads;
+pub use head::{HeadLimits, RequestReads};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,11 +52,12 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::ProxyControl;
+use head::read_whole_head;
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy). One per listener kind: every copy
@@ -207,13 +208,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             return;
         };
         if self.h2c {
-            let h2 = read_preface(&mut stream, &mut first_bytes, idle_timer.as_mut()).await;
-            if h2 {
-                if let Some(stream) = unread(stream, &first_bytes) {
-                    shared.serve_h2(stream, shutdown).await;
+            match read_preface(&mut stream, &mut first_bytes, idle_timer.as_mut()).await {
+                Preface::Http2 => {
+                    if let Some(stream) = unread(stream, &first_bytes) {
+                        shared.serve_h2(stream, shutdown).await;
+                    }
+                    return;
                 }
-                return;
+                Preface::Invalid => return refuse_preface(&mut stream).await,
+                Preface::Http1 => {}
             }
+        }
+        let head_limits = shared.proxy.head_limits();
+        if !read_whole_head(&mut stream, &mut first_bytes, head_limits).await {
+            return;
         }
         let mut session = new_session(stream, None, Some(first_bytes));
         // As Pingora does: no keep-alive once shutdown has begun. The proxy
@@ -236,14 +244,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             let (mut stream, settings) = reused.consume();
             nothing_read_ahead &= reads.only_a_head();
             reads.start_request();
+            // lb checks the heads it reads itself; one Pingora reads (after
+            // bytes were read ahead) only Pingora checks.
             let first_bytes = if nothing_read_ahead {
                 let idle = shared.proxy.client_idle();
                 idle_timer.as_mut().reset(Instant::now() + idle);
-                match read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await
-                {
-                    Some(bytes) => Some(bytes),
-                    None => return,
+                let next =
+                    read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await;
+                let Some(mut bytes) = next else { return };
+                if !read_whole_head(&mut stream, &mut bytes, head_limits).await {
+                    return;
                 }
+                Some(bytes)
             } else {
                 None
             };
@@ -256,26 +268,64 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
 /// 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the client on an h2c listener opens with HTTP/2's preface:
-/// reads on while what came so far could still be its start. `PRI` is no
-/// HTTP/1 method, so a client that sent the preface whole means HTTP/2.
+/// The preface's first line: no HTTP/1 request starts so (HTTP/1 has no
+/// version 2.0), so a client that sent it speaks HTTP/2.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
+
+/// What a client on an h2c listener opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preface {
+    /// HTTP/2's preface, whole.
+    Http2,
+    /// HTTP/2's first line, then something else: an invalid preface.
+    Invalid,
+    /// Anything else: HTTP/1 (well formed or not).
+    Http1,
+}
+
+/// What the client on an h2c listener opens with: reads on while what
+/// came so far could still be HTTP/2's preface. `PRI` is no HTTP/1
+/// method, so a client that sent the preface whole means HTTP/2.
 async fn read_preface(
     stream: &mut Stream,
     bytes: &mut BytesMut,
     mut timer: Pin<&mut Sleep>,
-) -> bool {
+) -> Preface {
     while bytes.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(bytes) {
         let before = bytes.len();
         tokio::select! {
             read = stream.read_buf(bytes) => {
                 if read.is_err() || bytes.len() == before {
-                    return false;
+                    break;
                 }
             }
-            _ = timer.as_mut() => return false,
+            _ = timer.as_mut() => break,
         }
     }
-    bytes.starts_with(H2_PREFACE)
+    if bytes.starts_with(H2_PREFACE) {
+        Preface::Http2
+    } else if bytes.starts_with(H2_PREFACE_LINE) {
+        Preface::Invalid
+    } else {
+        Preface::Http1
+    }
+}
+
+/// The answer to an invalid HTTP/2 preface, a connection error of type
+/// PROTOCOL_ERROR (RFC 9113, 3.4 and 5.4.1): the server's preface (an
+/// empty SETTINGS frame), then GOAWAY with last stream 0 and error code 1.
+const PREFACE_REFUSAL: &[u8] = &[
+    0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, no parameter
+    0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
+    0, 0, 0, 0, 0, 0, 0, 1, // last stream 0, PROTOCOL_ERROR
+];
+
+/// Answers an invalid HTTP/2 preface and closes the connection.
+async fn refuse_preface(stream: &mut Stream) {
+    if stream.write_all(PREFACE_REFUSAL).await.is_ok() {
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// The plain TCP stream under lb's `stream` with `bytes` put back in front

@@ -21,7 +21,7 @@ pub(super) fn limit_exceeded(limits: &LimitsConfig, req: &RequestHeader) -> Opti
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
-    if head_bytes > limits.max_header_bytes {
+    if head_bytes > limits.max_header_bytes || req.headers.len() > limits.max_request_headers {
         return Some(431);
     }
     if limits.max_body_bytes > 0 {

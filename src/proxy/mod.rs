@@ -47,7 +47,7 @@ use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
-use crate::connection::{ClientStream, ClientTimeouts, StreamFault};
+use crate::connection::{ClientStream, ClientTimeouts, HeadLimits, StreamFault};
 use crate::pool::Selection;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
@@ -100,6 +100,13 @@ impl ProxyControl {
             tunnel_idle: t.tunnel_idle,
             upgrade_response: t.upstream_response,
         }
+    }
+
+    /// What a request head is checked against before Pingora reads it, as
+    /// the limits are now.
+    pub fn head_limits(&self) -> HeadLimits {
+        let l = &self.settings.load().limits;
+        HeadLimits::new(l.max_request_headers, l.max_header_bytes)
     }
 
     /// Applies a reloaded config's retry, timeouts and limits; requests

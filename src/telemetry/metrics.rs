@@ -42,6 +42,10 @@ pub struct Metrics {
     backend_in_flight: IntGaugeVec,
     retries: IntCounterVec,
     pub retry_budget_refusals: IntCounter,
+    /// Pooled backend connections Pingora found unusable as it took them
+    /// (its log line `failed to acquire reusable stream`), each replaced
+    /// by a new connection.
+    pub upstream_reuse_races: IntCounter,
     health_checks: IntCounterVec,
     /// Client connections: open, in their handshake, refused.
     pub connections: super::connections::ConnectionMetrics,
@@ -276,6 +280,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let upstream_reuse_races = register(
+            &registry,
+            IntCounter::new(
+                "lb_upstream_reuse_races_total",
+                "Pooled backend connections lost to a race as they were taken, each replaced by a new one.",
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             backend_healthy: gauge_vec(
                 &registry,
@@ -333,6 +345,7 @@ impl Metrics {
             upstream_duration,
             retry_budget_refusals,
             connections: super::connections::ConnectionMetrics::new(&registry),
+            upstream_reuse_races,
             unrouted,
             protocols: ProtocolMetrics::new(&registry),
             registry,

@@ -1,0 +1,237 @@
+//! What lb says on the wire and in its log when clients misbehave: its own
+//! error pages rather than Pingora's, one documented limit on request
+//! headers, HTTP/2's answer to a bad preface, and no ERROR line that a
+//! client can cause.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::h2c::{connect_h2, exchange};
+use common::tls::{make_cert, path, tools_installed};
+use common::*;
+use http::{Request, StatusCode};
+
+/// Longest wait for lb to answer or close.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts lb with `config` (listeners, backends and the rest after the
+/// base `server:` and `health_check:` sections) and `RUST_LOG` set to
+/// `rust_log`; waits until `port` accepts.
+fn spawn_lb_logging(rust_log: &str, port: u16, rest: &str) -> Lb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut base = BaseConfig::new(dir.path(), port);
+    base.listeners.clear();
+    let config = format!("{}{rest}", base.yaml().replace("listeners: []\n", ""));
+    let config_path = dir.path().join("lb.yaml");
+    std::fs::write(&config_path, &config).expect("write config");
+    let log = std::fs::File::create(dir.path().join("lb.log")).expect("create log");
+    let proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_lb"))
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", rust_log)
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log),
+    );
+    wait_for_port(port);
+    Lb { proc, port, dir }
+}
+
+/// Waits until lb's log holds `count` lines with `text`, and returns the
+/// log; fails the test if it does not within [`TIMEOUT`].
+fn wait_for_lines(lb: &Lb, text: &str, count: usize) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let log = lb.log();
+        if log.matches(text).count() >= count {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {count} lines with {text:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lines of `log` at ERROR.
+fn error_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" ERROR ")).collect()
+}
+
+#[test]
+fn tls_handshakes_clients_break_are_logged_at_debug_not_error() {
+    if !tools_installed(&["openssl"]) {
+        return;
+    }
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = make_cert(certs.path(), "a.test", &["a.test"]);
+    let port = free_port();
+    let lb = spawn_lb_logging(
+        "info,pingora_core::services::listening=debug",
+        port,
+        &format!(
+            "listeners:\n  - {{address: 127.0.0.1:{port}, tls: {{certificates: [{{cert: {}, key: {}}}]}}}}\n{}",
+            path(&cert),
+            path(&key),
+            backends_yaml(&[be_port])
+        ),
+    );
+
+    // Plain HTTP, then garbage, on the TLS port: each a failed handshake.
+    let plain = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", TIMEOUT);
+    assert!(
+        plain.text().starts_with("HTTP/1.1 400"),
+        "{:?}",
+        plain.text()
+    );
+    raw_exchange(port, b"\x00\x01 not TLS\r\n\r\n", TIMEOUT);
+
+    let lowered = "DEBUG pingora_core::services::listening] Downstream handshake error from";
+    let log = wait_for_lines(&lb, lowered, 2);
+    assert!(error_lines(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn malformed_heads_get_lbs_own_400_not_pingoras() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = spawn_lb(&[be_port], "");
+    for head in [
+        &b"GET / HTTP/9.9 foo\r\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ] {
+        let reply = raw_exchange(lb.port, head, TIMEOUT);
+        let (responses, rest) = split_responses(&reply.bytes);
+        assert_eq!((responses.len(), rest), (1, 0), "{:?}", reply.text());
+        let response = &responses[0];
+        assert_eq!(response.status, 400, "{:?}", reply.text());
+        assert_eq!(response.header("server"), None, "{:?}", reply.text());
+        assert_eq!(
+            String::from_utf8_lossy(&response.body),
+            "400 Bad Request\n",
+            "{:?}",
+            reply.text()
+        );
+        assert!(matches!(reply.end, RawEnd::Eof | RawEnd::Reset));
+    }
+    // A space in the target is still escaped and forwarded, as Pingora does.
+    let repaired = request(
+        lb.port,
+        "GET /a b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(repaired.status, 200, "{}", repaired.body);
+    assert!(error_lines(&lb.log()).is_empty(), "{}", lb.log());
+}
+
+/// A GET with `fields` header fields (Host and `fields - 1` others).
+fn get_with_fields(fields: usize) -> Vec<u8> {
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
+    for i in 2..fields {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    (head + "\r\n").into_bytes()
+}
+
+/// The status and body of lb's answer to `head`, which asks to close.
+fn answer(port: u16, head: &[u8]) -> (u16, String) {
+    let reply = raw_exchange(port, head, TIMEOUT);
+    let (responses, _) = split_responses(&reply.bytes);
+    let response = responses
+        .first()
+        .unwrap_or_else(|| panic!("no response: {:?}", reply.text()));
+    assert_eq!(response.header("server"), None, "{:?}", reply.text());
+    (
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    )
+}
+
+const TOO_MANY: &str = "431 Request Header Fields Too Large\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_max_request_headers_get_431_on_http1_and_http2() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = common::h2c::spawn_lb_h2c(&backends_yaml(&[be_port]));
+    let port = lb.port;
+    let http1 = tokio::task::spawn_blocking(move || {
+        [100, 101, 300].map(|n| (n, answer(port, &get_with_fields(n))))
+    })
+    .await
+    .expect("the HTTP/1 client");
+    assert_eq!(http1[0].1 .0, 200, "100 fields are the default limit");
+    assert_eq!(http1[1].1, (431, TOO_MANY.to_string()), "101 fields");
+    assert_eq!(http1[2].1, (431, TOO_MANY.to_string()), "300 fields");
+
+    let client = connect_h2(lb.port).await;
+    for (fields, status) in [
+        (100, StatusCode::OK),
+        (101, StatusCode::from_u16(431).expect("431")),
+    ] {
+        let mut request = Request::builder().uri("http://lb.test/");
+        // Pseudo-header fields (`:authority`...) are not counted.
+        for i in 0..fields {
+            request = request.header(format!("x-f{i}"), "v");
+        }
+        let request = request.body(()).expect("a valid request");
+        let (got, body) = exchange(&client, request, None::<Bytes>).await;
+        assert_eq!(got, status, "{fields} fields over HTTP/2: {body}");
+        if fields > 100 {
+            assert_eq!(body, TOO_MANY);
+        }
+    }
+}
+
+#[test]
+fn max_request_headers_is_configured_and_checked() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = spawn_lb(&[be_port], "limits: {max_request_headers: 3}\n");
+    assert_eq!(answer(lb.port, &get_with_fields(3)).0, 200);
+    assert_eq!(answer(lb.port, &get_with_fields(4)).0, 431);
+
+    for bad in ["0", "257", "lots"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("lb.yaml");
+        std::fs::write(
+            &file,
+            format!("backends: [127.0.0.1:9]\nlimits: {{max_request_headers: {bad}}}\n"),
+        )
+        .expect("write config");
+        let (status, stderr) = run_lb(&["-t", "-c", path(&file)]);
+        assert!(!status.success(), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("limits.max_request_headers") && stderr.contains(bad),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_h2c_preface_gets_goaway_not_an_http1_answer() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = common::h2c::spawn_lb_h2c(&backends_yaml(&[be_port]));
+    for preface in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\rQ",
+    ] {
+        let reply = raw_exchange(lb.port, preface, TIMEOUT);
+        assert!(
+            matches!(reply.end, RawEnd::Eof | RawEnd::Reset),
+            "{reply:?}"
+        );
+        // SETTINGS (the server's preface), then GOAWAY, PROTOCOL_ERROR.
+        let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(
+            reply.bytes.windows(goaway.len()).any(|w| w == goaway),
+            "no GOAWAY(PROTOCOL_ERROR) in {:?}",
+            reply.bytes
+        );
+        assert!(!reply.text().contains("HTTP/1.1"), "{:?}", reply.text());
+    }
+    // HTTP/1.1 on the same listener is still served.
+    assert_eq!(lb.get("/").status, 200);
+}

@@ -227,7 +227,7 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
     // Draining the shared backend in b leaves it serving in a.
     let drained = request(
         admin_port,
-        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(drained.status, 200, "{drained:?}");
     let text = scrape(admin_port);
@@ -472,7 +472,7 @@ fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
     let drained = format!("127.0.0.1:{}", ports[2]);
     let response = request(
         admin_port,
-        &format!("POST /api/backends/{drained}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!("POST /api/backends/{drained}/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(response.status, 200);
     for i in 0..20 {

@@ -411,6 +411,30 @@ fn text_access_log_reopens_on_sigusr1() {
     assert!(old.contains("/before") && !old.contains("/after"), "{old}");
 }
 
+#[test]
+fn a_quote_in_a_path_cannot_forge_text_access_log_fields() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let log_dir = tempfile::tempdir().unwrap();
+    let path = log_dir.path().join("access.log");
+    let lb = spawn_lb(
+        &ports,
+        &format!("access_log: {{format: text, path: {}}}\n", path.display()),
+    );
+    let forged = "/x\"_200_0_backend=evil\\";
+    let response = request(
+        lb.port,
+        &format!("GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(response.status, 200);
+    let lines = wait_for_lines(&path, 1);
+    assert!(
+        lines[0].contains("\"GET /x\\x22_200_0_backend=evil\\x5C HTTP/1.1\" 200 "),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[0].matches('"').count(), 2, "{}", lines[0]);
+}
+
 /// Chromium's command with the flags that work on a closed network as root.
 fn chromium(profile: &Path) -> Option<Command> {
     let binary = ["chromium", "chromium-browser"].into_iter().find(|b| {

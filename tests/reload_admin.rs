@@ -92,8 +92,10 @@ fn dns_discovery_follows_the_records() {
 
     let dir = tempfile::tempdir().unwrap();
     let lb_port = free_port();
+    let admin_port = free_port();
     let config = format!(
-        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n",
+        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n\
+         admin: {{listen: 127.0.0.1:{admin_port}}}\n",
         base_config(dir.path(), lb_port),
         dns.port
     );
@@ -120,6 +122,36 @@ fn dns_discovery_follows_the_records() {
     );
     let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
     assert!(served.iter().all(|s| s == "three"), "{served:?}");
+    // The address DNS no longer gives leaves /metrics.
+    wait_until_no_series(admin_port, &format!("127.0.0.2:{port}"));
+}
+
+/// The series of `/metrics` on `admin_port` labelled with `backend`.
+fn series_of(admin_port: u16, backend: &str) -> Vec<String> {
+    let label = format!("backend=\"{backend}\"");
+    scrape(admin_port)
+        .lines()
+        .filter(|line| line.contains(&label))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits up to 10 s until `/metrics` on `admin_port` has no series of
+/// `backend`; fails the test with those left.
+fn wait_until_no_series(admin_port: u16, backend: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = series_of(admin_port, backend);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series of {backend} left:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends an admin request as curl would (a body as JSON) and returns its
@@ -632,6 +664,9 @@ fn a_pool_a_reload_adds_shows_in_the_admin_api_and_metrics_and_a_removed_one_goe
     }
     let stats = admin_json(admin_port, "/api/stats");
     assert_eq!(names(&stats["upstreams"]), ["second"], "{stats}");
+    // The removed pool's backend had counted a request and health checks:
+    // none of its series is left.
+    wait_until_no_series(admin_port, &old);
 }
 
 #[test]
@@ -961,5 +996,50 @@ fn admin_connections_beyond_the_cap_are_closed_at_once() {
     .starts_with("HTTP/1.1 200")
     {
         assert!(Instant::now() < deadline, "no place freed");
+    }
+}
+
+#[test]
+fn a_backend_removed_through_the_api_leaves_no_series() {
+    let (ports, _backends) = backends_named_after_their_ports(2);
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports[..1],
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let added = format!("127.0.0.1:{}", ports[1]);
+    for _ in 0..3 {
+        let body = format!("{{\"address\": \"{added}\"}}");
+        assert_eq!(
+            admin(admin_port, "POST", "/api/backends", None, &body).status,
+            201
+        );
+        assert!(wait_until_path_served_by(
+            lb.port,
+            "/",
+            &ports[1].to_string()
+        ));
+        let series = series_of(admin_port, &added);
+        for name in [
+            "lb_requests_total",
+            "lb_request_duration_seconds_count",
+            "lb_health_checks_total",
+        ] {
+            assert!(
+                series.iter().any(|s| s.starts_with(name)),
+                "no {name}:\n{}",
+                series.join("\n")
+            );
+        }
+        let removed = admin(
+            admin_port,
+            "DELETE",
+            &format!("/api/backends/{added}"),
+            None,
+            "",
+        );
+        assert_eq!(removed.status, 200, "{removed:?}");
+        wait_until_no_series(admin_port, &added);
     }
 }

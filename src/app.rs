@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{ListenerConfig, Listeners};
@@ -21,7 +20,7 @@ use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
 use crate::connection::{descriptors, Admission, LbApp};
 use crate::pool::{Pool, PoolService};
-use crate::proxy::{Proxy, Routing};
+use crate::proxy::{Proxy, ProxyControl, Routing};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::tls::{PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
@@ -90,8 +89,9 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         ))
     })?;
     let proxy_logic = Proxy::new(routing, &config);
-    // The admin API and the status page read the pools requests use now.
-    let routing = proxy_logic.control().routing();
+    // The admin API and the status page read the pools requests use now,
+    // and its connections have the proxy's time limits.
+    let control = proxy_logic.control();
     let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
@@ -137,7 +137,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
     if let Some(admin) = &config.admin {
-        add_admin(&mut server, admin, &routing, &reloader);
+        add_admin(&mut server, &config, admin, &control, &reloader);
     }
     for proxy in proxies {
         server.add_service(proxy);
@@ -274,13 +274,15 @@ fn redirect_services(config: &Config) -> Vec<Service<HttpServer<RedirectToHttps>
 }
 
 /// The admin API and the sampler behind its status page, both showing the
-/// pools of `routing` as a reload leaves them.
+/// pools of the proxy (`control`) as a reload leaves them.
 fn add_admin(
     server: &mut Server,
+    config: &Config,
     admin: &crate::config::AdminConfig,
-    routing: &Arc<ArcSwap<Routing>>,
+    control: &ProxyControl,
     reloader: &Arc<Reloader>,
 ) {
+    let routing = &control.routing();
     let stats = Arc::new(Stats::default());
     let sampler = Sampler {
         routing: Arc::clone(routing),
@@ -292,6 +294,8 @@ fn add_admin(
         Arc::clone(routing),
         Arc::clone(reloader),
         stats,
+        control.clone(),
+        config.timeouts.client_header,
     ));
     log::info!("admin API on http://{}", admin.listen);
 }

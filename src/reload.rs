@@ -173,6 +173,13 @@ impl Reloader {
             ReloadError::Routes(ties.into_iter().map(|t| t.to_string()).collect())
         })?;
         self.proxy.set_routing(routing);
+        for old in running
+            .iter()
+            .filter(|o| !pools.iter().any(|n| Arc::ptr_eq(n, o)))
+        {
+            let successor = pools.iter().find(|n| n.name() == old.name());
+            forget_backends(old, successor.map(|n| &**n));
+        }
         *running = pools;
         Ok(())
     }
@@ -253,6 +260,19 @@ pub enum ReloadError {
     /// A reload panicked while holding the running settings.
     #[error("reload failed: its state was poisoned by an earlier failure")]
     Poisoned,
+}
+
+/// Removes the metric series of `old`'s backends, a pool the reload
+/// replaced: all of them when its name is gone, else those its successor
+/// (the pool of the same name, rebuilt) does not have, whose series its
+/// own handles share.
+fn forget_backends(old: &Pool, successor: Option<&Pool>) {
+    let kept = successor.map(|pool| pool.members().states());
+    for addr in old.members().states().keys() {
+        if !kept.as_ref().is_some_and(|kept| kept.contains_key(addr)) {
+            metrics().remove_backend(old.name(), &addr.to_string());
+        }
+    }
 }
 
 /// `e` and its causes on one line, `: ` between them, as lb prints errors.

@@ -248,7 +248,9 @@ fn an_open_websocket_is_counted_and_outlives_the_request_timeout() {
 fn admin_get(admin_port: u16, path: &str) -> Response {
     request(
         admin_port,
-        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin_port}\r\nConnection: close\r\n\r\n"
+        ),
     )
 }
 

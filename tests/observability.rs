@@ -227,7 +227,7 @@ fn per_backend_series_name_their_upstream_and_one_address_in_two_pools_is_two_se
     // Draining the shared backend in b leaves it serving in a.
     let drained = request(
         admin_port,
-        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!("POST /api/upstreams/b/backends/{shared}/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(drained.status, 200, "{drained:?}");
     let text = scrape(admin_port);
@@ -411,6 +411,30 @@ fn text_access_log_reopens_on_sigusr1() {
     assert!(old.contains("/before") && !old.contains("/after"), "{old}");
 }
 
+#[test]
+fn a_quote_in_a_path_cannot_forge_text_access_log_fields() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let log_dir = tempfile::tempdir().unwrap();
+    let path = log_dir.path().join("access.log");
+    let lb = spawn_lb(
+        &ports,
+        &format!("access_log: {{format: text, path: {}}}\n", path.display()),
+    );
+    let forged = "/x\"_200_0_backend=evil\\";
+    let response = request(
+        lb.port,
+        &format!("GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(response.status, 200);
+    let lines = wait_for_lines(&path, 1);
+    assert!(
+        lines[0].contains("\"GET /x\\x22_200_0_backend=evil\\x5C HTTP/1.1\" 200 "),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[0].matches('"').count(), 2, "{}", lines[0]);
+}
+
 /// Chromium's command with the flags that work on a closed network as root.
 fn chromium(profile: &Path) -> Option<Command> {
     let binary = ["chromium", "chromium-browser"].into_iter().find(|b| {
@@ -472,7 +496,7 @@ fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
     let drained = format!("127.0.0.1:{}", ports[2]);
     let response = request(
         admin_port,
-        &format!("POST /api/backends/{drained}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!("POST /api/backends/{drained}/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(response.status, 200);
     for i in 0..20 {

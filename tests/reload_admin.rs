@@ -1,7 +1,8 @@
 //! Changing the pool while traffic flows: SIGHUP reloads, DNS discovery with
 //! a resolver the test controls, and the admin API with and without its
 //! token, on the default pool and on each named pool, before and after a
-//! reload changes the pools.
+//! reload changes the pools; and the admin listener as an attacker meets
+//! it: other origins, rebound host names, its connection cap and limits.
 
 mod common;
 
@@ -91,8 +92,10 @@ fn dns_discovery_follows_the_records() {
 
     let dir = tempfile::tempdir().unwrap();
     let lb_port = free_port();
+    let admin_port = free_port();
     let config = format!(
-        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n",
+        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n\
+         admin: {{listen: 127.0.0.1:{admin_port}}}\n",
         base_config(dir.path(), lb_port),
         dns.port
     );
@@ -119,15 +122,51 @@ fn dns_discovery_follows_the_records() {
     );
     let served: Vec<String> = (0..6).map(|_| served_by(&lb.get("/"))).collect();
     assert!(served.iter().all(|s| s == "three"), "{served:?}");
+    // The address DNS no longer gives leaves /metrics.
+    wait_until_no_series(admin_port, &format!("127.0.0.2:{port}"));
 }
 
-/// Sends an admin request and returns its status and body.
+/// The series of `/metrics` on `admin_port` labelled with `backend`.
+fn series_of(admin_port: u16, backend: &str) -> Vec<String> {
+    let label = format!("backend=\"{backend}\"");
+    scrape(admin_port)
+        .lines()
+        .filter(|line| line.contains(&label))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits up to 10 s until `/metrics` on `admin_port` has no series of
+/// `backend`; fails the test with those left.
+fn wait_until_no_series(admin_port: u16, backend: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = series_of(admin_port, backend);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series of {backend} left:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends an admin request as curl would (a body as JSON) and returns its
+/// status and body.
 fn admin(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> Response {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let json = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     request(
         port,
         &format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     )
@@ -625,6 +664,9 @@ fn a_pool_a_reload_adds_shows_in_the_admin_api_and_metrics_and_a_removed_one_goe
     }
     let stats = admin_json(admin_port, "/api/stats");
     assert_eq!(names(&stats["upstreams"]), ["second"], "{stats}");
+    // The removed pool's backend had counted a request and health checks:
+    // none of its series is left.
+    wait_until_no_series(admin_port, &old);
 }
 
 #[test]
@@ -670,4 +712,334 @@ fn admin_api_requires_its_token() {
     let (status, stderr) = run_lb(&["-t", "-c", path.to_str().unwrap()]);
     assert!(!status.success());
     assert!(stderr.contains("admin.token"), "{stderr}");
+}
+
+/// Sends raw request `head` (with `body`) to the admin listener on a new
+/// connection and returns the one response.
+fn admin_raw(port: u16, head: &str, body: &str) -> RawResponse {
+    let raw = format!(
+        "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = raw_exchange(port, raw.as_bytes(), Duration::from_secs(10));
+    let (mut responses, _) = split_responses(&reply.bytes);
+    assert_eq!(responses.len(), 1, "{}", reply.text());
+    responses.remove(0)
+}
+
+#[test]
+fn pages_of_other_origins_and_rebound_names_cannot_change_lb() {
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let admin_port = free_port();
+    let _lb = spawn_lb(
+        &ports,
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let backend = format!("127.0.0.1:{}", ports[0]);
+    let drain = format!("POST /api/backends/{backend}/drain HTTP/1.1\r\n");
+    let add = "POST /api/backends HTTP/1.1\r\n";
+    let own = format!("Host: 127.0.0.1:{admin_port}\r\n");
+    let new_backend = "{\"address\": \"127.0.0.1:1\"}";
+    for (head, body, status) in [
+        // DNS rebinding: the browser names the attacker's host.
+        (
+            format!("{drain}Host: evil.example:{admin_port}\r\n"),
+            "",
+            403,
+        ),
+        // A form on another origin (and a browser that sends no Origin).
+        (
+            format!("{drain}{own}Origin: http://evil.example\r\n"),
+            "",
+            403,
+        ),
+        (
+            format!("{drain}{own}Sec-Fetch-Site: cross-site\r\n"),
+            "",
+            403,
+        ),
+        (
+            format!("{drain}{own}Content-Type: application/x-www-form-urlencoded\r\n"),
+            "a=b",
+            415,
+        ),
+        // fetch(..., {mode: "no-cors"}) can only send text/plain.
+        (
+            format!("{add}{own}Content-Type: text/plain\r\n"),
+            new_backend,
+            415,
+        ),
+        (
+            format!("{add}{own}Origin: null\r\nContent-Type: application/json\r\n"),
+            new_backend,
+            403,
+        ),
+    ] {
+        let response = admin_raw(admin_port, &head, body);
+        assert_eq!(response.status, status, "{head}");
+    }
+    let list = admin_json(admin_port, "/api/backends");
+    assert_eq!(addresses(&list), [backend], "{list}");
+    assert_eq!(list[0]["draining"], false, "{list}");
+
+    // The status page's own requests, and curl's, still act.
+    let same_origin =
+        format!("{own}Origin: http://127.0.0.1:{admin_port}\r\nSec-Fetch-Site: same-origin\r\n");
+    let drained = admin_raw(admin_port, &format!("{drain}{same_origin}"), "");
+    assert_eq!(drained.status, 200);
+    let added = admin_raw(
+        admin_port,
+        &format!("{add}Host: localhost:{admin_port}\r\nContent-Type: application/json; charset=utf-8\r\n"),
+        new_backend,
+    );
+    assert_eq!(added.status, 201);
+
+    // Nothing lb serves may be framed or sniffed; the page runs only its own script.
+    for path in ["/", "/status.js", "/status.css", "/api/backends", "/nope"] {
+        let response = admin_raw(admin_port, &format!("GET {path} HTTP/1.1\r\n{own}"), "");
+        assert_eq!(response.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            response.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        let csp = response
+            .header("content-security-policy")
+            .unwrap_or_default();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+    }
+    let page = admin_raw(admin_port, &format!("GET / HTTP/1.1\r\n{own}"), "");
+    let page = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(
+        page.contains("<script src=\"/status.js\"></script>"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<script>") && !page.contains("<style>"),
+        "inline code: {page}"
+    );
+    let script = admin_raw(admin_port, &format!("GET /status.js HTTP/1.1\r\n{own}"), "");
+    assert_eq!(script.status, 200);
+    assert!(String::from_utf8_lossy(&script.body).contains("/api/stats"));
+}
+
+#[test]
+fn a_401_names_the_bearer_scheme_in_any_case_and_head_is_get() {
+    let (_backend, port) = BeBuilder::named("only").start();
+    let admin_port = free_port();
+    let _lb = spawn_lb(
+        &[port],
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}, token: s3cret}}\n"),
+    );
+    wait_for_port(admin_port);
+    let own = format!("Host: 127.0.0.1:{admin_port}\r\n");
+    let refused = admin_raw(
+        admin_port,
+        &format!("GET /api/backends HTTP/1.1\r\n{own}"),
+        "",
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Bearer realm=\"lb admin\"")
+    );
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("Authorization: {scheme} s3cret\r\n");
+        let response = admin_raw(
+            admin_port,
+            &format!("GET /api/backends HTTP/1.1\r\n{own}{auth}"),
+            "",
+        );
+        assert_eq!(response.status, 200, "{scheme}");
+    }
+
+    // HEAD: GET's status and length, no body; the connection goes on with
+    // the next request.
+    let get = admin_raw(admin_port, &format!("GET /healthz HTTP/1.1\r\n{own}"), "");
+    let length = get.header("content-length").unwrap_or_default().to_string();
+    let mut stream = raw_connect(admin_port, Duration::from_secs(10));
+    let mut text = String::new();
+    for i in 1..=2 {
+        let head = format!("HEAD /healthz HTTP/1.1\r\n{own}\r\n");
+        std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+        let mut byte = [0u8; 1];
+        while text.matches("\r\n\r\n").count() < i {
+            let n = std::io::Read::read(&mut stream, &mut byte).unwrap();
+            assert_eq!(n, 1, "closed after {text}");
+            text.push(char::from(byte[0]));
+        }
+    }
+    let last = format!("GET /healthz HTTP/1.1\r\n{own}Connection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, last.as_bytes()).unwrap();
+    let (bytes, _) = read_until_end(&mut stream);
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    let lower = text.to_ascii_lowercase();
+    assert_eq!(lower.matches("http/1.1 200").count(), 3, "{text}");
+    assert_eq!(
+        lower
+            .matches(&format!("content-length: {length}\r\n"))
+            .count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("\"status\"").count(),
+        1,
+        "one body, GET's: {text}"
+    );
+}
+
+#[test]
+fn admin_connections_have_the_proxys_time_limits() {
+    let (_backend, port) = BeBuilder::named("only").start();
+    let admin_port = free_port();
+    let _lb = spawn_lb(
+        &[port],
+        &format!(
+            "timeouts: {{client_header: 1s, client_body: 1s, client_idle: 1s}}\n\
+             admin: {{listen: 127.0.0.1:{admin_port}}}\n"
+        ),
+    );
+    wait_for_port(admin_port);
+    let own = format!("Host: 127.0.0.1:{admin_port}\r\n");
+    // Each is read until lb closes it, or 15 s pass: before, lb waited 60 s
+    // for each read.
+    let limit = Duration::from_secs(15);
+    let idle = raw_exchange(admin_port, b"", limit);
+    assert_eq!(
+        (idle.bytes.len(), &idle.end),
+        (0, &RawEnd::Eof),
+        "nothing sent"
+    );
+    let half_head = raw_exchange(
+        admin_port,
+        format!("GET /api/backends HTTP/1.1\r\n{own}").as_bytes(),
+        limit,
+    );
+    assert!(
+        half_head.text().starts_with("HTTP/1.1 408"),
+        "{}",
+        half_head.text()
+    );
+    assert_eq!(half_head.end, RawEnd::Eof);
+    let half_body = format!(
+        "POST /api/backends HTTP/1.1\r\n{own}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"addr"
+    );
+    let half_body = raw_exchange(admin_port, half_body.as_bytes(), limit);
+    assert!(
+        half_body.text().starts_with("HTTP/1.1 408"),
+        "{}",
+        half_body.text()
+    );
+    assert_eq!(half_body.end, RawEnd::Eof);
+    let kept_alive = raw_exchange(
+        admin_port,
+        format!("GET /healthz HTTP/1.1\r\n{own}\r\n").as_bytes(),
+        limit,
+    );
+    assert!(
+        kept_alive.text().starts_with("HTTP/1.1 200"),
+        "{}",
+        kept_alive.text()
+    );
+    assert_eq!(kept_alive.end, RawEnd::Eof, "closed after client_idle");
+}
+
+#[test]
+fn admin_connections_beyond_the_cap_are_closed_at_once() {
+    let (_backend, port) = BeBuilder::named("only").start();
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &[port],
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let own = format!("Host: 127.0.0.1:{admin_port}\r\n");
+    let healthz = format!("GET /healthz HTTP/1.1\r\n{own}\r\n");
+    // 64 connections, each answered once (so lb has counted it), then kept open.
+    let mut open: Vec<_> = (0..64)
+        .map(|_| {
+            let mut stream = raw_connect(admin_port, Duration::from_secs(10));
+            std::io::Write::write_all(&mut stream, healthz.as_bytes()).unwrap();
+            let mut reply = [0u8; 12];
+            std::io::Read::read_exact(&mut stream, &mut reply).unwrap();
+            assert_eq!(&reply, b"HTTP/1.1 200");
+            stream
+        })
+        .collect();
+    let over = raw_exchange(admin_port, healthz.as_bytes(), Duration::from_secs(10));
+    assert!(over.bytes.is_empty(), "{}", over.text());
+    assert!(
+        matches!(over.end, RawEnd::Eof | RawEnd::Reset),
+        "{:?}",
+        over.end
+    );
+    assert!(lb.wait_for_log(
+        "admin API: closing a new connection: 64 are open",
+        Duration::from_secs(5)
+    ));
+    // The proxy serves meanwhile, and a closed admin connection frees a place.
+    assert_eq!(lb.get("/").status, 200);
+    open.truncate(63);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let connection_close = format!("GET /healthz HTTP/1.1\r\n{own}Connection: close\r\n\r\n");
+    while !raw_exchange(
+        admin_port,
+        connection_close.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .text()
+    .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "no place freed");
+    }
+}
+
+#[test]
+fn a_backend_removed_through_the_api_leaves_no_series() {
+    let (ports, _backends) = backends_named_after_their_ports(2);
+    let admin_port = free_port();
+    let lb = spawn_lb(
+        &ports[..1],
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let added = format!("127.0.0.1:{}", ports[1]);
+    for _ in 0..3 {
+        let body = format!("{{\"address\": \"{added}\"}}");
+        assert_eq!(
+            admin(admin_port, "POST", "/api/backends", None, &body).status,
+            201
+        );
+        assert!(wait_until_path_served_by(
+            lb.port,
+            "/",
+            &ports[1].to_string()
+        ));
+        let series = series_of(admin_port, &added);
+        for name in [
+            "lb_requests_total",
+            "lb_request_duration_seconds_count",
+            "lb_health_checks_total",
+        ] {
+            assert!(
+                series.iter().any(|s| s.starts_with(name)),
+                "no {name}:\n{}",
+                series.join("\n")
+            );
+        }
+        let removed = admin(
+            admin_port,
+            "DELETE",
+            &format!("/api/backends/{added}"),
+            None,
+            "",
+        );
+        assert_eq!(removed.status, 200, "{removed:?}");
+        wait_until_no_series(admin_port, &added);
+    }
 }

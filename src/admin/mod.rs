@@ -24,38 +24,55 @@
 //! swaps at reload), so a pool a reload adds is there at once and a removed
 //! one is gone. Path segments are percent-decoded (`127.0.0.1%3A8080`, a
 //! pool name with a space). Runtime changes last until the next reload.
-//! With a token configured, every other request needs `Authorization:
-//! Bearer TOKEN`, else 401.
+//! `HEAD` is answered as `GET`, without the body.
+//!
+//! What a request must show before it reaches an endpoint (the token, a
+//! `Host` of this listener, no other origin, a JSON body) is in
+//! [`guard`]; the connections (their cap and time limits) in `server.rs`.
 
+mod backends;
+pub mod guard;
+mod server;
 pub mod stats;
 mod views;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
-use serde::Deserialize;
 use serde_json::json;
 use views::{BackendStatsView, BackendView, CheckView, StatsView, UpstreamView};
 
+use crate::admin::guard::{Guard, Refusal, WWW_AUTHENTICATE};
 use crate::admin::stats::Stats;
-use crate::config::{AdminConfig, BackendConfig};
+use crate::config::AdminConfig;
 use crate::pool::members::BackendState;
 use crate::pool::Pool;
-use crate::proxy::Routing;
+use crate::proxy::{ProxyControl, Routing};
 use crate::reload::Reloader;
 use crate::telemetry::metrics::{metrics, BackendGauges};
+pub use server::{AdminServer, MAX_CONNECTIONS};
 
-/// Largest request body the admin API reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The status page, embedded so lb needs no files or network to show it.
-const STATUS_PAGE: &str = include_str!("status.html");
+/// The status page, embedded so lb needs no files or network to show it:
+/// its path, content type and bytes. The script and style are files of
+/// their own so the page's Content-Security-Policy can forbid inline ones.
+const STATUS_PAGE: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", include_str!("status.html")),
+    (
+        "/status.js",
+        "text/javascript; charset=utf-8",
+        include_str!("status.js"),
+    ),
+    (
+        "/status.css",
+        "text/css; charset=utf-8",
+        include_str!("status.css"),
+    ),
+];
 
 /// The admin API's application.
 pub struct AdminApp {
@@ -63,34 +80,40 @@ pub struct AdminApp {
     routing: Arc<ArcSwap<Routing>>,
     reloader: Arc<Reloader>,
     stats: Arc<Stats>,
-    token: Option<String>,
+    guard: Guard,
 }
 
 /// The admin API as a Pingora service on `config.listen`, showing the
-/// pools of `routing` as they are at each request.
+/// pools of `routing` as they are at each request. Its connections have
+/// the limits of the proxy's (`proxy`'s `timeouts.client_body` and
+/// `client_idle` as they are now, and `client_header`).
 pub fn service(
     config: &AdminConfig,
     routing: Arc<ArcSwap<Routing>>,
     reloader: Arc<Reloader>,
     stats: Arc<Stats>,
-) -> Service<AdminApp> {
+    proxy: ProxyControl,
+    client_header: Duration,
+) -> Service<AdminServer> {
     let app = AdminApp {
         routing,
         reloader,
         stats,
-        token: config.token.clone(),
+        guard: Guard {
+            listen: config.listen,
+            token: config.token.clone(),
+        },
     };
-    let mut service = Service::new("admin API".to_string(), app);
+    let server = AdminServer {
+        app,
+        proxy,
+        client_header,
+        open: Default::default(),
+        refused: Default::default(),
+    };
+    let mut service = Service::new("admin API".to_string(), server);
     service.add_tcp(&config.listen.to_string());
     service
-}
-
-/// `POST .../backends` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewBackend {
-    address: String,
-    weight: Option<i64>,
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Vec<u8>> {
@@ -121,15 +144,28 @@ fn no_endpoint(path: &str) -> Response<Vec<u8>> {
     error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
 }
 
-/// Compares without stopping at the first difference, so response time
-/// does not tell how much of a guessed token was right.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// The answer to a request [`guard`] refused; a 401 names the scheme.
+fn refused(refusal: Refusal) -> Response<Vec<u8>> {
+    let mut response = error(refusal.status, refusal.message);
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(WWW_AUTHENTICATE),
+        );
+    }
+    response
+}
+
+/// The status page's file at `path`, if it is one.
+fn status_page_file(path: &str) -> Option<Response<Vec<u8>>> {
+    let (_, content_type, text) = STATUS_PAGE.iter().find(|(at, _, _)| *at == path)?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, *content_type)
+        .header(http::header::CONTENT_LENGTH, text.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(text.as_bytes().to_vec())
+        .ok()
 }
 
 /// `segment` with its `%XX` escapes decoded; None when an escape is cut
@@ -201,19 +237,6 @@ fn upstream_views<B>(
 }
 
 impl AdminApp {
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
-    }
-
     /// `GET /api/stats`: every pool's backends with their last second.
     fn stats(&self, routing: &Routing) -> Response<Vec<u8>> {
         let upstreams = upstream_views(routing, |pool, state| {
@@ -267,94 +290,6 @@ impl AdminApp {
         json_response(StatusCode::OK, &upstream_view(pool, backend_view))
     }
 
-    /// The requests under a pool's `backends` path: `rest` is what follows
-    /// it (`[]`, `[address]`, `[address, "drain"]`).
-    async fn backends(
-        &self,
-        pool: &Pool,
-        method: &Method,
-        path: &str,
-        rest: &[&str],
-        session: &mut ServerSession,
-    ) -> Response<Vec<u8>> {
-        match (method, rest) {
-            (&Method::GET, []) => self.list_backends(pool),
-            (&Method::POST, []) => self.add_backend(pool, session).await,
-            (&Method::DELETE, [address]) => self.remove_backend(pool, address),
-            (&Method::POST, [address, "drain"]) => self.set_draining(pool, address, true),
-            (&Method::POST, [address, "enable"]) => self.set_draining(pool, address, false),
-            (_, [] | [_] | [_, _]) => not_allowed(method, path),
-            _ => no_endpoint(path),
-        }
-    }
-
-    fn list_backends(&self, pool: &Pool) -> Response<Vec<u8>> {
-        json_response(StatusCode::OK, &upstream_view(pool, backend_view).backends)
-    }
-
-    async fn add_backend(&self, pool: &Pool, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let body = match read_body(session).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
-        let new: NewBackend = match serde_json::from_slice(&body) {
-            Ok(new) => new,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
-        };
-        let backend = match BackendConfig::parse(&new.address, new.weight) {
-            Ok(backend) => backend,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
-        };
-        if !pool.members().add(backend) {
-            return error(
-                StatusCode::CONFLICT,
-                format!("{} is already in upstream {}", new.address, pool.name()),
-            );
-        }
-        log::info!(
-            "admin API: backend {} added to upstream {}",
-            new.address,
-            pool.name()
-        );
-        pool.refresh();
-        json_response(StatusCode::CREATED, &json!({ "added": new.address }))
-    }
-
-    fn remove_backend(&self, pool: &Pool, address: &str) -> Response<Vec<u8>> {
-        if !pool.members().remove(address) {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no backend {address} in upstream {}", pool.name()),
-            );
-        }
-        log::info!(
-            "admin API: backend {address} removed from upstream {}",
-            pool.name()
-        );
-        pool.refresh();
-        json_response(StatusCode::OK, &json!({ "removed": address }))
-    }
-
-    fn set_draining(&self, pool: &Pool, address: &str, draining: bool) -> Response<Vec<u8>> {
-        let state = address
-            .parse()
-            .ok()
-            .and_then(|addr| pool.members().state(&addr));
-        let Some(state) = state else {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no backend {address} in upstream {}", pool.name()),
-            );
-        };
-        state.draining.store(draining, Relaxed);
-        log::info!(
-            "admin API: backend {address} of upstream {} {}",
-            pool.name(),
-            if draining { "drained" } else { "enabled" }
-        );
-        json_response(StatusCode::OK, &backend_view(pool, &state))
-    }
-
     async fn reload(&self) -> Response<Vec<u8>> {
         let reloader = Arc::clone(&self.reloader);
         match tokio::task::spawn_blocking(move || reloader.reload()).await {
@@ -370,48 +305,29 @@ impl AdminApp {
     }
 }
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`].
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_BODY_BYTES {
-                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
-                }
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the body: {e}"),
-                ))
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl ServeHttp for AdminApp {
+impl AdminApp {
+    /// The answer to the request `session` holds (its head read).
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
+        let req = session.req_header();
+        // HEAD is GET; the server leaves the body out.
+        let method = match &req.method {
+            &Method::HEAD => Method::GET,
+            other => other.clone(),
+        };
+        let path = req.uri.path().to_string();
         if method == Method::GET && path == "/healthz" {
             return json_response(StatusCode::OK, &json!({ "status": "ok" }));
         }
-        if method == Method::GET && path == "/" {
-            // Static HTML: its data needs the token, the page does not.
-            return Response::builder()
-                .status(StatusCode::OK)
-                .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
-                .header(http::header::CONTENT_LENGTH, STATUS_PAGE.len())
-                .header(http::header::CACHE_CONTROL, "no-store")
-                .body(STATUS_PAGE.as_bytes().to_vec())
-                .unwrap_or_default();
+        // The status page's files are static: its data needs the token,
+        // the page does not.
+        let page = (method == Method::GET)
+            .then(|| status_page_file(&path))
+            .flatten();
+        if let Err(refusal) = self.guard.check(&req.method, &req.headers, page.is_none()) {
+            return refused(refusal);
         }
-        if !self.authorized(session) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        if let Some(page) = page {
+            return page;
         }
         let Some(segments) = path
             .trim_matches('/')
@@ -457,13 +373,6 @@ impl ServeHttp for AdminApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abd", b"abc"));
-        assert!(!same_secret(b"ab", b"abc"));
-    }
 
     #[test]
     fn path_segments_are_percent_decoded() {

@@ -38,7 +38,6 @@ use super::members::{CheckRecord, Members};
 use super::outlier::OutlierDetector;
 use super::transport::PeerTemplate;
 use crate::config::{BackendTransport, HealthCheckConfig, HealthCheckKind};
-use crate::telemetry::metrics::metrics;
 
 /// The path of the gRPC health-checking protocol's one unary method.
 const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -118,7 +117,7 @@ impl Probe {
         else {
             return;
         };
-        metrics().health_check(self.members.upstream(), &state.addr.to_string(), passed);
+        state.metrics.health_check(passed);
         let record = CheckRecord {
             at: SystemTime::now(),
             passed,

@@ -354,6 +354,9 @@ impl Members {
             }
         }
         log_changes(&old, &states);
+        for addr in old.keys().filter(|a| !states.contains_key(a)) {
+            metrics().remove_backend(&self.upstream, &addr.to_string());
+        }
         self.states.store(Arc::new(states));
         backends
     }

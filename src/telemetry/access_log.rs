@@ -312,10 +312,15 @@ impl Entry<'_> {
             }
             None => out.push('-'),
         };
+        line.push_str(self.client);
+        line.push_str(" \"");
+        push_quoted(line, self.method);
+        line.push(' ');
+        push_quoted(line, self.path);
         let _ = write!(
             line,
-            "{} \"{} {} {}\" {} {} backend=",
-            self.client, self.method, self.path, self.protocol, self.status, self.bytes_sent
+            " {}\" {} {} backend=",
+            self.protocol, self.status, self.bytes_sent
         );
         match self.backend {
             Some(b) => {
@@ -345,6 +350,31 @@ impl Entry<'_> {
                 " route={route} upstream={}",
                 self.upstream_name.unwrap_or("-")
             );
+        }
+    }
+}
+
+/// Whether a byte of a quoted text field is written as `\xHH`: `"`, `\`,
+/// and every byte that is not printable ASCII (controls, DEL, each byte
+/// of a non-ASCII character), as nginx escapes its log fields.
+fn needs_escape(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte)
+}
+
+/// Writes `field` (a client's method or path) into a quoted field of the
+/// text format with [`needs_escape`] bytes as `\xHH`, so a client cannot
+/// end the quotes and forge the fields after them. A field with none is
+/// copied whole after one scan.
+fn push_quoted(line: &mut String, field: &str) {
+    if !field.bytes().any(needs_escape) {
+        line.push_str(field);
+        return;
+    }
+    for byte in field.bytes() {
+        if needs_escape(byte) {
+            let _ = write!(line, "\\x{byte:02X}");
+        } else {
+            line.push(char::from(byte));
         }
     }
 }
@@ -420,6 +450,23 @@ mod tests {
             serde_json::from_str(&routed.line(AccessLogFormat::Json)).unwrap();
         assert_eq!(json["route"], "routes[1]");
         assert_eq!(json["upstream_name"], "api");
+    }
+
+    #[test]
+    fn quoted_fields_escape_what_could_forge_fields() {
+        let forged = Entry {
+            method: "GE\tT",
+            path: "/a\" 200 0 backend=x \\ \r\n\u{7f}é",
+            ..entry()
+        };
+        let line = forged.text_without_time();
+        assert!(
+            line.starts_with(
+                "127.0.0.1 \"GE\\x09T /a\\x22 200 0 backend=x \\x5C \\x0D\\x0A\\x7F\\xC3\\xA9 HTTP/1.1\" 200 31 backend=127.0.0.1:8080"
+            ),
+            "{line}"
+        );
+        assert_eq!(line.matches('"').count(), 2, "{line}");
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         log::warn!("{warning}");
     }
     if !cli.pingora.upgrade {
+        crate::process::pid_file::refuse_if_taken(&config.server.pid_file)?;
+    }
+    crate::process::daemon_log(&mut config.server, cli.pingora.daemon);
+    if !cli.pingora.upgrade {
         // Pingora panics on a listener it cannot bind; find out first and say so
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;

@@ -1,0 +1,1 @@
+//! Running as `server.user` and `server.group` once the listeners are bound.

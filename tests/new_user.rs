@@ -126,3 +126,18 @@ fn a_daemon_without_error_log_logs_beside_its_pid_file_and_says_so() {
         lb.log()
     );
 }
+
+#[test]
+fn lb_upgrade_without_lb_on_the_path_names_what_is_missing() {
+    let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lb-upgrade"))
+        .args(["-c", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/lb.yaml")])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run scripts/lb-upgrade");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no lb command on the PATH (/usr/bin:/bin); give the new binary with --lb PATH"),
+        "{stderr}"
+    );
+}

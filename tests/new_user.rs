@@ -137,7 +137,120 @@ fn lb_upgrade_without_lb_on_the_path_names_what_is_missing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("no lb command on the PATH (/usr/bin:/bin); give the new binary with --lb PATH"),
+        stderr.contains(
+            "no lb command on the PATH (/usr/bin:/bin); give the new binary with --lb PATH"
+        ),
         "{stderr}"
     );
+}
+
+/// lb's top-level keys: a YAML block of the README with one of them is an
+/// lb config (the others, such as Prometheus's scrape config, are not).
+const LB_KEYS: &[&str] = &[
+    "server",
+    "listeners",
+    "backends",
+    "upstreams",
+    "routes",
+    "health_check",
+    "admin",
+];
+
+/// The ```yaml blocks of `markdown` that are lb configs.
+fn lb_configs_in(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|block| {
+            block.lines().any(|line| {
+                LB_KEYS
+                    .iter()
+                    .any(|key| line.starts_with(&format!("{key}:")))
+            })
+        })
+        .collect()
+}
+
+/// `config` with each file named by a `cert:`, `key:` or `ca:` key replaced
+/// by a real one in `dir`: one self-signed certificate and key per file
+/// stem (`/etc/lb/site.pem` and `/etc/lb/site.key` become a matching pair).
+fn with_placeholder_files(config: &str, dir: &std::path::Path) -> String {
+    let tokens: Vec<&str> = config
+        .split(|c: char| c.is_whitespace() || matches!(c, '{' | '}' | ','))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut config = config.to_string();
+    for pair in tokens.windows(2) {
+        let [name, file] = pair else { continue };
+        if !matches!(*name, "cert:" | "key:" | "ca:") || !file.starts_with('/') {
+            continue;
+        }
+        let file = std::path::Path::new(file);
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name");
+        let (cert, key) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        if !cert.exists() {
+            common::tls::make_cert(dir, stem, &["localhost"]);
+        }
+        let placeholder = if file.extension().is_some_and(|e| e == "key") {
+            key
+        } else {
+            cert
+        };
+        config = config.replace(
+            file.to_str().expect("a UTF-8 path"),
+            placeholder.to_str().expect("a UTF-8 path"),
+        );
+    }
+    config
+}
+
+#[test]
+fn every_config_in_the_readme_and_conf_passes_lb_t() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let mut configs: Vec<(String, String)> = lb_configs_in(&readme)
+        .into_iter()
+        .enumerate()
+        .map(|(i, config)| (format!("README.md, lb config block {}", i + 1), config))
+        .collect();
+    assert!(configs.len() >= 2, "the README's lb configs were not found");
+    for entry in std::fs::read_dir(format!("{root}/conf")).expect("conf/") {
+        let path = entry.expect("a conf/ entry").path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let config = std::fs::read_to_string(&path).expect("read the config");
+            configs.push((path.display().to_string(), config));
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    for (i, (name, config)) in configs.iter().enumerate() {
+        let file = dir.path().join(format!("config{i}.yaml"));
+        std::fs::write(&file, with_placeholder_files(config, dir.path())).expect("write");
+        let (status, _, stderr) = lb_output(&["-t", "-c", file.to_str().expect("utf-8")]);
+        if !status.success() {
+            failures.push(format!("{name}:\n{stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -254,3 +254,26 @@ fn every_config_in_the_readme_and_conf_passes_lb_t() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn least_request_one_request_at_a_time_honours_weights() {
+    let (light, light_port) = BeBuilder::named("light").start();
+    let (heavy, heavy_port) = BeBuilder::named("heavy").start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "{}balance: least_request\nbackends:\n  - {{address: 127.0.0.1:{light_port}, weight: 1}}\n  \
+         - {{address: 127.0.0.1:{heavy_port}, weight: 2}}\n",
+        base_config(dir.path(), port)
+    );
+    let lb = spawn_lb_with_config(dir, port, &config);
+    let light_count = (0..300)
+        .filter(|_| served_by(&lb.get("/")) == "light")
+        .count();
+    // 100 expected; 60..=140 is about five standard deviations either way.
+    assert!(
+        (60..=140).contains(&light_count),
+        "weight 1 got {light_count} of 300 requests, weight 2 the rest (expected about 100)"
+    );
+    drop((light, heavy));
+}

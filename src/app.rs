@@ -150,16 +150,33 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         server.add_service(redirect);
     }
     log::info!(
-        "lb listening on {} with {} backend(s)",
+        "lb listening on {} with {}",
         config
             .listeners
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        config.backends.len()
+        backends_by_pool(&config)
     );
     server.run_forever()
+}
+
+/// `3 backend(s) in 2 pool(s) (api: 2, web: 1)`, for the start-up line:
+/// the top-level `backends:` alone said "0 backend(s)" when only named
+/// pools had any.
+fn backends_by_pool(config: &Config) -> String {
+    let total: usize = config.upstreams.iter().map(|u| u.backends.len()).sum();
+    let pools: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{}: {}", u.name, u.backends.len()))
+        .collect();
+    format!(
+        "{total} backend(s) in {} pool(s) ({})",
+        pools.len(),
+        pools.join(", ")
+    )
 }
 
 /// Each TLS listener's certificates and callbacks, by address.

@@ -277,3 +277,45 @@ fn least_request_one_request_at_a_time_honours_weights() {
     );
     drop((light, heavy));
 }
+
+#[test]
+fn the_start_line_counts_the_backends_of_named_pools() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "{}upstreams:\n  api: {{backends: [127.0.0.1:9, 127.0.0.1:10]}}\n  web: {{backends: [127.0.0.1:11]}}\n\
+         routes:\n  - {{match: {{path_prefix: /api/}}, upstream: api}}\n  - upstream: web\n",
+        base_config(dir.path(), port)
+    );
+    let lb = spawn_lb_with_config(dir, port, &config);
+    let line = lb.wait_for_log_line("lb listening on");
+    assert!(
+        line.ends_with(&format!(
+            "lb listening on 127.0.0.1:{port} with 3 backend(s) in 2 pool(s) (api: 2, web: 1)"
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn every_backend_down_gets_the_503_the_readme_names() {
+    let lb = spawn_lb(&[free_port()], "");
+    let readme = include_str!("../README.md");
+    assert!(
+        lb.wait_for_log("down:", std::time::Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    let response = lb.get("/");
+    let walkthrough = readme
+        .split("## Walkthrough")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README's walkthrough");
+    assert_eq!(response.status, 503, "{response:?}");
+    let said = response.body.trim();
+    assert!(
+        walkthrough.contains(&format!("`{said}`")),
+        "lb answered {said:?}; the walkthrough says otherwise"
+    );
+}

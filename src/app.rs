@@ -14,6 +14,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::listening::Service;
+use pingora::services::ServiceHandle;
 
 use crate::admin;
 use crate::admin::stats::{Sampler, Stats};
@@ -72,6 +73,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         crate::process::pid_file::refuse_if_taken(&config.server.pid_file)?;
     }
     crate::process::daemon_log(&mut config.server, cli.pingora.daemon);
+    let privileges = crate::process::privileges::take(&mut config.server)?;
     if !cli.pingora.upgrade {
         // Pingora panics on a listener it cannot bind; find out first and say so
         // plainly. An upgrading process inherits the sockets, so it skips this.
@@ -140,14 +142,21 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
+    let privileges = privileges.map(|target| {
+        server.add_service(crate::process::privileges::DropPrivileges {
+            target,
+            addrs: listen_addrs(&config),
+        })
+    });
     if let Some(admin) = &config.admin {
-        add_admin(&mut server, admin, &routing, &reloader);
+        let admin = add_admin(&mut server, admin, &routing, &reloader);
+        after_privileges(&privileges, &admin);
     }
     for proxy in proxies {
-        server.add_service(proxy);
+        after_privileges(&privileges, &server.add_service(proxy));
     }
     for redirect in redirect_services(&config) {
-        server.add_service(redirect);
+        after_privileges(&privileges, &server.add_service(redirect));
     }
     log::info!(
         "lb listening on {} with {}",
@@ -281,20 +290,40 @@ fn add_admin(
     admin: &crate::config::AdminConfig,
     routing: &Arc<ArcSwap<Routing>>,
     reloader: &Arc<Reloader>,
-) {
+) -> ServiceHandle {
     let stats = Arc::new(Stats::default());
     let sampler = Sampler {
         routing: Arc::clone(routing),
         stats: Arc::clone(&stats),
     };
     server.add_service(background_service("status page sampler", sampler));
+    log::info!("admin API on http://{}", admin.listen);
     server.add_service(admin::service(
         admin,
         Arc::clone(routing),
         Arc::clone(reloader),
         stats,
-    ));
-    log::info!("admin API on http://{}", admin.listen);
+    ))
+}
+
+/// Every address a listening service binds, as the service writes it.
+fn listen_addrs(config: &Config) -> Vec<String> {
+    let admin = config.admin.as_ref().map(|a| a.listen);
+    config
+        .listeners
+        .iter()
+        .map(|l| l.addr)
+        .chain(admin)
+        .map(|addr| addr.to_string())
+        .collect()
+}
+
+/// Makes `service` start only once lb runs as `server.user`, when one is
+/// set: after its listeners were bound ([`crate::process::privileges`]).
+fn after_privileges(privileges: &Option<ServiceHandle>, service: &ServiceHandle) {
+    if let Some(privileges) = privileges {
+        service.add_dependency(privileges);
+    }
 }
 
 /// Read and write buffers of each client connection. Pingora's default read

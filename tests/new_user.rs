@@ -319,3 +319,94 @@ fn every_backend_down_gets_the_503_the_readme_names() {
         "lb answered {said:?}; the walkthrough says otherwise"
     );
 }
+
+/// The `Uid:`, `Gid:` and `CapEff:` lines of /proc/PID/status.
+fn credentials(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (line("Uid:"), line("Gid:"), line("CapEff:"))
+}
+
+/// Whether this test runs as root: switching users needs it.
+fn running_as_root() -> bool {
+    credentials(std::process::id()).0.starts_with("0 ")
+}
+
+#[test]
+fn in_the_foreground_lb_runs_as_server_user_once_it_listens() {
+    if !running_as_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let (ports, _backends) = backends_named_after_their_ports(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let admin = free_port();
+    let config = format!(
+        "{}{}admin: {{listen: 127.0.0.1:{admin}}}\n",
+        base_config(dir.path(), port)
+            .replace("server:\n", "server:\n  user: nobody\n  group: nogroup\n"),
+        backends_yaml(&ports)
+    );
+    let lb = spawn_lb_with_config(dir, port, &config);
+    wait_for_port(admin);
+    let nobody = "65534 65534 65534 65534";
+    assert_eq!(
+        credentials(lb.proc.pid()),
+        (nobody.into(), nobody.into(), "0000000000000000".into()),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        lb.log()
+            .contains("running as user nobody (uid 65534), group nogroup (gid 65534)"),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
+    assert_eq!(get(admin, "/healthz").status, 200);
+}
+
+#[test]
+fn a_private_key_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = common::tls::make_cert(dir.path(), "site", &["localhost"]);
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{}\n    tls: {{certificates: [{{cert: {}, key: {}}}]}}\nbackends: [127.0.0.1:9]\n",
+            free_port(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("write config");
+    let check = || {
+        let (status, stdout, stderr) = lb_output(&["-t", "-c", config.to_str().expect("utf-8")]);
+        assert!(status.success(), "{stderr}");
+        stdout + &stderr
+    };
+    let set_mode = |mode| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    set_mode(0o644);
+    let output = check();
+    assert!(
+        output.contains(&format!(
+            "private key {} is readable by group and others (mode 0644); chmod 600 it",
+            key.display()
+        )),
+        "{output}"
+    );
+    set_mode(0o600);
+    let output = check();
+    assert!(!output.contains("readable by"), "{output}");
+}

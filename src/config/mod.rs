@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use backends::parse_backends;
 use file::{FileConfig, HealthCheckFile};
-use listeners::{expired_certificates, parse_listeners, tls_flag_entries};
+use listeners::{expired_certificates, exposed_keys, parse_listeners, tls_flag_entries};
 use pingora::server::configuration::ServerConf;
 use sections::{parse_admin, parse_discovery, parse_health_check};
 
@@ -347,6 +347,7 @@ impl Config {
         let mut warnings: Vec<String> = server::drain_warning(&server)
             .into_iter()
             .chain(expired_certificates(&listeners))
+            .chain(exposed_keys(&listeners))
             .collect();
         let backend_transport = transport::parse_transport(
             "",

@@ -13,6 +13,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::listening::Service;
+use pingora::services::ServiceHandle;
 
 use crate::admin;
 use crate::admin::stats::{Sampler, Stats};
@@ -67,6 +68,11 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    if !cli.pingora.upgrade {
+        crate::process::pid_file::refuse_if_taken(&config.server.pid_file)?;
+    }
+    crate::process::daemon_log(&mut config.server, cli.pingora.daemon);
+    let privileges = crate::process::privileges::take(&mut config.server)?;
     if !cli.pingora.upgrade {
         // Pingora panics on a listener it cannot bind; find out first and say so
         // plainly. An upgrading process inherits the sockets, so it skips this.
@@ -136,26 +142,50 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
+    let privileges = privileges.map(|target| {
+        server.add_service(crate::process::privileges::DropPrivileges {
+            target,
+            addrs: listen_addrs(&config),
+        })
+    });
     if let Some(admin) = &config.admin {
-        add_admin(&mut server, &config, admin, &control, &reloader);
+        let admin = add_admin(&mut server, &config, admin, &control, &reloader);
+        after_privileges(&privileges, &admin);
     }
     for proxy in proxies {
-        server.add_service(proxy);
+        after_privileges(&privileges, &server.add_service(proxy));
     }
     for redirect in redirect_services(&config) {
-        server.add_service(redirect);
+        after_privileges(&privileges, &server.add_service(redirect));
     }
     log::info!(
-        "lb listening on {} with {} backend(s)",
+        "lb listening on {} with {}",
         config
             .listeners
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        config.backends.len()
+        backends_by_pool(&config)
     );
     server.run_forever()
+}
+
+/// `3 backend(s) in 2 pool(s) (api: 2, web: 1)`, for the start-up line:
+/// the top-level `backends:` alone said "0 backend(s)" when only named
+/// pools had any.
+fn backends_by_pool(config: &Config) -> String {
+    let total: usize = config.upstreams.iter().map(|u| u.backends.len()).sum();
+    let pools: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{}: {}", u.name, u.backends.len()))
+        .collect();
+    format!(
+        "{total} backend(s) in {} pool(s) ({})",
+        pools.len(),
+        pools.join(", ")
+    )
 }
 
 /// Each TLS listener's certificates and callbacks, by address.
@@ -281,7 +311,7 @@ fn add_admin(
     admin: &crate::config::AdminConfig,
     control: &ProxyControl,
     reloader: &Arc<Reloader>,
-) {
+) -> ServiceHandle {
     let routing = &control.routing();
     let stats = Arc::new(Stats::default());
     let sampler = Sampler {
@@ -289,7 +319,7 @@ fn add_admin(
         stats: Arc::clone(&stats),
     };
     server.add_service(background_service("status page sampler", sampler));
-    server.add_service(admin::service(
+    let handle = server.add_service(admin::service(
         admin,
         Arc::clone(routing),
         Arc::clone(reloader),
@@ -298,6 +328,27 @@ fn add_admin(
         config.timeouts.client_header,
     ));
     log::info!("admin API on http://{}", admin.listen);
+    handle
+}
+
+/// Every address a listening service binds, as the service writes it.
+fn listen_addrs(config: &Config) -> Vec<String> {
+    let admin = config.admin.as_ref().map(|a| a.listen);
+    config
+        .listeners
+        .iter()
+        .map(|l| l.addr)
+        .chain(admin)
+        .map(|addr| addr.to_string())
+        .collect()
+}
+
+/// Makes `service` start only once lb runs as `server.user`, when one is
+/// set: after its listeners were bound ([`crate::process::privileges`]).
+fn after_privileges(privileges: &Option<ServiceHandle>, service: &ServiceHandle) {
+    if let Some(privileges) = privileges {
+        service.add_dependency(privileges);
+    }
 }
 
 /// Read and write buffers of each client connection. Pingora's default read

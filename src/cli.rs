@@ -54,6 +54,17 @@ pub struct Cli {
     /// Address of the admin API (JSON over HTTP); replaces the file's `admin.listen`.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+
+    /// The pid file, written at start in every mode (default /tmp/lb.pid);
+    /// replaces `server.pid_file`. lb refuses to start while it names a
+    /// running lb, except with -u. Give each instance its own.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<String>,
+
+    /// The socket a new `lb -u` waits on for the listeners of the running
+    /// one (default /tmp/lb_upgrade.sock); replaces `server.upgrade_sock`.
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_sock: Option<String>,
 }
 
 impl Cli {
@@ -76,6 +87,8 @@ impl Cli {
             health_check_interval,
             health_check_timeout,
             admin_listen,
+            pid_file,
+            upgrade_sock,
         } = self;
         Overrides {
             listen: listen.clone(),
@@ -87,6 +100,8 @@ impl Cli {
             health_check_interval: *health_check_interval,
             health_check_timeout: *health_check_timeout,
             admin_listen: admin_listen.clone(),
+            pid_file: pid_file.clone(),
+            upgrade_sock: upgrade_sock.clone(),
         }
     }
 }

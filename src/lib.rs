@@ -19,7 +19,8 @@
 //! - the control plane: [`config`] (the YAML file, its checks, the runtime
 //!   `Config`), [`reload`] (SIGHUP and the admin API's reload), [`admin`]
 //!   (the admin API, the status page and its per-second samples);
-//! - telemetry: [`telemetry`] (metrics, the access log, logging).
+//! - telemetry: [`telemetry`] (metrics, the access log, logging);
+//! - [`process`]: the pid file, the daemon's log, the user lb runs as.
 //!
 //! [`cli`] parses the command line and [`app`] assembles Pingora's `Server`
 //! from a `Config`. The binaries are thin: `bin/lb.rs`, and `bin/be/`, the
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod pool;
+pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -365,3 +365,33 @@ pub(super) fn expired_certificates(listeners: &[ListenerConfig]) -> Vec<String> 
         })
         .collect()
 }
+
+/// A warning for each TLS private key file that group or others may read
+/// (as OpenSSH refuses such keys): `chmod 600` it.
+pub(super) fn exposed_keys(listeners: &[ListenerConfig]) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    listeners
+        .iter()
+        .filter_map(|l| match &l.kind {
+            ListenerKind::Tls(tls) => Some((l.addr, tls)),
+            _ => None,
+        })
+        .flat_map(|(addr, tls)| {
+            tls.files.iter().filter_map(move |files| {
+                let mode = std::fs::metadata(&files.key).ok()?.permissions().mode();
+                let readers = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+                    (true, true) => "group and others",
+                    (true, false) => "its group",
+                    (false, true) => "others",
+                    (false, false) => return None,
+                };
+                Some(format!(
+                    "listener {addr}: private key {} is readable by {readers} (mode {:04o}); \
+                     chmod 600 it",
+                    files.key.display(),
+                    mode & 0o7777
+                ))
+            })
+        })
+        .collect()
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use backends::parse_backends;
 use file::{FileConfig, HealthCheckFile};
-use listeners::{expired_certificates, parse_listeners, tls_flag_entries};
+use listeners::{expired_certificates, exposed_keys, parse_listeners, tls_flag_entries};
 use pingora::server::configuration::ServerConf;
 use sections::{parse_admin, parse_discovery, parse_health_check};
 
@@ -184,6 +184,10 @@ pub struct Overrides {
     pub health_check_timeout: Option<Duration>,
     /// `--admin-listen`.
     pub admin_listen: Option<String>,
+    /// `--pid-file`: replaces `server.pid_file`.
+    pub pid_file: Option<String>,
+    /// `--upgrade-sock`: replaces `server.upgrade_sock`.
+    pub upgrade_sock: Option<String>,
 }
 
 impl Overrides {
@@ -221,6 +225,16 @@ impl Overrides {
             .iter()
             .map(|b| serde_yaml_ng::Value::String(b.clone()))
             .collect()
+    }
+
+    /// Puts `--pid-file` and `--upgrade-sock` in place of the file's paths.
+    fn server_paths(&self, server: &mut pingora::server::configuration::ServerConf) {
+        if let Some(pid_file) = &self.pid_file {
+            server.pid_file.clone_from(pid_file);
+        }
+        if let Some(upgrade_sock) = &self.upgrade_sock {
+            server.upgrade_sock.clone_from(upgrade_sock);
+        }
     }
 
     /// The health-check section with the flags' values in place.
@@ -302,7 +316,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut errors = Problems::default();
 
-        let server = server::build(file.server.unwrap_or_default(), &mut errors);
+        let mut server = server::build(file.server.unwrap_or_default(), &mut errors);
+        overrides.server_paths(&mut server);
 
         let listeners = overrides.listeners(file.listeners, &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
@@ -332,6 +347,7 @@ impl Config {
         let mut warnings: Vec<String> = server::drain_warning(&server)
             .into_iter()
             .chain(expired_certificates(&listeners))
+            .chain(exposed_keys(&listeners))
             .collect();
         let backend_transport = transport::parse_transport(
             "",

@@ -283,15 +283,21 @@ const UNMEASURED_BUSY_COST: f64 = 1e15;
 /// for `peak_ewma`. A backend without a latency sample and nothing in
 /// flight costs 0 there, so it is tried and measured. A backend in slow
 /// start costs more by the share it has not reached yet.
+///
+/// `least_request` counts the requests already in flight, not with this
+/// one: `(in_flight + 1) / weight` made an idle weight-2 backend always
+/// cheaper than an idle weight-1 one, and one request at a time sent all
+/// 300 of a test to the weight-2 backend. Idle backends now tie, and a tie
+/// goes to the first choice, drawn by weight: 1:2 as the weights say.
 fn cost(state: &BackendState, settings: &PoolSettings) -> f64 {
     let in_flight = state.in_flight.load(Relaxed);
-    let load = (in_flight + 1) as f64 / state.weight.max(1) as f64;
+    let per_weight = |n: usize| n as f64 / state.weight.max(1) as f64;
     let cost = match (settings.balance, settings.ewma_decay) {
         (Balance::PeakEwma, Some(decay)) => match state.latency.estimate(decay) {
             0.0 if in_flight > 0 => UNMEASURED_BUSY_COST,
-            latency => latency * load,
+            latency => latency * per_weight(in_flight + 1),
         },
-        _ => load,
+        _ => per_weight(in_flight),
     };
     settings
         .slow_start
@@ -380,8 +386,19 @@ impl Candidates<'_> {
 
     /// `least_request` and `peak_ewma`: two healthy backends at random,
     /// the one that costs less by the balance.
+    /// On a tie the first wins: it is drawn by weight, and a backend in
+    /// slow start is drawn first only with the chance of its share (as
+    /// [`Self::one_choice`] lets it take its turn), so idle backends, which
+    /// tie, are chosen as the weights and the ramp say.
     fn two_choices(&self, settings: &PoolSettings) -> Option<Arc<BackendState>> {
-        let first = self.first(b"", |_, healthy| healthy)?;
+        let first = match settings.slow_start {
+            Some(ramp) => self
+                .first(b"", |state, healthy| {
+                    healthy && takes_its_turn(state, ramp, None)
+                })
+                .or_else(|| self.first(b"", |_, healthy| healthy)),
+            None => self.first(b"", |_, healthy| healthy),
+        }?;
         let second = self.first(b"", |state, healthy| healthy && state.addr != first.addr);
         Some(match second {
             Some(second) if cost(&second, settings) < cost(&first, settings) => second,

@@ -59,6 +59,8 @@ pub struct Certificate {
     pub names: Vec<String>,
     /// When it expires.
     pub not_after: SystemTime,
+    /// The OCSP response stapled with it: `CERT.ocsp` beside its file.
+    pub ocsp: Option<super::ocsp::Staple>,
 }
 
 impl fmt::Debug for Certificate {
@@ -68,6 +70,7 @@ impl fmt::Debug for Certificate {
             .field("files", &self.files)
             .field("names", &self.names)
             .field("not_after", &self.not_after)
+            .field("ocsp", &self.ocsp.is_some())
             .finish()
     }
 }
@@ -100,7 +103,9 @@ impl Certificate {
             path: files.cert.clone(),
             what: "its notAfter date cannot be read".into(),
         })?;
+        let ocsp = super::ocsp::read_beside(&files.cert)?;
         Ok(Certificate {
+            ocsp,
             files: files.clone(),
             names: dns_names(&leaf),
             leaf,

@@ -101,6 +101,8 @@ impl TlsListener {
                 .add_extra_chain_cert(intermediate.clone())
                 .map_err(|e| tls_config_error("cannot set the certificate chain", e))?;
         }
+        super::ocsp::staple(&mut settings, default.ocsp.clone())
+            .map_err(|e| tls_config_error("cannot set the OCSP stapling callback", e))?;
         if http2 {
             settings.enable_h2();
         } else {
@@ -127,6 +129,7 @@ impl TlsAccept for Callbacks {
         if in_acceptor {
             return;
         }
+        super::ocsp::remember(ssl, certificate);
         if let Err(e) = use_certificate(ssl, certificate) {
             // The handshake then fails for want of a certificate.
             log::error!(

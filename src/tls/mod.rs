@@ -7,10 +7,12 @@
 //! [`TlsListener`] (its `TlsAccept` callbacks) for a certificate: lb picks
 //! one from the listener's current [`CertificateSet`], which a reload swaps
 //! whole. Open connections keep the certificate they were served; new
-//! handshakes get the new one.
+//! handshakes get the new one. A `.ocsp` file beside a certificate is
+//! stapled ([`ocsp`]).
 
 pub mod certs;
 mod listener;
+pub mod ocsp;
 mod pre_tls;
 mod redirect;
 

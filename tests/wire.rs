@@ -235,3 +235,58 @@ fn an_invalid_h2c_preface_gets_goaway_not_an_http1_answer() {
     // HTTP/1.1 on the same listener is still served.
     assert_eq!(lb.get("/").status, 200);
 }
+
+/// Sends requests to lb until its log holds `text`; fails the test if it
+/// does not within [`TIMEOUT`].
+fn request_until_logged(lb: &Lb, text: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !lb.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in lb's log:\n{}",
+            lb.log()
+        );
+        raw_exchange(
+            lb.port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            TIMEOUT,
+        );
+    }
+}
+
+#[test]
+fn a_backend_ejected_then_down_is_announced_back_once() {
+    let (_good, good_port) = spawn_be_on_any_port("good", &[]);
+    let bad_port = free_port();
+    // Its health checks pass (GET /health), its requests fail: ejected.
+    let mut bad = spawn_be_with(bad_port, "bad", &["--fault", "reset"]);
+    let port = free_port();
+    let lb = spawn_lb_logging(
+        "info,lb::pool::outlier=debug",
+        port,
+        &format!(
+            "listeners: [127.0.0.1:{port}]\n{}\
+             passive_health: {{consecutive_failures: 1, ejection_time: 1s}}\n",
+            backends_yaml(&[good_port, bad_port])
+        ),
+    );
+    let bad_addr = format!("backend 127.0.0.1:{bad_port}");
+    request_until_logged(&lb, &format!("{bad_addr} ejected"));
+    // Then it dies: its health check fails too, and its ejection ends
+    // while it is down.
+    bad.kill();
+    assert!(lb.wait_for_log(&format!("{bad_addr} down"), TIMEOUT));
+    request_until_logged(
+        &lb,
+        &format!("{bad_addr}: its ejection ended while its health check fails"),
+    );
+    // It comes back: one line says so.
+    let _back = spawn_be(bad_port, "bad");
+    assert!(lb.wait_for_log(&format!("{bad_addr} up"), TIMEOUT));
+    let log = lb.log();
+    let returns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&bad_addr) && (l.contains(" up") || l.contains("returns")))
+        .collect();
+    assert_eq!(returns.len(), 1, "{log}");
+}

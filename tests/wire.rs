@@ -290,3 +290,68 @@ fn a_backend_ejected_then_down_is_announced_back_once() {
         .collect();
     assert_eq!(returns.len(), 1, "{log}");
 }
+
+/// The records of an env_logger log: each line that starts with `[` and
+/// the indented lines of the same message after it.
+fn log_records(log: &str) -> Vec<String> {
+    let mut records: Vec<String> = Vec::new();
+    for line in log.lines() {
+        match records.last_mut() {
+            Some(record) if !line.starts_with('[') => {
+                record.push('\n');
+                record.push_str(line);
+            }
+            _ => records.push(line.to_string()),
+        }
+    }
+    records
+}
+
+#[test]
+fn be_logs_lbs_health_probes_at_debug_and_requests_at_info() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let be_port = free_port();
+    let be_log = dir.path().join("be.log");
+    let _be = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_be"))
+            .args(["--bind", "127.0.0.1", "--name", "one", "--port"])
+            .arg(be_port.to_string())
+            .env("RUST_LOG", "debug")
+            .stderr(std::fs::File::create(&be_log).expect("create be's log")),
+    );
+    wait_for_port(be_port);
+    let lb = spawn_lb_edited(
+        &[be_port],
+        |base| base.health_check.path = "/probed".into(),
+        "",
+    );
+    let read_log = || std::fs::read_to_string(&be_log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !read_log().contains("GET /probed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lb.get("/asked").status, 200);
+
+    let log = read_log();
+    let records = log_records(&log);
+    let of = |path: &str| -> Vec<&String> {
+        records
+            .iter()
+            .filter(|r| r.contains("Received request") && r.contains(path))
+            .collect()
+    };
+    let probes = of("GET /probed");
+    assert!(
+        probes
+            .iter()
+            .all(|r| r.contains(" DEBUG ") && r.contains("lb-health-check")),
+        "{log}"
+    );
+    let asked = of("GET /asked");
+    assert!(asked.len() == 1 && asked[0].contains(" INFO "), "{log}");
+}

@@ -331,7 +331,9 @@ fn build_settings(
     };
     let mut request = RequestHeader::build(method, path.as_bytes(), None)?;
     request.insert_header("Host", &config.host)?;
+    request.insert_header("User-Agent", super::PROBE_USER_AGENT)?;
     let mut request_h2 = RequestHeader::build(method, path.as_bytes(), None)?;
+    request_h2.insert_header("User-Agent", super::PROBE_USER_AGENT)?;
     let scheme = if transport.tls.is_some() {
         "https"
     } else {

@@ -355,3 +355,13 @@ fn be_logs_lbs_health_probes_at_debug_and_requests_at_info() {
     let asked = of("GET /asked");
     assert!(asked.len() == 1 && asked[0].contains(" INFO "), "{log}");
 }
+
+#[test]
+fn a_normal_upgrade_writes_no_error_line() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let mut old = spawn_lb(&[be_port], "");
+    let (_new, report) = common::upgrade::run_lb_upgrade(&mut old, Duration::from_secs(20));
+    let new_log = std::fs::read_to_string(old.dir.path().join("new.log")).unwrap_or_default();
+    assert!(error_lines(&new_log).is_empty(), "{report}\n{new_log}");
+    assert!(error_lines(&old.log()).is_empty(), "{}", old.log());
+}

@@ -91,10 +91,11 @@ pub(super) fn ends_head(progress: &mut u8, bytes: &[u8]) -> Option<usize> {
 /// The limits a request head is checked against before Pingora reads it.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
-    /// Most header fields (`limits.max_request_headers`): 431 beyond.
-    pub max_headers: usize,
+    /// Most header fields (`limits.max_request_headers`): 431 beyond. At
+    /// most Pingora's own limit, which sizes the parse's array.
+    max_headers: usize,
     /// Most bytes of a head still without its end: 431 beyond.
-    pub max_bytes: usize,
+    max_bytes: usize,
 }
 
 impl HeadLimits {

@@ -119,6 +119,16 @@ fn malformed_heads_get_lbs_own_400_not_pingoras() {
         );
         assert!(matches!(reply.end, RawEnd::Eof | RawEnd::Reset));
     }
+    // lb is no forward proxy: CONNECT gets lb's 405 (Pingora's had no body).
+    let connect = raw_exchange(
+        lb.port,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        TIMEOUT,
+    );
+    let (responses, _) = split_responses(&connect.bytes);
+    assert_eq!(responses.len(), 1, "{:?}", connect.text());
+    assert_eq!(responses[0].status, 405, "{:?}", connect.text());
+    assert_eq!(responses[0].header("server"), None, "{:?}", connect.text());
     // A space in the target is still escaped and forwarded, as Pingora does.
     let repaired = request(
         lb.port,

@@ -813,7 +813,7 @@ fn odd_targets_hosts_and_methods() {
             Reject,
             "GET http://example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n",
         ),
-        // lb is not a forward proxy: Pingora answers CONNECT 405 itself.
+        // lb is not a forward proxy: CONNECT gets 405.
         vector(
             "connect",
             Reject,

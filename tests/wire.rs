@@ -119,6 +119,16 @@ fn malformed_heads_get_lbs_own_400_not_pingoras() {
         );
         assert!(matches!(reply.end, RawEnd::Eof | RawEnd::Reset));
     }
+    // lb is no forward proxy: CONNECT gets lb's 405 (Pingora's had no body).
+    let connect = raw_exchange(
+        lb.port,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        TIMEOUT,
+    );
+    let (responses, _) = split_responses(&connect.bytes);
+    assert_eq!(responses.len(), 1, "{:?}", connect.text());
+    assert_eq!(responses[0].status, 405, "{:?}", connect.text());
+    assert_eq!(responses[0].header("server"), None, "{:?}", connect.text());
     // A space in the target is still escaped and forwarded, as Pingora does.
     let repaired = request(
         lb.port,
@@ -234,4 +244,134 @@ fn an_invalid_h2c_preface_gets_goaway_not_an_http1_answer() {
     }
     // HTTP/1.1 on the same listener is still served.
     assert_eq!(lb.get("/").status, 200);
+}
+
+/// Sends requests to lb until its log holds `text`; fails the test if it
+/// does not within [`TIMEOUT`].
+fn request_until_logged(lb: &Lb, text: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !lb.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in lb's log:\n{}",
+            lb.log()
+        );
+        raw_exchange(
+            lb.port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            TIMEOUT,
+        );
+    }
+}
+
+#[test]
+fn a_backend_ejected_then_down_is_announced_back_once() {
+    let (_good, good_port) = spawn_be_on_any_port("good", &[]);
+    let bad_port = free_port();
+    // Its health checks pass (GET /health), its requests fail: ejected.
+    let mut bad = spawn_be_with(bad_port, "bad", &["--fault", "reset"]);
+    let port = free_port();
+    let lb = spawn_lb_logging(
+        "info,lb::pool::outlier=debug",
+        port,
+        &format!(
+            "listeners: [127.0.0.1:{port}]\n{}\
+             passive_health: {{consecutive_failures: 1, ejection_time: 1s}}\n",
+            backends_yaml(&[good_port, bad_port])
+        ),
+    );
+    let bad_addr = format!("backend 127.0.0.1:{bad_port}");
+    request_until_logged(&lb, &format!("{bad_addr} ejected"));
+    // Then it dies: its health check fails too, and its ejection ends
+    // while it is down.
+    bad.kill();
+    assert!(lb.wait_for_log(&format!("{bad_addr} down"), TIMEOUT));
+    request_until_logged(
+        &lb,
+        &format!("{bad_addr}: its ejection ended while its health check fails"),
+    );
+    // It comes back: one line says so.
+    let _back = spawn_be(bad_port, "bad");
+    assert!(lb.wait_for_log(&format!("{bad_addr} up"), TIMEOUT));
+    let log = lb.log();
+    let returns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&bad_addr) && (l.contains(" up") || l.contains("returns")))
+        .collect();
+    assert_eq!(returns.len(), 1, "{log}");
+}
+
+/// The records of an env_logger log: each line that starts with `[` and
+/// the indented lines of the same message after it.
+fn log_records(log: &str) -> Vec<String> {
+    let mut records: Vec<String> = Vec::new();
+    for line in log.lines() {
+        match records.last_mut() {
+            Some(record) if !line.starts_with('[') => {
+                record.push('\n');
+                record.push_str(line);
+            }
+            _ => records.push(line.to_string()),
+        }
+    }
+    records
+}
+
+#[test]
+fn be_logs_lbs_health_probes_at_debug_and_requests_at_info() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let be_port = free_port();
+    let be_log = dir.path().join("be.log");
+    let _be = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_be"))
+            .args(["--bind", "127.0.0.1", "--name", "one", "--port"])
+            .arg(be_port.to_string())
+            .env("RUST_LOG", "debug")
+            .stderr(std::fs::File::create(&be_log).expect("create be's log")),
+    );
+    wait_for_port(be_port);
+    let lb = spawn_lb_edited(
+        &[be_port],
+        |base| base.health_check.path = "/probed".into(),
+        "",
+    );
+    let read_log = || std::fs::read_to_string(&be_log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !read_log().contains("GET /probed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lb.get("/asked").status, 200);
+
+    let log = read_log();
+    let records = log_records(&log);
+    let of = |path: &str| -> Vec<&String> {
+        records
+            .iter()
+            .filter(|r| r.contains("Received request") && r.contains(path))
+            .collect()
+    };
+    let probes = of("GET /probed");
+    assert!(
+        probes
+            .iter()
+            .all(|r| r.contains(" DEBUG ") && r.contains("lb-health-check")),
+        "{log}"
+    );
+    let asked = of("GET /asked");
+    assert!(asked.len() == 1 && asked[0].contains(" INFO "), "{log}");
+}
+
+#[test]
+fn a_normal_upgrade_writes_no_error_line() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let mut old = spawn_lb(&[be_port], "");
+    let (_new, report) = common::upgrade::run_lb_upgrade(&mut old, Duration::from_secs(20));
+    let new_log = std::fs::read_to_string(old.dir.path().join("new.log")).unwrap_or_default();
+    assert!(error_lines(&new_log).is_empty(), "{report}\n{new_log}");
+    assert!(error_lines(&old.log()).is_empty(), "{}", old.log());
 }

@@ -330,7 +330,9 @@ fn build_settings(
     };
     let mut request = RequestHeader::build(method, path.as_bytes(), None)?;
     request.insert_header("Host", &config.host)?;
+    request.insert_header("User-Agent", super::PROBE_USER_AGENT)?;
     let mut request_h2 = RequestHeader::build(method, path.as_bytes(), None)?;
+    request_h2.insert_header("User-Agent", super::PROBE_USER_AGENT)?;
     let scheme = if transport.tls.is_some() {
         "https"
     } else {
@@ -417,21 +419,19 @@ impl HealthCheck for Probe {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        if let Some(state) = target
+        let state = target
             .addr
             .as_inet()
-            .and_then(|addr| self.members.state(addr))
-        {
+            .and_then(|addr| self.members.state(addr));
+        if let Some(state) = &state {
             state.health_changed_now();
         }
         if healthy {
-            log::info!("backend {} up", target.addr);
-            if let Some(state) = target
-                .addr
-                .as_inet()
-                .and_then(|addr| self.members.state(addr))
-            {
-                self.outliers.readmit(&state);
+            // One line per return, also when it ends an ejection.
+            let ejected = state.as_ref().is_some_and(|s| self.outliers.readmit(s));
+            let ended = if ejected { ", its ejection ended" } else { "" };
+            log::info!("backend {} up{ended}", target.addr);
+            if let Some(state) = state {
                 state.start_ramp();
             }
         } else {

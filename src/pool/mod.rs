@@ -25,6 +25,10 @@ pub mod outlier;
 pub mod resolve;
 pub mod transport;
 
+/// The `User-Agent` of every health check probe, so a backend can tell
+/// lb's checks from its users' requests (and log them apart, as `be` does).
+pub const PROBE_USER_AGENT: &str = "lb-health-check";
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};

@@ -61,7 +61,16 @@ impl OutlierDetector {
             .is_ok()
         {
             backend.returned_at.store(now, Relaxed);
-            log::info!("backend {} returns after its ejection", backend.addr);
+            // A backend whose active check fails returns only when it passes
+            // again, and "backend ... up" says so then: one line per return.
+            if backend.last_check().is_none_or(|check| check.passed) {
+                log::info!("backend {} returns after its ejection", backend.addr);
+            } else {
+                log::debug!(
+                    "backend {}: its ejection ended while its health check fails",
+                    backend.addr
+                );
+            }
             let _ = self
                 .latest_ejection_end
                 .compare_exchange(until, 0, Relaxed, Relaxed);
@@ -76,16 +85,15 @@ impl OutlierDetector {
 
     /// Ends `backend`'s ejection, if any: its active health check has just
     /// gone from failing to passing, and active checks decide when a backend
-    /// that failed them comes back.
-    pub fn readmit(&self, backend: &BackendState) {
+    /// that failed them comes back. Returns whether it was ejected (the
+    /// caller logs the return, once).
+    pub fn readmit(&self, backend: &BackendState) -> bool {
         backend.consecutive_failures.store(0, Relaxed);
-        if backend.ejected_until.swap(0, Relaxed) != 0 {
+        let ejected = backend.ejected_until.swap(0, Relaxed) != 0;
+        if ejected {
             backend.returned_at.store(now_ms(), Relaxed);
-            log::info!(
-                "backend {} returns: its health check passes again",
-                backend.addr
-            );
         }
+        ejected
     }
 
     /// Records a request that `backend` served without failing.
@@ -207,7 +215,7 @@ mod tests {
         d.record_failure(b, &p, &"reset");
         assert!(d.is_ejected(b));
         assert!(!d.is_ejected(at(&p, 1)));
-        d.readmit(b);
+        assert!(d.readmit(b));
         assert!(!d.is_ejected(b));
     }
 

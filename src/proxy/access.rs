@@ -5,11 +5,31 @@
 use std::time::Duration;
 
 use pingora::proxy::Session;
+use pingora::Error;
 
-use super::RequestCtx;
+use super::{error_page, RequestCtx};
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Protocol;
 use crate::tls::TlsInfo;
+
+/// The status an access line shows for a request the client gave up on
+/// before its response was complete: nginx's 499 (Client Closed Request).
+pub(super) const CLIENT_CLOSED: u16 = 499;
+
+/// A finished request's status: for the metrics (0 when no response was
+/// complete: none sent, or the client went away before its end), and for
+/// the access line (499 when the client went away, even after a backend's
+/// 200 began, so that the line agrees with what happened).
+pub(super) fn final_status(session: &Session, ctx: &RequestCtx, e: Option<&Error>) -> (u16, u16) {
+    if e.is_some_and(error_page::client_went_away) {
+        return (0, CLIENT_CLOSED);
+    }
+    let status = ctx
+        .own_answer
+        .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+        .unwrap_or(0);
+    (status, status)
+}
 
 /// The access log's view of a finished request.
 pub(super) fn entry<'a>(

@@ -31,13 +31,18 @@ pub(super) fn error_status(e: &Error) -> u16 {
     }
 }
 
-/// Whether `e` says the client went away mid-request (closed, reset, or a
-/// failed read or write on its side): routine, not an error of lb's.
+/// Whether `e` says the client went away mid-request (closed, reset, a
+/// failed read or write on its side, or an HTTP/2 stream it reset, which
+/// Pingora reports as `H2Error` "Client closed H2"): routine, not an error
+/// of lb's.
 pub(super) fn client_went_away(e: &Error) -> bool {
     e.esource() == &ErrorSource::Downstream
         && matches!(
             e.etype(),
-            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::H2Error
         )
 }
 

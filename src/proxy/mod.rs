@@ -451,8 +451,8 @@ impl ProxyHttp for Proxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         // A client that went away mid-request is routine (a closed browser
-        // tab, a load generator stopping), not an error of lb's; the access
-        // log records it with status 0. So are the client's own faults (a
+        // tab, a load generator stopping, an HTTP/2 stream reset), not an
+        // error of lb's; the access log records it with status 499. So are the client's own faults (a
         // body that stopped, bad framing, a tunnel left idle): the access
         // log records their status.
         error_page::client_went_away(error) || ctx.client_fault.is_some()
@@ -600,11 +600,8 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = ctx
-            .own_answer
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(0);
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (status, logged_status) = access::final_status(session, ctx, e);
         let total = ctx.received.elapsed();
         let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
         match &ctx.backend {
@@ -626,10 +623,12 @@ impl ProxyHttp for Proxy {
             .request(access::protocol(session.req_header().version));
         if let Some(log) = access_log::access_log() {
             let client = access::client_ip(session);
-            log.write(access::entry(session, ctx, status, total, &client).line(log.format()));
+            let entry = access::entry(session, ctx, logged_status, total, &client);
+            log.write(entry.line(log.format()));
         } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
             let client = access::client_ip(session);
-            let line = access::entry(session, ctx, status, total, &client).text_without_time();
+            let line = access::entry(session, ctx, logged_status, total, &client);
+            let line = line.text_without_time();
             log::info!(target: "lb::access", "{line}");
         }
     }

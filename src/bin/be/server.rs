@@ -350,7 +350,7 @@ impl Backend {
             .write_all(&self.normal_response(head, keep_alive))
             .await?;
         if !self.quiet {
-            log::info!("Replied with a hello message");
+            log::log!(level_of(head), "Replied with a hello message");
         }
         Ok(After::keep_open_if(keep_alive))
     }
@@ -448,5 +448,15 @@ fn log_request(peer: SocketAddr, head: &RequestHead) {
     for (name, value) in &head.headers {
         text.push_str(&format!("\n{name}: {value}"));
     }
-    log::info!("{text}");
+    log::log!(level_of(head), "{text}");
+}
+
+/// Requests are logged at info, health checks at debug: one every interval
+/// from every lb would bury the requests.
+fn level_of(head: &RequestHead) -> log::Level {
+    if head.is_probe() {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    }
 }

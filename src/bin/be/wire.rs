@@ -50,6 +50,15 @@ impl RequestHead {
         self.method == "GET" && route(&self.path) == "/health"
     }
 
+    /// A health check: `GET /health`, or a probe of lb's (its User-Agent),
+    /// whatever its path. Logged at debug, not at info with every request.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.is_health_check()
+            || self
+                .header("user-agent")
+                .is_some_and(|agent| agent.starts_with(lb::pool::PROBE_USER_AGENT))
+    }
+
     pub(crate) fn head_only(&self) -> bool {
         self.method == "HEAD"
     }

@@ -13,9 +13,11 @@
 
 use std::sync::OnceLock;
 
+pub use super::protocols::{Protocol, ProtocolMetrics};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Bucket bounds of the latency histograms, in seconds.
@@ -63,125 +65,6 @@ pub struct Metrics {
     unrouted: BackendMetrics,
     /// TLS handshakes, certificates and requests by protocol.
     pub protocols: ProtocolMetrics,
-}
-
-/// Requests by protocol, indexed by [`Protocol`].
-const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2"];
-
-/// A client request's protocol, for `lb_requests_by_protocol_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http10 = 0,
-    Http11 = 1,
-    Http2 = 2,
-}
-
-impl Protocol {
-    /// Its name as the access log and the metrics write it.
-    pub fn name(self) -> &'static str {
-        PROTOCOLS[self as usize]
-    }
-}
-
-/// What the TLS listeners and the protocol mix export.
-pub struct ProtocolMetrics {
-    tls_handshakes: IntCounterVec,
-    certificate_expiry: IntGaugeVec,
-    /// Expiry of each listener's certificates, by (listener, name): the
-    /// gauge is the time left, computed when scraped.
-    expiries: std::sync::Mutex<Vec<(String, String, std::time::SystemTime)>>,
-    by_protocol: [IntCounter; 3],
-    /// Connections upgraded (WebSocket) and open now.
-    pub upgraded_connections: IntGauge,
-    /// Requests by route.
-    route_requests: IntCounterVec,
-}
-
-impl ProtocolMetrics {
-    fn new(registry: &Registry) -> ProtocolMetrics {
-        let by_protocol = counter_vec(
-            registry,
-            "lb_requests_by_protocol_total",
-            "Client requests by protocol (HTTP/1.0, HTTP/1.1, HTTP/2).",
-            &["protocol"],
-        );
-        ProtocolMetrics {
-            tls_handshakes: counter_vec(
-                registry,
-                "lb_tls_handshakes_total",
-                "TLS handshakes on client listeners, by listener, version and outcome \
-                 (ok; failed: broken off during the handshake; not_tls: the client spoke no TLS; \
-                 timeout: shut down at timeouts.tls_handshake; refused: closed at once by a limit).",
-                &["listener", "version", "outcome"],
-            ),
-            certificate_expiry: gauge_vec(
-                registry,
-                "lb_tls_certificate_expiry_seconds",
-                "Seconds until each listener certificate's notAfter (0 once expired), by listener and name.",
-                &["listener", "name"],
-            ),
-            expiries: std::sync::Mutex::new(Vec::new()),
-            by_protocol: PROTOCOLS.map(|p| by_protocol.with_label_values(&[p])),
-            route_requests: counter_vec(
-                registry,
-                "lb_route_requests_total",
-                "Requests by the route that matched them (none: no route matched, 404).",
-                &["route"],
-            ),
-            upgraded_connections: register(
-                registry,
-                IntGauge::new(
-                    "lb_upgraded_connections",
-                    "Client connections upgraded (WebSocket) and open now.",
-                )
-                .expect("valid metric"),
-            ),
-        }
-    }
-
-    /// Counts a TLS handshake on `listener`.
-    pub fn tls_handshake(&self, listener: &str, version: &str, outcome: &str) {
-        self.tls_handshakes
-            .with_label_values(&[listener, version, outcome])
-            .inc();
-    }
-
-    /// The counter of requests for the route `name` (`none`: no route
-    /// matched), resolved once per config.
-    pub fn route_counter(&self, name: &str) -> IntCounter {
-        self.route_requests.with_label_values(&[name])
-    }
-
-    /// Counts one client request.
-    pub fn request(&self, protocol: Protocol) {
-        self.by_protocol[protocol as usize].inc();
-    }
-
-    /// Replaces `listener`'s certificate expiries with `names_and_expiry`.
-    pub fn set_certificates(
-        &self,
-        listener: &str,
-        names_and_expiry: impl Iterator<Item = (String, std::time::SystemTime)>,
-    ) {
-        let mut expiries = crate::pool::members::lock(&self.expiries);
-        for (l, name, _) in expiries.iter().filter(|(l, _, _)| l == listener) {
-            let _ = self.certificate_expiry.remove_label_values(&[l, name]);
-        }
-        expiries.retain(|(l, _, _)| l != listener);
-        expiries.extend(names_and_expiry.map(|(name, at)| (listener.to_string(), name, at)));
-    }
-
-    /// Sets the expiry gauges to the time left now.
-    fn refresh_expiry(&self) {
-        let now = std::time::SystemTime::now();
-        let expiries = crate::pool::members::lock(&self.expiries);
-        for (listener, name, at) in expiries.iter() {
-            let left = at.duration_since(now).map_or(0, |d| d.as_secs());
-            self.certificate_expiry
-                .with_label_values(&[listener, name])
-                .set(i64::try_from(left).unwrap_or(i64::MAX));
-        }
-    }
 }
 
 /// One backend's state as the scrape-time gauges show it.
@@ -236,20 +119,33 @@ impl BackendMetrics {
     }
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+pub(super) fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
     // Names are fixed and distinct: registering cannot collide.
     let _ = registry.register(Box::new(metric.clone()));
     metric
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(super) fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         registry,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
     )
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(super) fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntGaugeVec {
     register(
         registry,
         IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
@@ -267,22 +163,7 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str) -> HistogramVec {
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = counter_vec(
-            &registry,
-            "lb_requests_total",
-            "Requests through lb, by upstream and backend (none: lb answered itself) and status class.",
-            &["upstream", "backend", "class"],
-        );
-        let request_duration = histogram_vec(
-            &registry,
-            "lb_request_duration_seconds",
-            "Time from a request's headers to the end of its response, by upstream and backend.",
-        );
-        let upstream_duration = histogram_vec(
-            &registry,
-            "lb_upstream_duration_seconds",
-            "Time from choosing a backend to its response headers, by upstream and backend.",
-        );
+        let (requests, request_duration, upstream_duration) = request_series(&registry);
         let unrouted = backend_handles(
             &requests,
             &request_duration,
@@ -295,21 +176,15 @@ impl Metrics {
             "Active health checks, by upstream, backend and outcome.",
             &["upstream", "backend", "outcome"],
         );
-        let retry_budget_refusals = register(
+        let retry_budget_refusals = counter(
             &registry,
-            IntCounter::new(
-                "lb_retry_budget_refusals_total",
-                "Retries refused because the retry budget was spent.",
-            )
-            .expect("valid metric"),
+            "lb_retry_budget_refusals_total",
+            "Retries refused because the retry budget was spent.",
         );
-        let upstream_reuse_races = register(
+        let upstream_reuse_races = counter(
             &registry,
-            IntCounter::new(
-                "lb_upstream_reuse_races_total",
-                "Pooled backend connections lost to a race as they were taken, each replaced by a new one.",
-            )
-            .expect("valid metric"),
+            "lb_upstream_reuse_races_total",
+            "Pooled backend connections lost to a race as they were taken, each replaced by a new one.",
         );
         Metrics {
             backend_healthy: gauge_vec(
@@ -467,6 +342,33 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `lb_requests_total` and the two latency histograms, by upstream and
+/// backend.
+fn request_series(registry: &Registry) -> (IntCounterVec, HistogramVec, HistogramVec) {
+    let requests = counter_vec(
+        registry,
+        "lb_requests_total",
+        "Requests through lb, by upstream and backend (none: lb answered itself) and status class.",
+        &["upstream", "backend", "class"],
+    );
+    let request_duration = histogram_vec(
+        registry,
+        "lb_request_duration_seconds",
+        "Time from a request's headers to the end of its response, by upstream and backend.",
+    );
+    let upstream_duration = histogram_vec(
+        registry,
+        "lb_upstream_duration_seconds",
+        "Time from choosing a backend to its response headers, by upstream and backend.",
+    );
+    (requests, request_duration, upstream_duration)
+}
+
+/// A counter without labels, registered in `registry`.
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
 /// The handles of one backend, `labels` being its upstream and address.

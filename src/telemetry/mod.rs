@@ -5,4 +5,5 @@ pub mod access_log;
 pub mod connections;
 pub mod logging;
 pub mod metrics;
+pub mod protocols;
 pub mod throttled;

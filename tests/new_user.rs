@@ -410,3 +410,21 @@ fn a_private_key_readable_by_others_is_warned_about() {
     let output = check();
     assert!(!output.contains("readable by"), "{output}");
 }
+
+#[test]
+fn lb_t_names_a_server_user_or_group_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        "server: {user: no-such-lb-user, group: no-such-lb-group}\nbackends: [127.0.0.1:9]\n",
+    )
+    .expect("write config");
+    let (status, _, stderr) = lb_output(&["-t", "-c", config.to_str().expect("utf-8")]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: server.user: no-such-lb-user: no such user")
+            && stderr.contains("error: server.group: no-such-lb-group: no such group"),
+        "{stderr}"
+    );
+}

@@ -68,22 +68,13 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    if !cli.pingora.upgrade {
-        crate::process::pid_file::refuse_if_taken(&config.server.pid_file)?;
-    }
-    crate::process::daemon_log(&mut config.server, cli.pingora.daemon);
-    let privileges = crate::process::privileges::take(&mut config.server)?;
+    let privileges = prepare_process(&cli, &mut config)?;
     if !cli.pingora.upgrade {
         // Pingora panics on a listener it cannot bind; find out first and say so
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let pools = config
-        .upstreams
-        .iter()
-        .map(|upstream| Pool::new(&config, upstream))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Pool)?;
+    let pools = build_pools(&config)?;
     let routing = Routing::new(pools.clone(), &config).map_err(|ties| {
         StartError::Config(crate::config::ConfigError::Invalid(
             ties.into_iter()
@@ -142,22 +133,77 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
+    let listening = Listening {
+        proxies,
+        control: &control,
+        reloader: &reloader,
+    };
+    add_listening(&mut server, privileges, &config, listening);
+    log_start(&config);
+    server.run_forever()
+}
+
+/// One pool per upstream of `config`.
+fn build_pools(config: &Config) -> Result<Vec<Arc<Pool>>, StartError> {
+    config
+        .upstreams
+        .iter()
+        .map(|upstream| Pool::new(config, upstream))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Pool)
+}
+
+/// What the pid file, the daemon's log and `server.user` need before
+/// Pingora's `Server` exists ([`crate::process`]): refuses a pid file that
+/// names a running lb (not when upgrading), sets the daemon's log, and
+/// takes the user to switch to once the listeners are bound.
+fn prepare_process(
+    cli: &Cli,
+    config: &mut Config,
+) -> Result<Option<crate::process::privileges::Target>, StartError> {
+    if !cli.pingora.upgrade {
+        crate::process::pid_file::refuse_if_taken(&config.server.pid_file)?;
+    }
+    crate::process::daemon_log(&mut config.server, cli.pingora.daemon);
+    Ok(crate::process::privileges::take(&mut config.server)?)
+}
+
+/// The listening services' parts that [`run`] built.
+struct Listening<'a> {
+    proxies: Vec<Service<LbApp<HttpProxy<Proxy>>>>,
+    control: &'a ProxyControl,
+    reloader: &'a Arc<Reloader>,
+}
+
+/// Adds the admin, proxy and redirect services; with a user to switch to,
+/// after the service that binds their listeners and switches
+/// ([`crate::process::privileges`]), which they wait for.
+fn add_listening(
+    server: &mut Server,
+    privileges: Option<crate::process::privileges::Target>,
+    config: &Config,
+    listening: Listening<'_>,
+) {
     let privileges = privileges.map(|target| {
         server.add_service(crate::process::privileges::DropPrivileges {
             target,
-            addrs: listen_addrs(&config),
+            addrs: listen_addrs(config),
         })
     });
     if let Some(admin) = &config.admin {
-        let admin = add_admin(&mut server, &config, admin, &control, &reloader);
+        let admin = add_admin(server, config, admin, listening.control, listening.reloader);
         after_privileges(&privileges, &admin);
     }
-    for proxy in proxies {
+    for proxy in listening.proxies {
         after_privileges(&privileges, &server.add_service(proxy));
     }
-    for redirect in redirect_services(&config) {
+    for redirect in redirect_services(config) {
         after_privileges(&privileges, &server.add_service(redirect));
     }
+}
+
+/// Logs the start-up line: the listeners and the backends of every pool.
+fn log_start(config: &Config) {
     log::info!(
         "lb listening on {} with {}",
         config
@@ -166,9 +212,8 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        backends_by_pool(&config)
+        backends_by_pool(config)
     );
-    server.run_forever()
 }
 
 /// `3 backend(s) in 2 pool(s) (api: 2, web: 1)`, for the start-up line:

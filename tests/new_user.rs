@@ -348,14 +348,26 @@ fn in_the_foreground_lb_runs_as_server_user_once_it_listens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let admin = free_port();
+    // A port below 1024 too: only root may bind it (unless
+    // ip_unprivileged_port_start says otherwise), so lb serving on it as
+    // nobody shows that it bound before it switched.
+    let low = (900..1024)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024");
+    let mut base = BaseConfig::new(dir.path(), port);
+    base.listeners.push(format!("127.0.0.1:{low}"));
     let config = format!(
         "{}{}admin: {{listen: 127.0.0.1:{admin}}}\n",
-        base_config(dir.path(), port)
+        base.yaml()
             .replace("server:\n", "server:\n  user: nobody\n  group: nogroup\n"),
         backends_yaml(&ports)
     );
     let lb = spawn_lb_with_config(dir, port, &config);
-    wait_for_port(admin);
+    // The sockets accept (in the kernel's backlog) from their bind on; a
+    // request is answered only once the services run, after the switch.
+    assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
+    assert_eq!(served_by(&get(low, "/")), ports[0].to_string());
+    assert_eq!(get(admin, "/healthz").status, 200);
     let nobody = "65534 65534 65534 65534";
     assert_eq!(
         credentials(lb.proc.pid()),
@@ -369,8 +381,6 @@ fn in_the_foreground_lb_runs_as_server_user_once_it_listens() {
         "{}",
         lb.log()
     );
-    assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
-    assert_eq!(get(admin, "/healthz").status, 200);
 }
 
 #[test]
@@ -409,4 +419,22 @@ fn a_private_key_readable_by_others_is_warned_about() {
     set_mode(0o600);
     let output = check();
     assert!(!output.contains("readable by"), "{output}");
+}
+
+#[test]
+fn lb_t_names_a_server_user_or_group_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        "server: {user: no-such-lb-user, group: no-such-lb-group}\nbackends: [127.0.0.1:9]\n",
+    )
+    .expect("write config");
+    let (status, _, stderr) = lb_output(&["-t", "-c", config.to_str().expect("utf-8")]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: server.user: no-such-lb-user: no such user")
+            && stderr.contains("error: server.group: no-such-lb-group: no such group"),
+        "{stderr}"
+    );
 }

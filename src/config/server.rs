@@ -91,11 +91,28 @@ pub fn build(written: Mapping, errors: &mut Problems) -> ServerConf {
             if conf.threads == 0 {
                 errors.add("server.threads", "0: must be at least 1");
             }
+            check_user_and_group(&conf, errors);
             conf
         }
         Err(e) => {
             errors.add("server", e.to_string());
             defaults
+        }
+    }
+}
+
+/// `server.user` and `server.group` must exist on this machine: lb
+/// switches to them once its listeners are bound (`process::privileges`),
+/// and `lb -t` should say so before a start fails.
+fn check_user_and_group(conf: &ServerConf, errors: &mut Problems) {
+    if let Some(user) = &conf.user {
+        if !matches!(nix::unistd::User::from_name(user), Ok(Some(_))) {
+            errors.add("server.user", format!("{user}: no such user"));
+        }
+    }
+    if let Some(group) = &conf.group {
+        if !matches!(nix::unistd::Group::from_name(group), Ok(Some(_))) {
+            errors.add("server.group", format!("{group}: no such group"));
         }
     }
 }

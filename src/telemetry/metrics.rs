@@ -218,15 +218,7 @@ impl Metrics {
                 &["reason"],
             ),
             health_checks,
-            upstream_connections: {
-                let vec = counter_vec(
-                    &registry,
-                    "lb_upstream_connections_total",
-                    "Connections to backends used for a request: reused from the keep-alive pool or new.",
-                    &["reused"],
-                );
-                ["false", "true"].map(|reused| vec.with_label_values(&[reused]))
-            },
+            upstream_connections: upstream_connection_counters(&registry),
             reloads: counter_vec(
                 &registry,
                 "lb_config_reloads_total",
@@ -364,6 +356,17 @@ fn request_series(registry: &Registry) -> (IntCounterVec, HistogramVec, Histogra
         "Time from choosing a backend to its response headers, by upstream and backend.",
     );
     (requests, request_duration, upstream_duration)
+}
+
+/// `lb_upstream_connections_total` for reused = false and true.
+fn upstream_connection_counters(registry: &Registry) -> [IntCounter; 2] {
+    let vec = counter_vec(
+        registry,
+        "lb_upstream_connections_total",
+        "Connections to backends used for a request: reused from the keep-alive pool or new.",
+        &["reused"],
+    );
+    ["false", "true"].map(|reused| vec.with_label_values(&[reused]))
 }
 
 /// A counter without labels, registered in `registry`.

@@ -32,6 +32,7 @@ mod limits;
 mod pools;
 pub mod request_id;
 mod retry;
+mod tunnel_connect;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -348,6 +349,12 @@ impl ProxyHttp for Proxy {
             // tunnel's idle time (`tunnel_idle`).
             peer.options.read_timeout = None;
             peer.options.write_timeout = Some(t.tunnel_idle);
+            // So that Pingora does not close the tunnel right after the 101
+            // (cloudflare/pingora#946): see `tunnel_connect`.
+            peer.options.custom_l4 = Some(Arc::new(tunnel_connect::TunnelConnect {
+                timeout: t.connect,
+            }));
+            peer.group_key ^= tunnel_connect::GROUP_KEY_SALT;
         } else {
             peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
             peer.options.write_timeout = Some(t.upstream_response);

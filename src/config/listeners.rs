@@ -343,14 +343,17 @@ fn parse_tls(
     }
 }
 
+/// Each TLS listener's address and TLS settings.
+fn tls_of(listeners: &[ListenerConfig]) -> impl Iterator<Item = (SocketAddr, &TlsListenerConfig)> {
+    listeners.iter().filter_map(|l| match &l.kind {
+        ListenerKind::Tls(tls) => Some((l.addr, tls)),
+        _ => None,
+    })
+}
+
 /// Warnings for certificates that have expired.
 pub(super) fn expired_certificates(listeners: &[ListenerConfig]) -> Vec<String> {
-    listeners
-        .iter()
-        .filter_map(|l| match &l.kind {
-            ListenerKind::Tls(tls) => Some((l.addr, tls)),
-            _ => None,
-        })
+    tls_of(listeners)
         .flat_map(|(addr, tls)| {
             tls.certificates
                 .iter()
@@ -370,12 +373,7 @@ pub(super) fn expired_certificates(listeners: &[ListenerConfig]) -> Vec<String> 
 /// (as OpenSSH refuses such keys): `chmod 600` it.
 pub(super) fn exposed_keys(listeners: &[ListenerConfig]) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
-    listeners
-        .iter()
-        .filter_map(|l| match &l.kind {
-            ListenerKind::Tls(tls) => Some((l.addr, tls)),
-            _ => None,
-        })
+    tls_of(listeners)
         .flat_map(|(addr, tls)| {
             tls.files.iter().filter_map(move |files| {
                 let mode = std::fs::metadata(&files.key).ok()?.permissions().mode();

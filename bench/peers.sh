@@ -11,6 +11,8 @@
 #   peers add none (what each does out of the box); `minimal`: none adds
 #   any (lb with `headers` off); `like-for-like`: nginx and HAProxy are
 #   configured to add the same four headers lb adds.
+# - LB_SERVER_EXTRA (default empty): one more line of lb's `server:`
+#   section, e.g. `work_stealing: false` (bench/runtime.sh).
 # And, for bench/tls.sh, a TLS listener beside the plaintext one when
 # TLS_PORT is set: TLS_CERT and TLS_KEY (PEM files), TLS_PEM (the two
 # concatenated, for HAProxy). TLS 1.2 and 1.3, one cipher each where the
@@ -158,6 +160,7 @@ server:
   upgrade_sock: $dir/${2}_upgrade.sock
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
+  ${LB_SERVER_EXTRA:-}
 listeners: $listeners
 backends: [127.0.0.1:$5, 127.0.0.1:$6, 127.0.0.1:$7]
 health_check: {path: /, interval: 2s}

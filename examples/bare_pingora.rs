@@ -3,7 +3,7 @@
 //! request ids, the header deadline) add to. One worker thread, HTTP
 //! health checks every 2 s, nothing else.
 //!
-//!     bare_pingora [--threads N] LISTEN BACKEND...
+//!     bare_pingora [--threads N] [--no-steal] LISTEN BACKEND...
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,17 +36,27 @@ impl ProxyHttp for Bare {
 
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
-    let mut conf = pingora::server::configuration::ServerConf::default();
-    if args.peek().map(String::as_str) == Some("--threads") {
-        args.next();
-        conf.threads = args
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("--threads takes a number");
+    let mut conf = pingora::server::configuration::ServerConf {
+        // A benchmark's SIGTERM ends it at once (Pingora waits 300 s by default).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
+        ..Default::default()
+    };
+    while let Some(flag) = args.next_if(|a| a.starts_with("--")) {
+        match flag.as_str() {
+            "--threads" => {
+                conf.threads = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--threads takes a number")
+            }
+            "--no-steal" => conf.work_stealing = false,
+            _ => panic!("unknown flag {flag}"),
+        }
     }
     let listen = args
         .next()
-        .expect("usage: bare_pingora [--threads N] LISTEN BACKEND...");
+        .expect("usage: bare_pingora [--threads N] [--no-steal] LISTEN BACKEND...");
     let backends: Vec<String> = args.collect();
     let opt = pingora::server::configuration::Opt::default();
     let mut server = Server::new_with_opt_and_conf(opt, conf);

@@ -189,3 +189,30 @@ fn an_unquoted_tls_version_means_what_it_says() {
     assert!(run.status.success(), "{output}");
     assert!(output.contains("(TLS 1.3+, h2)"), "{output}");
 }
+
+#[test]
+fn test_mode_names_the_runtime_the_thread_count_chose() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.yaml");
+    let summary = |server: &str| {
+        std::fs::write(&path, format!("{GOOD_BACKENDS}server: {server}\n")).expect("write config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(["-t", "-c", path.to_str().expect("a UTF-8 path")])
+            .output()
+            .expect("run lb -t");
+        assert!(out.status.success(), "lb -t failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let one = summary("{threads: 1}");
+    assert!(
+        one.contains("one single-threaded runtime per worker thread (1)"),
+        "{one}"
+    );
+    let two = summary("{threads: 2}");
+    assert!(two.contains("work-stealing, 2 worker threads"), "{two}");
+    let chosen = summary("{threads: 2, work_stealing: false}");
+    assert!(
+        chosen.contains("one single-threaded runtime per worker thread (2)"),
+        "{chosen}"
+    );
+}

@@ -268,6 +268,7 @@ impl Config {
         ));
         let s = &self.server;
         rows.push(("threads".into(), s.threads.to_string()));
+        rows.push(("runtime".into(), super::server::runtime_name(s)));
         rows.push((
             "grace period".into(),
             format!(

@@ -133,6 +133,10 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(&reloader)),
     ));
+    server.add_service(background_service(
+        "return free memory",
+        crate::process::memory::ReturnFreeMemory,
+    ));
     let listening = Listening {
         proxies,
         control: &control,

@@ -9,7 +9,16 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Makes mimalloc return the free memory whose purge delay has passed
+/// (`lb::process::memory` calls it once a second).
+fn return_free_memory() {
+    // SAFETY: mi_collect takes no pointer and may be called from any thread
+    // at any time; `false` asks only for what is already free.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 fn main() {
+    lb::process::memory::set_collector(return_free_memory);
     lb::telemetry::logging::init();
     let cli = lb::cli::Cli::parse();
     let config = match lb::app::load_config(&cli) {

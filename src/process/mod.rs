@@ -1,7 +1,8 @@
 //! The lb process itself, beside what it serves: its pid file, where its
-//! log goes in daemon mode, and the user it runs as once its listeners are
-//! bound ([`privileges`]).
+//! log goes in daemon mode, the user it runs as once its listeners are
+//! bound ([`privileges`]), and the free memory it returns ([`memory`]).
 
+pub mod memory;
 pub mod pid_file;
 pub mod privileges;
 

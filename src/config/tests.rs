@@ -1,0 +1,218 @@
+//! Unit tests of the config: parsing, checks and the errors that name their key.
+
+use super::backends::parse_backend_address;
+use super::*;
+
+fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    let file: FileConfig = serde_yaml_ng::from_str(yaml).map_err(|e| ConfigError::Parse {
+        path: "test.yaml".into(),
+        message: e.to_string(),
+    })?;
+    Config::from_file(file, &Overrides::default(), &NO_ENVIRONMENT)
+}
+
+/// A test's environment: no `LB_ADMIN_TOKEN`, whatever the shell has.
+const NO_ENVIRONMENT: Environment = Environment { admin_token: None };
+
+fn error_text(yaml: &str) -> String {
+    load_str(yaml)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn full_example_parses() {
+    let config = load_str(
+        "server: {threads: 2, grace_period_seconds: 5}\n\
+         listeners: [127.0.0.1:8000]\n\
+         backends: [127.0.0.1:8080, {address: 'http://127.0.0.1:8081', weight: 2}]\n\
+         health_check: {path: /health, interval: 500ms, timeout: 2s, expected_status: [200, 204], healthy_threshold: 2}\n",
+    )
+    .unwrap();
+    assert_eq!(config.server.threads, 2);
+    assert_eq!(config.backends.len(), 2);
+    assert_eq!(config.backends[1].weight.get(), 2);
+    assert_eq!(config.backends[1].port, 8081);
+    assert_eq!(config.health_check.interval, Duration::from_millis(500));
+    assert_eq!(config.health_check.healthy_threshold.get(), 2);
+    assert_eq!(config.health_check.unhealthy_threshold.get(), 1);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = error_text(
+        "server: {threds: 2}\n\
+         listeners: [nowhere]\n\
+         backends: [127.0.0.1, {address: 127.0.0.1:1, weight: 0}, {adress: x}]\n\
+         health_check: {path: health, healthy_threshold: 0}\n",
+    );
+    for expected in [
+        "server.threds",
+        "listeners[0]: \"nowhere\"",
+        "backends[0].address: \"127.0.0.1\": missing port",
+        "backends[1].weight: 0",
+        "backends[2]: unknown field `adress`",
+        "health_check.path: \"health\"",
+        "health_check.healthy_threshold: 0",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    let text = error_text("backends: [127.0.0.1:1]\nhelth_check: {path: /}\n");
+    assert!(text.contains("helth_check"), "{text}");
+}
+
+#[test]
+fn bad_duration_is_named() {
+    let text = error_text("backends: [127.0.0.1:1]\nhealth_check: {interval: 10 parsecs}\n");
+    assert!(text.contains("health_check.interval"), "{text}");
+}
+
+#[test]
+fn overrides_replace_file_values() {
+    let file: FileConfig =
+        serde_yaml_ng::from_str("backends: [127.0.0.1:1, 127.0.0.1:2]\nlisteners: [127.0.0.1:3]\n")
+            .unwrap();
+    let overrides = Overrides {
+        listen: vec!["127.0.0.1:9".into()],
+        backends: vec!["http://127.0.0.1:7".into()],
+        health_check_interval: Some(Duration::from_secs(1)),
+        ..Overrides::default()
+    };
+    let config = Config::from_file(file, &overrides, &NO_ENVIRONMENT).unwrap();
+    let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
+    assert_eq!(addrs, vec!["127.0.0.1:9".parse().unwrap()]);
+    assert_eq!(config.backends.len(), 1);
+    assert_eq!(config.backends[0].port, 7);
+    assert_eq!(config.health_check.interval, Duration::from_secs(1));
+}
+
+#[test]
+fn backend_transport_defaults_to_plaintext_http1() {
+    let config = load_str("backends: [127.0.0.1:1]\n").unwrap();
+    assert_eq!(config.backend_transport.protocol, BackendProtocol::Http1);
+    assert!(config.backend_transport.tls.is_none());
+    assert_eq!(config.health_check.kind, HealthCheckKind::Http);
+}
+
+#[test]
+fn backend_tls_defaults_to_verify_and_the_host_name() {
+    let config = load_str("backends: [be1:443]\nbackend_protocol: h2\nbackend_tls: {}\n").unwrap();
+    assert_eq!(config.backend_transport.protocol, BackendProtocol::H2);
+    let tls = config.backend_transport.tls.expect("tls");
+    assert!(tls.verify);
+    assert!(tls.sni.is_none() && tls.ca.is_none());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn h2_without_tls_and_h2c_with_tls_are_errors() {
+    let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h2\n");
+    assert!(
+        text.contains("backend_protocol: \"h2\" is HTTP/2 over TLS"),
+        "{text}"
+    );
+    let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h2c\nbackend_tls: {}\n");
+    assert!(text.contains("backend_protocol: \"h2c\""), "{text}");
+    let text = error_text("backends: [127.0.0.1:1]\nbackend_protocol: h3\n");
+    assert!(
+        text.contains("backend_protocol: \"h3\": must be http1, h2 or h2c"),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_false_is_a_warning() {
+    let config =
+        load_str("backends: [127.0.0.1:1]\nbackend_tls: {verify: false, sni: api.internal}\n")
+            .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("backend_tls.verify is false")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn an_ip_backend_without_sni_is_warned_about() {
+    let config = load_str("backends: [127.0.0.1:1]\nbackend_tls: {}\n").unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("backend_tls.sni is not set")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn a_ca_file_that_is_missing_or_holds_no_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let text = error_text(&format!(
+        "backends: [127.0.0.1:1]\nbackend_tls: {{ca: {}}}\n",
+        missing.display()
+    ));
+    assert!(text.contains("backend_tls.ca"), "{text}");
+    assert!(text.contains("missing.pem"), "{text}");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let text = error_text(&format!(
+        "backends: [127.0.0.1:1]\nbackend_tls: {{ca: {}}}\n",
+        empty.display()
+    ));
+    assert!(text.contains("backend_tls.ca"), "{text}");
+    assert!(text.contains("empty.pem"), "{text}");
+    assert!(text.contains("no PEM certificate"), "{text}");
+}
+
+#[test]
+fn an_empty_sni_is_an_error() {
+    let text = error_text("backends: [127.0.0.1:1]\nbackend_tls: {sni: ''}\n");
+    assert!(text.contains("backend_tls.sni: \"\""), "{text}");
+}
+
+#[test]
+fn health_check_type_is_checked() {
+    let config =
+        load_str("backends: [127.0.0.1:1]\nbackend_protocol: h2c\nhealth_check: {type: grpc}\n")
+            .unwrap();
+    assert_eq!(config.health_check.kind, HealthCheckKind::Grpc);
+    let config = load_str("backends: [127.0.0.1:1]\nhealth_check: {type: tcp}\n").unwrap();
+    assert_eq!(config.health_check.kind, HealthCheckKind::Tcp);
+    let text = error_text("backends: [127.0.0.1:1]\nhealth_check: {type: icmp}\n");
+    assert!(
+        text.contains("health_check.type: \"icmp\": must be http, tcp or grpc"),
+        "{text}"
+    );
+    let text = error_text("backends: [127.0.0.1:1]\nhealth_check: {type: grpc}\n");
+    assert!(
+        text.contains("health_check.type: \"grpc\": gRPC needs HTTP/2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn backend_address_forms() {
+    assert!(parse_backend_address("127.0.0.1:80").is_ok());
+    assert!(parse_backend_address("http://127.0.0.1:80/").is_ok());
+    assert!(parse_backend_address("localhost:80").is_ok());
+    assert!(parse_backend_address("https://127.0.0.1:80").is_err());
+    assert!(parse_backend_address("127.0.0.1:80/x").is_err());
+    assert!(parse_backend_address("127.0.0.1:99999").is_err());
+    assert!(parse_backend_address("bad host!:80").is_err());
+    assert_eq!(
+        parse_backend_address("[::1]:80"),
+        Ok(("::1".to_string(), 80))
+    );
+}

@@ -25,7 +25,7 @@ pub struct FileConfig {
     /// Named pools, each with its own backends and balance.
     pub upstreams: Option<serde_yaml_ng::Mapping>,
     /// Which pool serves which host and path.
-    pub routes: Option<Vec<super::upstreams::RouteFile>>,
+    pub routes: Option<Vec<super::routes::RouteFile>>,
     /// How the top-level backends (pool `default`) are balanced: as in an
     /// `upstreams:` entry.
     pub balance: Option<String>,

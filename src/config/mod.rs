@@ -12,6 +12,7 @@ mod checks;
 mod file;
 mod listeners;
 mod resilience;
+mod routes;
 mod sections;
 mod server;
 mod summary;
@@ -397,7 +398,7 @@ impl Config {
             &mut warnings,
         );
         let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
-        let routes = upstreams::parse_routes(
+        let routes = routes::parse_routes(
             file.routes.unwrap_or_default(),
             &upstreams,
             &written_pools,

@@ -1,4 +1,5 @@
-//! Named pools (`upstreams:`) and the `routes:` that send requests to them.
+//! Named pools (`upstreams:`); the `routes:` that send requests to them are
+//! in `routes.rs`.
 //!
 //! The seed's form stays valid: the top-level `backends:` (with the
 //! top-level health check and transport) is the pool named `default`, and
@@ -14,7 +15,6 @@ use super::file::{BackendTlsFile, HealthCheckFile};
 use super::sections::parse_health_check;
 use super::transport::{self, BackendTransport};
 use super::{BackendConfig, HealthCheckConfig};
-use crate::routing::{RouteConfig, RouteTable};
 
 /// `peak_ewma`'s decay time when the config gives none.
 const DEFAULT_EWMA_DECAY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -194,24 +194,6 @@ struct UpstreamFile {
     health_check: Option<HealthCheckFile>,
     backend_protocol: Option<String>,
     backend_tls: Option<BackendTlsFile>,
-}
-
-/// A `routes:` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RouteFile {
-    #[serde(rename = "match")]
-    matches: Option<MatchFile>,
-    upstream: String,
-    strip_prefix: Option<bool>,
-}
-
-/// A route's `match:`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MatchFile {
-    host: Option<String>,
-    path_prefix: Option<String>,
 }
 
 /// Parses every named pool; `top_health` is the top-level section, whose
@@ -447,72 +429,4 @@ fn merged_health(own: HealthCheckFile, top: &HealthCheckFile) -> HealthCheckFile
         healthy_threshold: own.healthy_threshold.or(top.healthy_threshold),
         unhealthy_threshold: own.unhealthy_threshold.or(top.unhealthy_threshold),
     }
-}
-
-/// Parses the routes against the pools' names; checks that no two tie. A
-/// route to one of `written_pools` that did not parse is dropped
-/// quietly: that pool's own error says what is wrong.
-pub(super) fn parse_routes(
-    written: Vec<RouteFile>,
-    upstreams: &[UpstreamConfig],
-    written_pools: &[String],
-    errors: &mut Problems,
-) -> Vec<RouteConfig> {
-    let mut routes = Vec::with_capacity(written.len());
-    for (i, route) in written.into_iter().enumerate() {
-        let key = format!("routes[{i}]");
-        let matches = route.matches.unwrap_or_default();
-        let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
-            if written_pools.contains(&route.upstream) {
-                continue;
-            }
-            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-            errors.add(
-                format!("{key}.upstream"),
-                format!(
-                    "no upstream named {:?} (there are: {})",
-                    route.upstream,
-                    known.join(", ")
-                ),
-            );
-            continue;
-        };
-        if let Some(prefix) = &matches.path_prefix {
-            if !prefix.starts_with('/') {
-                errors.add(
-                    format!("{key}.match.path_prefix"),
-                    format!("{prefix:?}: must start with /"),
-                );
-            }
-        }
-        let strip_prefix = route.strip_prefix.unwrap_or(false);
-        if strip_prefix && matches.path_prefix.is_none() {
-            errors.add(
-                format!("{key}.strip_prefix"),
-                "true without match.path_prefix: there is no prefix to strip",
-            );
-        }
-        if let Some(host) = &matches.host {
-            let name = host.strip_prefix("*.").unwrap_or(host);
-            if name.is_empty() || name.contains(['/', ' ', '*', ':']) {
-                errors.add(
-                    format!("{key}.match.host"),
-                    format!("{host:?}: write a host name, or *.domain for its subdomains"),
-                );
-            }
-        }
-        routes.push(RouteConfig {
-            name: key,
-            host: matches.host,
-            path_prefix: matches.path_prefix,
-            upstream,
-            strip_prefix,
-        });
-    }
-    if let Err(ties) = RouteTable::new(&routes) {
-        for tie in ties {
-            errors.add(tie.second.clone(), tie.to_string());
-        }
-    }
-    routes
 }

@@ -1,6 +1,7 @@
-//! `X-Forwarded-For`: the client's address appended to what earlier
-//! proxies wrote, built without the formatting machinery (it runs for every
-//! request).
+//! The forwarding headers lb adds for the backend: `X-Forwarded-For` (the
+//! client's address appended to what earlier proxies wrote, built without
+//! the formatting machinery: it runs for every request), `-Proto` and
+//! `-Host`.
 
 use http::HeaderValue;
 
@@ -60,6 +61,37 @@ fn write_ip(out: &mut impl std::io::Write, ip: std::net::IpAddr) -> std::io::Res
         len += 1;
     }
     out.write_all(&text[..len])
+}
+
+/// Adds `X-Forwarded-For`, `-Proto` and `-Host` to the request for the
+/// backend (`headers.forwarded`).
+pub(super) fn add_headers(
+    session: &pingora::proxy::Session,
+    upstream_request: &mut pingora::http::RequestHeader,
+) -> pingora::Result<()> {
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let forwarded_for =
+            forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
+        upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
+    }
+    let proto = if super::access::is_tls(session) {
+        "https"
+    } else {
+        "http"
+    };
+    upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
+    let host = upstream_request
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            let authority = upstream_request.uri.authority()?;
+            http::HeaderValue::from_str(authority.as_str()).ok()
+        });
+    if let Some(host) = host {
+        upstream_request.insert_header("X-Forwarded-Host", host)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,11 +32,12 @@ mod limits;
 mod pools;
 pub mod request_id;
 mod retry;
+mod settings;
 mod tunnel_connect;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -47,8 +48,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
-use crate::connection::{ClientStream, ClientTimeouts, HeadLimits, StreamFault};
+use crate::config::Config;
+use crate::connection::{ClientStream, StreamFault};
 use crate::pool::Selection;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
@@ -56,6 +57,8 @@ use budget::RetryBudget;
 pub use ctx::{InFlight, RequestCtx};
 use http::HeaderValue;
 pub use pools::Routing;
+pub use settings::ProxyControl;
+use settings::ProxySettings;
 
 /// lb's proxy logic, shared by all worker threads.
 pub struct Proxy {
@@ -63,107 +66,6 @@ pub struct Proxy {
     routing: Arc<ArcSwap<Routing>>,
     budget: &'static RetryBudget,
     settings: Arc<ArcSwap<ProxySettings>>,
-}
-
-/// The proxy's settings that a reload replaces.
-pub struct ProxySettings {
-    /// Further tries a request may make after its first.
-    attempts: usize,
-    timeouts: TimeoutsConfig,
-    limits: LimitsConfig,
-    headers: HeadersConfig,
-    /// `timeouts.client_idle` in the whole seconds Pingora takes.
-    client_idle_secs: u64,
-}
-
-/// A handle to change a running proxy's settings.
-#[derive(Clone)]
-pub struct ProxyControl {
-    settings: Arc<ArcSwap<ProxySettings>>,
-    routing: Arc<ArcSwap<Routing>>,
-    budget: &'static RetryBudget,
-}
-
-impl ProxyControl {
-    /// `timeouts.client_idle` as it is now: how long a client connection
-    /// may wait for its next request.
-    pub fn client_idle(&self) -> Duration {
-        Duration::from_secs(self.settings.load().client_idle_secs)
-    }
-
-    /// The limits a new client connection gets: `header` (which needs a
-    /// restart to change) and the reloadable ones as they are now.
-    pub fn client_timeouts(&self, header: Duration) -> ClientTimeouts {
-        let t = &self.settings.load().timeouts;
-        ClientTimeouts {
-            header,
-            body: t.client_body,
-            tunnel_idle: t.tunnel_idle,
-            upgrade_response: t.upstream_response,
-        }
-    }
-
-    /// What a request head is checked against before Pingora reads it, as
-    /// the limits are now.
-    pub fn head_limits(&self) -> HeadLimits {
-        let l = &self.settings.load().limits;
-        HeadLimits::new(l.max_request_headers, l.max_header_bytes)
-    }
-
-    /// Applies a reloaded config's retry, timeouts and limits; requests
-    /// that start from now on use them. `limits.max_connections` and
-    /// `timeouts.client_header` need a restart.
-    pub fn reconfigure(&self, config: &Config) {
-        self.settings.store(Arc::new(ProxySettings::of(config)));
-        self.budget.set_config(&config.retry);
-    }
-
-    /// The pools and routes requests start with now, swapped whole at
-    /// reload: the admin API reads the current pools through it.
-    pub fn routing(&self) -> Arc<ArcSwap<Routing>> {
-        Arc::clone(&self.routing)
-    }
-
-    /// Serves requests that start from now on with `routing`; requests in
-    /// flight finish with the routing they started with.
-    pub fn set_routing(&self, routing: Routing) {
-        self.routing.store(Arc::new(routing));
-    }
-}
-
-impl ProxySettings {
-    fn of(config: &Config) -> Self {
-        ProxySettings {
-            attempts: config.retry.attempts,
-            timeouts: config.timeouts.clone(),
-            limits: config.limits.clone(),
-            headers: config.headers,
-            client_idle_secs: config.timeouts.client_idle.as_secs().max(1),
-        }
-    }
-
-    /// How long each read from the backend may wait: `upstream_response`, or
-    /// less when the `request` limit has less time left.
-    fn upstream_read_timeout(&self, ctx: &RequestCtx) -> Duration {
-        let response = ctx.grpc_timeout.unwrap_or(self.timeouts.upstream_response);
-        if self.timeouts.request.is_zero() {
-            return response;
-        }
-        let left = self.timeouts.request.saturating_sub(ctx.received.elapsed());
-        response.min(left.max(Duration::from_millis(1)))
-    }
-}
-
-/// The `Set-Cookie` value that sends a client back to backend `id`.
-fn sticky_cookie(sticky: &crate::config::Sticky, id: u64) -> String {
-    match sticky.max_age {
-        Some(age) => format!(
-            "{}={id:016x}; Path=/; Max-Age={}; HttpOnly",
-            sticky.cookie,
-            age.as_secs()
-        ),
-        None => format!("{}={id:016x}; Path=/; HttpOnly", sticky.cookie),
-    }
 }
 
 impl Proxy {
@@ -175,34 +77,6 @@ impl Proxy {
             budget: RetryBudget::leak(&config.retry),
             settings: Arc::new(ArcSwap::from_pointee(ProxySettings::of(config))),
         }
-    }
-
-    /// Finds the request's route and pool; false when none matches.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
-        let request = session.req_header();
-        let host = request
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri.host());
-        let Some(route) = ctx.routing.find(host, request.uri.path()) else {
-            return false;
-        };
-        ctx.upstream = route.upstream;
-        ctx.route = Some(route.id);
-        true
-    }
-
-    /// The path and query to send upstream when the request's route strips
-    /// its prefix.
-    fn stripped_uri(&self, ctx: &RequestCtx, uri: &http::Uri) -> Option<http::Uri> {
-        let route = ctx.routing.route(ctx.route?)?;
-        let path = route.upstream_path(uri.path())?;
-        let target = match uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_string(),
-        };
-        target.parse().ok()
     }
 
     /// A handle to reconfigure this proxy once it runs.
@@ -260,7 +134,7 @@ impl ProxyHttp for Proxy {
             error_page::respond_error(session, ctx, status).await?;
             return Ok(true);
         }
-        if ctx.routing.has_routes() && !self.route(session, ctx) {
+        if ctx.routing.has_routes() && !pools::route(session, ctx) {
             error_page::respond_error(session, ctx, 404).await?;
             return Ok(true);
         }
@@ -484,7 +358,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let client_http11 = session.req_header().version == http::Version::HTTP_11;
         hop_by_hop::remove(upstream_request, client_http11)?;
-        if let Some(uri) = self.stripped_uri(ctx, &upstream_request.uri) {
+        if let Some(uri) = pools::stripped_uri(ctx, &upstream_request.uri) {
             upstream_request.set_uri(uri);
         }
         let settings = self.settings.load();
@@ -503,31 +377,7 @@ impl ProxyHttp for Proxy {
         if !settings.headers.forwarded {
             return Ok(());
         }
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let forwarded_for = forwarded::forwarded_for(
-                upstream_request.headers.get("x-forwarded-for"),
-                client.ip(),
-            );
-            upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
-        }
-        let proto = if access::is_tls(session) {
-            "https"
-        } else {
-            "http"
-        };
-        upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
-        let host = upstream_request
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| {
-                let authority = upstream_request.uri.authority()?;
-                http::HeaderValue::from_str(authority.as_str()).ok()
-            });
-        if let Some(host) = host {
-            upstream_request.insert_header("X-Forwarded-Host", host)?;
-        }
-        Ok(())
+        forwarded::add_headers(session, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -541,7 +391,8 @@ impl ProxyHttp for Proxy {
             ctx.routing.observe_latency(ctx.upstream, backend, elapsed);
         }
         if let (Some(id), Some(sticky)) = (ctx.set_sticky, ctx.routing.sticky(ctx.upstream)) {
-            upstream_response.append_header(http::header::SET_COOKIE, sticky_cookie(sticky, id))?;
+            upstream_response
+                .append_header(http::header::SET_COOKIE, pools::sticky_cookie(sticky, id))?;
         }
         if let Some(InFlight(backend)) = &ctx.backend {
             backend.requests.fetch_add(1, Relaxed);

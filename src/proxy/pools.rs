@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
+use super::RequestCtx;
 use crate::config::{Config, HashKey, Sticky, DEFAULT_UPSTREAM};
 use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
@@ -184,4 +185,44 @@ fn cookie(request: &RequestHeader, name: &str) -> Option<Vec<u8>> {
             let (key, value) = pair.trim().split_once('=')?;
             (key == name).then(|| value.as_bytes().to_vec())
         })
+}
+
+/// Finds the request's route and pool; false when none matches.
+pub(super) fn route(session: &Session, ctx: &mut RequestCtx) -> bool {
+    let request = session.req_header();
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri.host());
+    let Some(route) = ctx.routing.find(host, request.uri.path()) else {
+        return false;
+    };
+    ctx.upstream = route.upstream;
+    ctx.route = Some(route.id);
+    true
+}
+
+/// The path and query to send upstream when the request's route strips
+/// its prefix.
+pub(super) fn stripped_uri(ctx: &RequestCtx, uri: &http::Uri) -> Option<http::Uri> {
+    let route = ctx.routing.route(ctx.route?)?;
+    let path = route.upstream_path(uri.path())?;
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    target.parse().ok()
+}
+
+/// The `Set-Cookie` value that sends a client back to backend `id`.
+pub(super) fn sticky_cookie(sticky: &Sticky, id: u64) -> String {
+    match sticky.max_age {
+        Some(age) => format!(
+            "{}={id:016x}; Path=/; Max-Age={}; HttpOnly",
+            sticky.cookie,
+            age.as_secs()
+        ),
+        None => format!("{}={id:016x}; Path=/; HttpOnly", sticky.cookie),
+    }
 }

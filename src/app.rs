@@ -273,7 +273,7 @@ fn proxy_services(
     let admission = admission(config);
     let app = LbApp::new(
         proxy_app,
-        proxy_control,
+        Arc::new(proxy_control),
         Arc::clone(&admission),
         config.timeouts.client_header,
         crate::config::drain_window(&server.configuration),

@@ -20,7 +20,9 @@
 //!   `Config`), [`reload`] (SIGHUP and the admin API's reload), [`admin`]
 //!   (the admin API, the status page and its per-second samples);
 //! - telemetry: [`telemetry`] (metrics, the access log, logging);
-//! - [`process`]: the pid file, the daemon's log, the user lb runs as.
+//! - [`process`]: the pid file, the daemon's log, the user lb runs as, the
+//!   free memory it returns;
+//! - [`sync`]: the one policy for a poisoned lock, which every layer uses.
 //!
 //! [`cli`] parses the command line and [`app`] assembles Pingora's `Server`
 //! from a `Config`. The binaries are thin: `bin/lb.rs`, and `bin/be/`, the
@@ -38,5 +40,6 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;

@@ -23,7 +23,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use super::AdminApp;
-use crate::connection::{ClientStream, FramingCheck, RequestFraming};
+use crate::connection::{ClientLimits, ClientStream, FramingCheck, RequestFraming};
 use crate::proxy::ProxyControl;
 
 /// Admin connections open at once; a new one beyond is closed at once. A

@@ -21,9 +21,10 @@ use pingora::services::background::BackgroundService;
 use prometheus::core::Metric;
 use serde::Serialize;
 
-use crate::pool::members::{lock, BackendState};
+use crate::pool::members::BackendState;
 use crate::pool::Pool;
 use crate::proxy::Routing;
+use crate::sync::lock;
 
 /// Samples kept per backend: a minute at one a second.
 const HISTORY: usize = 60;

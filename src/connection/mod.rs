@@ -56,8 +56,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::ProxyControl;
 use head::read_whole_head;
+
+/// The client limits a reload can change, read as each connection or
+/// request starts. The proxy keeps them (`proxy::ProxyControl`) and gives
+/// them to [`LbApp`] at construction: the connection layer does not know
+/// the proxy.
+pub trait ClientLimits: Send + Sync {
+    /// `timeouts.client_idle`: how long a connection may wait for its next
+    /// request.
+    fn client_idle(&self) -> Duration;
+    /// The time limits a new connection gets, with `header` (which needs a
+    /// restart to change).
+    fn client_timeouts(&self, header: Duration) -> ClientTimeouts;
+    /// What a request head is checked against before Pingora reads it.
+    fn head_limits(&self) -> HeadLimits;
+}
 
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy). One per listener kind: every copy
@@ -78,9 +92,9 @@ struct Shared<A> {
     client_header: Duration,
     /// Longest wait at shutdown for open connections to finish.
     drain_limit: Duration,
-    /// The proxy's live settings: `timeouts.client_idle` for the wait
-    /// between requests.
-    proxy: ProxyControl,
+    /// The limits a reload can change, as they are now: `timeouts.client_idle`
+    /// for the wait between requests, the head and body limits.
+    limits: Arc<dyn ClientLimits>,
     /// Turns true once the drain is over: connections waiting for their
     /// next request close.
     closing_idle: watch::Sender<bool>,
@@ -90,7 +104,7 @@ impl<A> LbApp<A> {
     /// Wraps `inner` with the given limits.
     pub fn new(
         inner: A,
-        proxy: ProxyControl,
+        limits: Arc<dyn ClientLimits>,
         admission: Arc<Admission>,
         client_header: Duration,
         drain_limit: Duration,
@@ -101,7 +115,7 @@ impl<A> LbApp<A> {
                 admission,
                 client_header,
                 drain_limit,
-                proxy,
+                limits,
                 closing_idle: watch::Sender::new(false),
             }),
             h2c: false,
@@ -156,7 +170,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
             return shared.serve_h2(Box::new(stream), shutdown).await;
         }
         let reads = Arc::new(RequestReads::default());
-        let timeouts = shared.proxy.client_timeouts(shared.client_header);
+        let timeouts = shared.limits.client_timeouts(shared.client_header);
         let stream: Stream = Box::new(ClientStream::new(stream, timeouts, Arc::clone(&reads)));
         self.serve_http1(stream, &reads, shutdown).await;
         None
@@ -219,7 +233,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
                 Preface::Http1 => {}
             }
         }
-        let head_limits = shared.proxy.head_limits();
+        let head_limits = shared.limits.head_limits();
         if !read_whole_head(&mut stream, &mut first_bytes, head_limits).await {
             return;
         }
@@ -247,7 +261,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> LbApp<A> {
             // lb checks the heads it reads itself; one Pingora reads (after
             // bytes were read ahead) only Pingora checks.
             let first_bytes = if nothing_read_ahead {
-                let idle = shared.proxy.client_idle();
+                let idle = shared.limits.client_idle();
                 idle_timer.as_mut().reset(Instant::now() + idle);
                 let next =
                     read_next_request(&mut stream, idle_timer.as_mut(), drain_over.as_mut()).await;

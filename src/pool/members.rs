@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -22,6 +22,7 @@ use pingora::lb::{Backend, Extensions};
 use super::clock::now_ms;
 use super::resolve::Resolver;
 use crate::config::BackendConfig;
+use crate::sync::lock;
 use crate::telemetry::metrics::{metrics, BackendMetrics};
 
 /// Where a backend entry came from.
@@ -93,14 +94,6 @@ pub struct BackendState {
 /// The least share of its traffic a backend in slow start takes: small,
 /// yet enough that its first requests come at once.
 const RAMP_FLOOR: f64 = 0.02;
-
-/// Locks `mutex`, also when a thread panicked while holding it: lb's
-/// mutexes guard a value that is replaced whole (a record, a time, a
-/// list), so what a panic left is a complete earlier value, still better
-/// than none. The one policy for a poisoned lock in lb.
-pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl BackendState {
     /// The last active check, if one ran.

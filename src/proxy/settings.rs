@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use super::budget::RetryBudget;
 use super::{RequestCtx, Routing};
 use crate::config::{Config, HeadersConfig, LimitsConfig, TimeoutsConfig};
-use crate::connection::{ClientTimeouts, HeadLimits};
+use crate::connection::{ClientLimits, ClientTimeouts, HeadLimits};
 
 /// The proxy's settings that a reload replaces.
 pub struct ProxySettings {
@@ -32,31 +32,6 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
-    /// `timeouts.client_idle` as it is now: how long a client connection
-    /// may wait for its next request.
-    pub fn client_idle(&self) -> Duration {
-        Duration::from_secs(self.settings.load().client_idle_secs)
-    }
-
-    /// The limits a new client connection gets: `header` (which needs a
-    /// restart to change) and the reloadable ones as they are now.
-    pub fn client_timeouts(&self, header: Duration) -> ClientTimeouts {
-        let t = &self.settings.load().timeouts;
-        ClientTimeouts {
-            header,
-            body: t.client_body,
-            tunnel_idle: t.tunnel_idle,
-            upgrade_response: t.upstream_response,
-        }
-    }
-
-    /// What a request head is checked against before Pingora reads it, as
-    /// the limits are now.
-    pub fn head_limits(&self) -> HeadLimits {
-        let l = &self.settings.load().limits;
-        HeadLimits::new(l.max_request_headers, l.max_header_bytes)
-    }
-
     /// Applies a reloaded config's retry, timeouts and limits; requests
     /// that start from now on use them. `limits.max_connections` and
     /// `timeouts.client_header` need a restart.
@@ -98,5 +73,32 @@ impl ProxySettings {
         }
         let left = self.timeouts.request.saturating_sub(ctx.received.elapsed());
         response.min(left.max(Duration::from_millis(1)))
+    }
+}
+
+impl ClientLimits for ProxyControl {
+    /// `timeouts.client_idle` as it is now: how long a client connection
+    /// may wait for its next request.
+    fn client_idle(&self) -> Duration {
+        Duration::from_secs(self.settings.load().client_idle_secs)
+    }
+
+    /// The limits a new client connection gets: `header` (which needs a
+    /// restart to change) and the reloadable ones as they are now.
+    fn client_timeouts(&self, header: Duration) -> ClientTimeouts {
+        let t = &self.settings.load().timeouts;
+        ClientTimeouts {
+            header,
+            body: t.client_body,
+            tunnel_idle: t.tunnel_idle,
+            upgrade_response: t.upstream_response,
+        }
+    }
+
+    /// What a request head is checked against before Pingora reads it, as
+    /// the limits are now.
+    fn head_limits(&self) -> HeadLimits {
+        let l = &self.settings.load().limits;
+        HeadLimits::new(l.max_request_headers, l.max_header_bytes)
     }
 }

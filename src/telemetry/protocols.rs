@@ -104,7 +104,7 @@ impl ProtocolMetrics {
         listener: &str,
         names_and_expiry: impl Iterator<Item = (String, std::time::SystemTime)>,
     ) {
-        let mut expiries = crate::pool::members::lock(&self.expiries);
+        let mut expiries = crate::sync::lock(&self.expiries);
         for (l, name, _) in expiries.iter().filter(|(l, _, _)| l == listener) {
             let _ = self.certificate_expiry.remove_label_values(&[l, name]);
         }
@@ -115,7 +115,7 @@ impl ProtocolMetrics {
     /// Sets the expiry gauges to the time left now.
     pub(super) fn refresh_expiry(&self) {
         let now = std::time::SystemTime::now();
-        let expiries = crate::pool::members::lock(&self.expiries);
+        let expiries = crate::sync::lock(&self.expiries);
         for (listener, name, at) in expiries.iter() {
             let left = at.duration_since(now).map_or(0, |d| d.as_secs());
             self.certificate_expiry

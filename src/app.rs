@@ -123,20 +123,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     }
 
     let proxies = proxy_services(&server, proxy_logic, &config, &tls_listeners)?;
-    for pool in &pools {
-        server.add_service(background_service(
-            &format!("backend pool {}", pool.name()),
-            PoolService::of(pool),
-        ));
-    }
-    server.add_service(background_service(
-        "reload on SIGHUP",
-        ReloadOnHangup(Arc::clone(&reloader)),
-    ));
-    server.add_service(background_service(
-        "return free memory",
-        crate::process::memory::ReturnFreeMemory,
-    ));
+    add_background_services(&mut server, &pools, &reloader);
     let listening = Listening {
         proxies,
         control: &control,
@@ -145,6 +132,25 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     add_listening(&mut server, privileges, &config, listening);
     log_start(&config);
     server.run_forever()
+}
+
+/// The services that run beside the listeners: each pool's health checks
+/// and discovery, the reload on SIGHUP, and the return of free memory.
+fn add_background_services(server: &mut Server, pools: &[Arc<Pool>], reloader: &Arc<Reloader>) {
+    for pool in pools {
+        server.add_service(background_service(
+            &format!("backend pool {}", pool.name()),
+            PoolService::of(pool),
+        ));
+    }
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnHangup(Arc::clone(reloader)),
+    ));
+    server.add_service(background_service(
+        "return free memory",
+        crate::process::memory::ReturnFreeMemory,
+    ));
 }
 
 /// One pool per upstream of `config`.

@@ -238,6 +238,20 @@ impl Overrides {
         }
     }
 
+    /// The admin section with `--admin-listen` in place, checked.
+    fn admin(
+        &self,
+        written: Option<file::AdminFile>,
+        environment: &Environment,
+        errors: &mut Problems,
+    ) -> Option<AdminConfig> {
+        let mut admin = written.unwrap_or_default();
+        if let Some(listen) = &self.admin_listen {
+            admin.listen = Some(listen.clone());
+        }
+        parse_admin(admin, environment.admin_token.clone(), errors)
+    }
+
     /// The health-check section with the flags' values in place.
     fn health_check(&self, written: Option<HealthCheckFile>) -> HealthCheckFile {
         let mut health_check = written.unwrap_or_default();
@@ -311,45 +325,32 @@ impl Config {
     /// Checks a parsed file with its overrides and builds the runtime config,
     /// collecting every problem.
     fn from_file(
-        file: FileConfig,
+        mut file: FileConfig,
         overrides: &Overrides,
         environment: &Environment,
     ) -> Result<Config, ConfigError> {
         let mut errors = Problems::default();
-
-        let mut server = server::build(file.server.unwrap_or_default(), &mut errors);
+        let top_balancing = upstreams::BalancingFile::take_top(&mut file);
+        let mut server = server::build(file.server.take().unwrap_or_default(), &mut errors);
         overrides.server_paths(&mut server);
-
-        let listeners = overrides.listeners(file.listeners, &mut errors);
+        let listeners = overrides.listeners(file.listeners.take(), &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
 
         // With named pools, the top-level `backends:` (pool `default`) may go.
         let has_default =
             file.backends.is_some() || !overrides.backends.is_empty() || file.upstreams.is_none();
         let backends = if has_default {
-            parse_backends(&overrides.backends(file.backends), &mut errors)
+            parse_backends(&overrides.backends(file.backends.take()), &mut errors)
         } else {
             Vec::new()
         };
-
-        let top_health = overrides.health_check(file.health_check);
+        let top_health = overrides.health_check(file.health_check.take());
         let health_check = parse_health_check(top_health.clone(), &mut errors);
-        let retry = resilience::parse_retry(file.retry.unwrap_or_default(), &mut errors);
-        let passive_health =
-            resilience::parse_passive_health(file.passive_health.unwrap_or_default(), &mut errors);
-        let timeouts = resilience::parse_timeouts(file.timeouts.unwrap_or_default(), &mut errors);
-        let limits = resilience::parse_limits(file.limits.unwrap_or_default(), &mut errors);
+        let (retry, passive_health, timeouts, limits) =
+            resilience::parse_sections(&mut file, &mut errors);
         let discovery = parse_discovery(file.discovery.unwrap_or_default(), &mut errors);
-        let mut admin = file.admin.unwrap_or_default();
-        if let Some(listen) = &overrides.admin_listen {
-            admin.listen = Some(listen.clone());
-        }
-        let admin = parse_admin(admin, environment.admin_token.clone(), &mut errors);
-        let mut warnings: Vec<String> = server::drain_warning(&server)
-            .into_iter()
-            .chain(expired_certificates(&listeners))
-            .chain(exposed_keys(&listeners))
-            .collect();
+        let admin = overrides.admin(file.admin.take(), environment, &mut errors);
+        let mut warnings = server_and_listener_warnings(&server, &listeners);
         let backend_transport = transport::parse_transport(
             "",
             file.backend_protocol,
@@ -362,21 +363,7 @@ impl Config {
             &backend_transport,
             &backends,
         ));
-        let balancing = upstreams::BalancingFile {
-            balance: file.balance,
-            hash_key: file.hash_key,
-            ewma_decay: file.ewma_decay,
-            sticky: file.sticky,
-            slow_start: file.slow_start,
-        };
-        if !has_default && balancing.is_written() {
-            errors.add(
-                "backends",
-                "none, yet balance, hash_key, ewma_decay, sticky or slow_start is set at the top \
-                 level, where it is for the top-level backends; set it in upstreams:",
-            );
-        }
-        let balancing = upstreams::parse_balancing("", balancing, &mut errors);
+        let balancing = upstreams::parse_top_balancing(top_balancing, has_default, &mut errors);
         let default = has_default.then(|| UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
             backends: backends.clone(),
@@ -384,57 +371,48 @@ impl Config {
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });
-        // A route to a pool that failed to parse is not an error of its own.
-        let written_pools: Vec<String> = file
-            .upstreams
-            .iter()
-            .flat_map(|pools| pools.keys())
-            .filter_map(|name| name.as_str().map(str::to_string))
-            .collect();
-        let named = upstreams::parse_upstreams(
-            file.upstreams.unwrap_or_default(),
+        let (upstreams, routes) = routes::parse_pools_and_routes(
+            default,
+            file.upstreams.take(),
+            file.routes.take(),
             &top_health,
             &mut errors,
             &mut warnings,
         );
-        let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
-        let routes = routes::parse_routes(
-            file.routes.unwrap_or_default(),
-            &upstreams,
-            &written_pools,
-            &mut errors,
-        );
-        if upstreams.len() > 1 && routes.is_empty() {
-            errors.add(
-                "routes",
-                "none given: with several upstreams, routes say which serves what",
-            );
-        }
 
-        if errors.is_empty() {
-            Ok(Config {
-                server,
-                listeners,
-                backends,
-                backend_transport,
-                upstreams,
-                routes,
-                health_check,
-                retry,
-                passive_health,
-                when_all_unhealthy: file.when_all_unhealthy.unwrap_or_default(),
-                timeouts,
-                limits,
-                discovery,
-                admin,
-                access_log: file.access_log.map(AccessLogConfig::of),
-                headers: HeadersConfig::of(file.headers.unwrap_or_default()),
-                warnings,
-            })
-        } else {
-            Err(ConfigError::Invalid(errors.into_vec()))
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors.into_vec()));
         }
+        Ok(Config {
+            server,
+            listeners,
+            backends,
+            backend_transport,
+            upstreams,
+            routes,
+            health_check,
+            retry,
+            passive_health,
+            when_all_unhealthy: file.when_all_unhealthy.unwrap_or_default(),
+            timeouts,
+            limits,
+            discovery,
+            admin,
+            access_log: file.access_log.map(AccessLogConfig::of),
+            headers: HeadersConfig::of(file.headers.unwrap_or_default()),
+            warnings,
+        })
     }
+}
+
+/// The warnings about the server section and the listeners: no time to
+/// drain, expired certificates, keys others can read.
+fn server_and_listener_warnings(server: &ServerConf, listeners: &[ListenerConfig]) -> Vec<String> {
+    server::drain_warning(server)
+        .into_iter()
+        .chain(expired_certificates(listeners))
+        .chain(exposed_keys(listeners))
+        .collect()
 }
 
 /// A warning for each backend host name that has no address yet.

@@ -95,6 +95,25 @@ const PINGORA_MAX_HEADER_BYTES: i64 = 1_048_575;
 /// so no larger limit could be kept.
 pub const PINGORA_MAX_HEADERS: i64 = 256;
 
+/// The four resilience sections (`retry`, `passive_health`, `timeouts`,
+/// `limits`), taken out of `file` and checked.
+pub(super) fn parse_sections(
+    file: &mut super::file::FileConfig,
+    errors: &mut Problems,
+) -> (
+    RetryConfig,
+    PassiveHealthConfig,
+    TimeoutsConfig,
+    LimitsConfig,
+) {
+    (
+        parse_retry(file.retry.take().unwrap_or_default(), errors),
+        parse_passive_health(file.passive_health.take().unwrap_or_default(), errors),
+        parse_timeouts(file.timeouts.take().unwrap_or_default(), errors),
+        parse_limits(file.limits.take().unwrap_or_default(), errors),
+    )
+}
+
 /// Checks the `retry:` section.
 pub fn parse_retry(written: RetryFile, errors: &mut Problems) -> RetryConfig {
     RetryConfig {

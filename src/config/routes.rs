@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 use super::checks::Problems;
-use super::upstreams::UpstreamConfig;
+use super::file::HealthCheckFile;
+use super::upstreams::{parse_upstreams, UpstreamConfig};
 use crate::routing::{RouteConfig, RouteTable};
 
 /// A `routes:` entry as written.
@@ -25,10 +26,43 @@ struct MatchFile {
     path_prefix: Option<String>,
 }
 
+/// Every pool, `default` (the top-level backends) first when there is
+/// one, then the named ones written in `upstreams:`, and the routes to them.
+pub(super) fn parse_pools_and_routes(
+    default: Option<UpstreamConfig>,
+    written: Option<serde_yaml_ng::Mapping>,
+    routes: Option<Vec<RouteFile>>,
+    top_health: &HealthCheckFile,
+    errors: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> (Vec<UpstreamConfig>, Vec<RouteConfig>) {
+    // A route to a pool that failed to parse is not an error of its own.
+    let written_pools: Vec<String> = written
+        .iter()
+        .flat_map(|pools| pools.keys())
+        .filter_map(|name| name.as_str().map(str::to_string))
+        .collect();
+    let named = parse_upstreams(written.unwrap_or_default(), top_health, errors, warnings);
+    let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
+    let routes = parse_routes(
+        routes.unwrap_or_default(),
+        &upstreams,
+        &written_pools,
+        errors,
+    );
+    if upstreams.len() > 1 && routes.is_empty() {
+        errors.add(
+            "routes",
+            "none given: with several upstreams, routes say which serves what",
+        );
+    }
+    (upstreams, routes)
+}
+
 /// Parses the routes against the pools' names; checks that no two tie. A
 /// route to one of `written_pools` that did not parse is dropped
 /// quietly: that pool's own error says what is wrong.
-pub(super) fn parse_routes(
+fn parse_routes(
     written: Vec<RouteFile>,
     upstreams: &[UpstreamConfig],
     written_pools: &[String],

@@ -196,6 +196,25 @@ struct UpstreamFile {
     backend_tls: Option<BackendTlsFile>,
 }
 
+/// The top-level backends' balancing (`balance`, `hash_key`, `ewma_decay`,
+/// `sticky`, `slow_start` at the top level, taken out of the file with
+/// [`BalancingFile::take_top`]); an error when one is set and there are no
+/// top-level backends (`has_default`).
+pub(super) fn parse_top_balancing(
+    balancing: BalancingFile,
+    has_default: bool,
+    errors: &mut Problems,
+) -> Balancing {
+    if !has_default && balancing.is_written() {
+        errors.add(
+            "backends",
+            "none, yet balance, hash_key, ewma_decay, sticky or slow_start is set at the top \
+             level, where it is for the top-level backends; set it in upstreams:",
+        );
+    }
+    parse_balancing("", balancing, errors)
+}
+
 /// Parses every named pool; `top_health` is the top-level section, whose
 /// keys fill a pool's unset ones.
 pub(super) fn parse_upstreams(
@@ -287,6 +306,17 @@ pub(super) struct BalancingFile {
 }
 
 impl BalancingFile {
+    /// The top-level balancing keys, taken out of `file`.
+    pub(super) fn take_top(file: &mut super::file::FileConfig) -> Self {
+        BalancingFile {
+            balance: file.balance.take(),
+            hash_key: file.hash_key.take(),
+            ewma_decay: file.ewma_decay.take(),
+            sticky: file.sticky.take(),
+            slow_start: file.slow_start.take(),
+        }
+    }
+
     /// Whether any key is written.
     pub(super) fn is_written(&self) -> bool {
         self.balance.is_some()

@@ -31,11 +31,11 @@ fn have(tool: &str, args: &[&str]) -> bool {
 /// Whether openssl and nginx are here; says the test is skipped when not.
 fn have_openssl_and_nginx() -> bool {
     if !have("openssl", &["version"]) {
-        eprintln!("skipped: openssl is not installed (apt-get install openssl)");
+        skip_without("openssl is not installed (apt-get install openssl)");
         return false;
     }
     if !have("nginx", &["-v"]) {
-        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        skip_without("nginx is not installed (apt-get install nginx)");
         return false;
     }
     true
@@ -362,7 +362,7 @@ fn h2_over_tls_reaches_the_backend_in_http2() {
 #[test]
 fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
     if !have("nginx", &["-v"]) {
-        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        skip_without("nginx is not installed (apt-get install nginx)");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -380,7 +380,7 @@ fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
 #[test]
 fn an_http2_backend_closing_connections_gracefully_costs_no_request() {
     if !have("nginx", &["-v"]) {
-        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        skip_without("nginx is not installed (apt-get install nginx)");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -463,10 +463,8 @@ fn a_tcp_health_check_over_tls_does_the_handshake() {
 /// python3 and grpcio.
 fn start_grpc_health(status: &str) -> Option<(Proc, u16)> {
     if !have("python3", &["-c", "import grpc, grpc_health.v1.health"]) {
-        eprintln!(
-            "skipped: python3 with grpcio is not installed \
-             (apt-get install python3 python3-pip; pip install grpcio grpcio-health-checking protobuf)"
-        );
+        skip_without("python3 with grpcio is not installed \
+             (apt-get install python3 python3-pip; pip install grpcio grpcio-health-checking protobuf)");
         return None;
     }
     let port = free_port();

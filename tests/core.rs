@@ -270,7 +270,7 @@ fn http_1_0_backends_such_as_python_http_server_work() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: python3 is not installed");
+        skip_without("python3 is not installed");
         return;
     }
     let port = free_port();

@@ -56,9 +56,9 @@ fn grpc_available() -> bool {
     if matches!(imports, Ok(status) if status.success()) {
         return true;
     }
-    eprintln!(
-        "skipped: python3 with grpcio is not installed \
-         (pip install grpcio grpcio-health-checking protobuf)"
+    skip_without(
+        "python3 with grpcio is not installed \
+         (pip install grpcio grpcio-health-checking protobuf)",
     );
     false
 }

@@ -341,7 +341,7 @@ fn running_as_root() -> bool {
 #[test]
 fn in_the_foreground_lb_runs_as_server_user_once_it_listens() {
     if !running_as_root() {
-        eprintln!("skipped: switching users needs root");
+        skip_without("switching users needs root");
         return;
     }
     let (ports, _backends) = backends_named_after_their_ports(1);

@@ -464,7 +464,7 @@ fn chromium(profile: &Path) -> Option<Command> {
 fn the_status_page_shows_every_backend_of_every_pool_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let Some(mut dump) = chromium(&profile.path().join("dump")) else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        skip_without("chromium is not installed (apt-get install chromium)");
         return;
     };
     let (ports, _backends) = three_backends();

@@ -741,3 +741,15 @@ pub fn metric_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f6
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_samples(text, name, labels).iter().sum()
 }
+
+/// Says a test cannot run here because `what` (a tool, root) is missing,
+/// for the test to return early. Under `LB_REQUIRE_TOOLS` (set by
+/// `.ci/run`, which installs every tool) it fails the test instead: a test
+/// that did not run is never reported there as passed.
+pub fn skip_without(what: &str) {
+    assert!(
+        std::env::var_os("LB_REQUIRE_TOOLS").is_none(),
+        "cannot run: {what} (LB_REQUIRE_TOOLS is set: .ci/run installs every tool)"
+    );
+    eprintln!("skipped: {what}");
+}

@@ -35,7 +35,9 @@ pub fn tools_installed(tools: &[&str]) -> bool {
                 "h2load" => "nghttp2-client",
                 other => other,
             };
-            eprintln!("skipped: {tool} is not installed (apt-get install {package})");
+            super::skip_without(&format!(
+                "{tool} is not installed (apt-get install {package})"
+            ));
             return false;
         }
     }

@@ -395,20 +395,25 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
     let port = lb.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = keep_alive_load(port, 16, stop.clone());
-    std::thread::sleep(Duration::from_millis(700));
+    load.wait_for_answers(300);
     let victim = procs[1].pid();
     std::process::Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
         .unwrap();
     procs[1].kill();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The load runs on while the backend is gone, until lb's checks see it.
+    assert!(lb.wait_for_log(
+        &format!("backend 127.0.0.1:{} down", ports[1]),
+        Duration::from_secs(10)
+    ));
+    load.wait_for_answers(300);
     procs[1] = spawn_be(ports[1], "back");
     assert!(lb.wait_for_log(
         &format!("backend 127.0.0.1:{} up", ports[1]),
         Duration::from_secs(10)
     ));
-    std::thread::sleep(Duration::from_millis(700));
+    load.wait_for_answers(300);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (total, all_errors) = load.join().unwrap();
     eprintln!("{total} requests succeeded, {} failed", all_errors.len());

@@ -21,7 +21,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
     let lb = spawn_lb(&ports[..2], "");
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = keep_alive_load(lb.port, 8, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    traffic.wait_for_answers(200);
 
     // Add the third backend, remove the first.
     let config = format!(
@@ -36,7 +36,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
         "the added backend got no traffic:\n{}",
         lb.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    traffic.wait_for_answers(200);
     stop.store(true, Relaxed);
     let (ok, errors) = traffic.join().unwrap();
     assert!(ok > 50, "too little load: {ok}");

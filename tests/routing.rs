@@ -577,7 +577,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
     // KeepAliveClient sends `GET /` to the default pool throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let load = common::keepalive::keep_alive_load(lb.port, 8, Arc::clone(&stop));
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(200);
 
     let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
     let after = config.replace(
@@ -597,7 +597,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
     // Served at once, by the new pool.
     assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "api");
     assert_eq!(served_by(&get_host(lb.port, "x", "/")), "web");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(200);
 
     // Then the pool and its routes go, and the default pool changes its
     // balance to one on another ring.
@@ -620,7 +620,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
         lb.log()
     );
     assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "web");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_answers(200);
     stop.store(true, Relaxed);
     let (ok, errors) = load.join().expect("the load");
     assert!(ok > 0, "no request went through");

@@ -3,23 +3,51 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A keep-alive load running in the background.
+pub struct Load {
+    /// Requests answered `200` so far, by every client.
+    answered: Arc<AtomicUsize>,
+    handle: JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    /// Waits until `more` further requests were answered: the load has run
+    /// through what came before. Panics after 20 s.
+    pub fn wait_for_answers(&self, more: usize) {
+        let target = self.answered.load(Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.answered.load(Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load got {} of {target} answers in 20 s",
+                self.answered.load(Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the clients to stop; the successes and every error.
+    pub fn join(self) -> std::thread::Result<(usize, Vec<String>)> {
+        self.handle.join()
+    }
+}
 
 /// Runs `clients` keep-alive clients against `port` until `stop` is set (or
-/// 500,000 requests each); returns the successes and every error a client
-/// saw. A client whose request failed reconnects and goes on.
-pub fn keep_alive_load(
-    port: u16,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<(usize, Vec<String>)> {
-    std::thread::spawn(move || {
+/// 500,000 requests each); its [`Load::join`] gives the successes and every
+/// error a client saw. A client whose request failed reconnects and goes on.
+pub fn keep_alive_load(port: u16, clients: usize, stop: Arc<AtomicBool>) -> Load {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    let handle = std::thread::spawn(move || {
         let workers: Vec<_> = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let counter = Arc::clone(&counter);
                 std::thread::spawn(move || {
                     let mut client = KeepAliveClient::new(port);
                     let (mut ok, mut errors) = (0usize, Vec::new());
@@ -28,7 +56,10 @@ pub fn keep_alive_load(
                             break;
                         }
                         match client.get() {
-                            Ok(200) => ok += 1,
+                            Ok(200) => {
+                                ok += 1;
+                                counter.fetch_add(1, Relaxed);
+                            }
                             Ok(status) => errors.push(format!("status {status}")),
                             Err(e) => {
                                 errors.push(e);
@@ -47,7 +78,8 @@ pub fn keep_alive_load(
                 errors.extend(e);
                 (ok + o, errors)
             })
-    })
+    });
+    Load { answered, handle }
 }
 
 /// A keep-alive client: sends GETs on one connection, reconnecting only

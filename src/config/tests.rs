@@ -216,3 +216,113 @@ fn backend_address_forms() {
         Ok(("::1".to_string(), 80))
     );
 }
+
+/// Two named pools, `api` and `web`, and `rest` of the file.
+fn two_pools(rest: &str) -> String {
+    format!(
+        "upstreams:\n  api: {{backends: [127.0.0.1:9001]}}\n  web: {{backends: [127.0.0.1:9002]}}\n{rest}"
+    )
+}
+
+#[test]
+fn routes_point_at_pools_by_index_in_the_order_written() {
+    let config = load_str(&two_pools(
+        "routes:\n  - {match: {path_prefix: /api/}, upstream: api, strip_prefix: true}\n  \
+         - {match: {host: '*.example.com'}, upstream: web}\n",
+    ))
+    .expect("routes to both pools");
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["api", "web"],
+        "no top-level backends: no default pool"
+    );
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes[0].name, "routes[0]");
+    assert_eq!(config.routes[0].upstream, 0);
+    assert!(config.routes[0].strip_prefix);
+    assert_eq!(config.routes[1].upstream, 1);
+    assert_eq!(config.routes[1].host.as_deref(), Some("*.example.com"));
+}
+
+#[test]
+fn the_top_level_backends_are_the_default_pool_first() {
+    let config = load_str(
+        "backends: [127.0.0.1:9000]\nupstreams:\n  api: {backends: [127.0.0.1:9001]}\n\
+         routes:\n  - {match: {path_prefix: /api/}, upstream: api}\n  - upstream: default\n",
+    )
+    .expect("a default pool and a named one");
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, [DEFAULT_UPSTREAM, "api"]);
+    assert_eq!(config.routes[0].upstream, 1);
+    assert_eq!(config.routes[1].upstream, 0);
+}
+
+#[test]
+fn several_pools_need_routes() {
+    let text = error_text(&two_pools(""));
+    assert!(text.contains("routes: none given"), "{text}");
+}
+
+#[test]
+fn a_route_to_an_unknown_pool_names_the_pools_there_are() {
+    let text = error_text(&two_pools("routes:\n  - upstream: db\n"));
+    assert!(
+        text.contains("routes[0].upstream: no upstream named \"db\" (there are: api, web)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_route_to_a_pool_that_did_not_parse_is_not_a_second_error() {
+    let text = error_text(
+        "upstreams:\n  api: {backends: [nowhere]}\n  web: {backends: [127.0.0.1:9002]}\n\
+         routes:\n  - {match: {path_prefix: /api/}, upstream: api}\n  - upstream: web\n",
+    );
+    assert!(text.contains("upstreams.api.backends[0]"), "{text}");
+    assert!(!text.contains("routes[0]"), "{text}");
+}
+
+#[test]
+fn route_matches_are_checked() {
+    let text = error_text(&two_pools(
+        "routes:\n  - {match: {path_prefix: api}, upstream: api}\n  \
+         - {upstream: web, strip_prefix: true}\n  - {match: {host: 'a b'}, upstream: web}\n",
+    ));
+    assert!(
+        text.contains("routes[0].match.path_prefix: \"api\": must start with /"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].strip_prefix: true without match.path_prefix"),
+        "{text}"
+    );
+    assert!(text.contains("routes[2].match.host: \"a b\""), "{text}");
+}
+
+#[test]
+fn top_level_balancing_without_top_level_backends_is_an_error() {
+    let text = error_text(&two_pools(
+        "balance: least_request\nroutes:\n  - {match: {path_prefix: /api/}, upstream: api}\n  \
+         - upstream: web\n",
+    ));
+    assert!(
+        text.contains("backends: none, yet balance, hash_key, ewma_decay, sticky or slow_start"),
+        "{text}"
+    );
+}
+
+#[test]
+fn resilience_sections_default_when_absent() {
+    let config = load_str("backends: [127.0.0.1:9000]\n").expect("minimal config");
+    let defaults = load_str("backends: [127.0.0.1:9000]\nretry: {}\ntimeouts: {}\nlimits: {}\n")
+        .expect("empty sections");
+    assert_eq!(config.retry.attempts, defaults.retry.attempts);
+    assert_eq!(config.timeouts.client_idle, defaults.timeouts.client_idle);
+    assert_eq!(
+        config.limits.max_connections,
+        defaults.limits.max_connections
+    );
+    assert!(config.routes.is_empty());
+    assert_eq!(config.upstreams.len(), 1);
+}

@@ -3,6 +3,7 @@
 //! at reload. Each request holds the snapshot it started with, so a reload
 //! in the middle of it never mixes an old route with a new pool list.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,28 +122,31 @@ impl Routing {
     }
 
     /// The bytes upstream `index` hashes for this request: empty unless
-    /// it balances by consistent hashing.
-    pub fn hash_input(&self, index: usize, session: &Session) -> Vec<u8> {
+    /// it balances by consistent hashing. Borrowed from the request, except
+    /// the client's address, which is hashed as its text.
+    pub fn hash_input<'s>(&self, index: usize, session: &'s Session) -> Cow<'s, [u8]> {
         let Some(key) = self.hash_keys.get(index).and_then(Option::as_ref) else {
-            return Vec::new();
+            return Cow::Borrowed(&[]);
         };
         let request = session.req_header();
         match key {
             HashKey::ClientIp => session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string().into_bytes())
-                .unwrap_or_default(),
-            HashKey::Path => request.uri.path().as_bytes().to_vec(),
-            HashKey::Uri => request
-                .uri
-                .path_and_query()
-                .map_or_else(Vec::new, |p| p.as_str().as_bytes().to_vec()),
-            HashKey::Header(name) => request
-                .headers
-                .get(name)
-                .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
-            HashKey::Cookie(name) => cookie(request, name).unwrap_or_default(),
+                .map_or(Cow::Borrowed(&[][..]), |a| {
+                    Cow::Owned(a.ip().to_string().into_bytes())
+                }),
+            HashKey::Path => Cow::Borrowed(request.uri.path().as_bytes()),
+            HashKey::Uri => Cow::Borrowed(
+                request
+                    .uri
+                    .path_and_query()
+                    .map_or(&[][..], |p| p.as_str().as_bytes()),
+            ),
+            HashKey::Header(name) => {
+                Cow::Borrowed(request.headers.get(name).map_or(&[][..], |v| v.as_bytes()))
+            }
+            HashKey::Cookie(name) => Cow::Borrowed(cookie(request, name).unwrap_or_default()),
         }
     }
 
@@ -164,7 +168,7 @@ impl Routing {
     pub fn sticky_choice(&self, index: usize, session: &Session) -> Option<u64> {
         let sticky = self.sticky(index)?;
         let value = cookie(session.req_header(), &sticky.cookie)?;
-        u64::from_str_radix(std::str::from_utf8(&value).ok()?, 16).ok()
+        u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
     }
 
     /// How to reach the backends of upstream `index`.
@@ -174,7 +178,7 @@ impl Routing {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie(request: &RequestHeader, name: &str) -> Option<Vec<u8>> {
+fn cookie<'r>(request: &'r RequestHeader, name: &str) -> Option<&'r [u8]> {
     request
         .headers
         .get_all(http::header::COOKIE)
@@ -183,7 +187,7 @@ fn cookie(request: &RequestHeader, name: &str) -> Option<Vec<u8>> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then(|| value.as_bytes().to_vec())
+            (key == name).then_some(value.as_bytes())
         })
 }
 

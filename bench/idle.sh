@@ -44,10 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 B1=19801; B2=19802; B3=19803; P_PLAIN=19811; P_TLS=19812; P_ADMIN=19819
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "idle: nothing listens on $1" >&2; exit 1
-}
 mkdir -p "$work/tls" "$work/backends/logs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
   -subj /CN=localhost -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null

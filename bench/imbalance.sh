@@ -51,10 +51,6 @@ cleanup() {
 }
 trap cleanup EXIT
 B1=19701; B2=19702; B3=19703; P_LB=19711; A_LB=19719
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "imbalance: nothing listens on $1" >&2; exit 1
-}
 mkdir -p "$work/backends/logs"
 backends_conf "$work/backends/nginx.conf" "$work/backends" $B1 $B2 $B3
 nginx -p "$work/backends" -c "$work/backends/nginx.conf"

@@ -73,6 +73,7 @@ for p in $B1 $B2 $B3 $PROXY $ADMIN; do
     echo "instructions: port $p is already in use" >&2; exit 1
   fi
 done
+# Longer than peers.sh's wait_port: a proxy starting under valgrind is slow.
 wait_port() {
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "instructions: nothing listens on $1" >&2; exit 1

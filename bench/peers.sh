@@ -27,6 +27,13 @@ PROXY_THREADS=${PROXY_THREADS:-1}
 HEADERS=${HEADERS:-lb-only}
 TLS_PORT=${TLS_PORT:-}
 
+# wait_port PORT: waits up to 10 s for something to accept on 127.0.0.1:PORT;
+# exits the script, naming it, when nothing does.
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "${0##*/}: nothing listens on $1" >&2; exit 1
+}
+
 # backends_conf FILE DIR B1 B2 B3: one nginx answering `return 200` on three
 # ports, in the background.
 backends_conf() {

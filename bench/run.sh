@@ -116,10 +116,6 @@ for p in $B1 $B2 $B3 $P_NGINX $P_HAPROXY $P_LB $P_LB_LOG $P_BARE $LB_ADMIN $((LB
   fi
 done
 
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "bench: nothing listens on $1" >&2; exit 1
-}
 
 # ---- backends: one nginx, three ports ----
 mkdir -p "$work/backends/logs" "$work/nginx/logs"

@@ -84,10 +84,6 @@ for p in $B1 $B2 $B3 $P_HAPROXY $P_STEAL $P_NOSTEAL $P_BARE $P_BARE_NOSTEAL $T_H
     echo "runtime: port $p is already in use; stop what listens there first" >&2; exit 1
   fi
 done
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "runtime: nothing listens on $1" >&2; exit 1
-}
 
 if [ "$protocol" != http ]; then
   mkdir -p "$work/tls"

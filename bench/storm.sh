@@ -60,10 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 B1=19601; B2=19602; B3=19603; P_HAPROXY=19611; P_LB=19612; LB_ADMIN=19619
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "storm: nothing listens on $1" >&2; exit 1
-}
 
 for b in $B1 $B2 $B3; do
   target/release/be --quiet --bind 127.0.0.1 --port "$b" >"$work/be.$b.log" 2>&1 &

@@ -132,10 +132,6 @@ for p in $B1 $B2 $B3 $P_NGINX $P_HAPROXY $P_LB $T_NGINX $T_HAPROXY $T_LB $T_PROB
     echo "tls: port $p is already in use; stop what listens there first" >&2; exit 1
   fi
 done
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "tls: nothing listens on $1" >&2; exit 1
-}
 # Every load run ends by itself; `timeout` is the backstop: a timed run's
 # duration and 30 s, five times that for a run of a count (sized from the
 # warm-up's rate, which a busy machine can cut).

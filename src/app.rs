@@ -21,9 +21,10 @@ use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
 use crate::connection::{descriptors, Admission, LbApp};
 use crate::pool::{Pool, PoolService};
-use crate::proxy::{Proxy, ProxyControl, Routing};
+use crate::proxy::{Proxy, ProxyControl};
 use crate::reload::{ReloadOnHangup, Reloader};
-use crate::tls::{PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener};
+use crate::runtime::{BuildError, Runtime};
+use crate::tls::{ListenerCertificates, PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.
@@ -49,9 +50,9 @@ pub enum StartError {
         #[source]
         source: pingora::BError,
     },
-    /// Building the backend pool failed.
-    #[error("cannot build the backend pool")]
-    Pool(#[source] pingora::BError),
+    /// The pools, routes or certificates could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
 /// Loads the configuration the command line names and checks it.
@@ -60,6 +61,13 @@ pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
         cli.config_path().as_deref(),
         &cli.overrides(),
     )?)
+}
+
+/// What `lb -t` checks beyond the file: the certificates it names, read
+/// as start-up would read them.
+pub fn check(config: &Config) -> Result<ListenerCertificates, StartError> {
+    ListenerCertificates::load(&config.listeners)
+        .map_err(|problems| StartError::Config(crate::config::ConfigError::Invalid(problems)))
 }
 
 /// Runs lb with `config` until it is told to stop. Returns only on a start
@@ -74,22 +82,16 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let pools = build_pools(&config)?;
-    let routing = Routing::new(pools.clone(), &config).map_err(|ties| {
-        StartError::Config(crate::config::ConfigError::Invalid(
-            ties.into_iter()
-                .map(|tie| crate::config::Problem {
-                    key: tie.second.clone(),
-                    message: tie.to_string(),
-                })
-                .collect(),
-        ))
-    })?;
-    let proxy_logic = Proxy::new(routing, &config);
+    let runtime = Runtime::build(&config, &[])?;
+    for warning in &runtime.warnings {
+        log::warn!("{warning}");
+    }
+    let pools = runtime.pools().to_vec();
+    let tls_listeners = tls_listeners(&config, &runtime);
+    let proxy_logic = Proxy::new(runtime.routing, &config);
     // The admin API and the status page read the pools requests use now,
     // and its connections have the proxy's time limits.
     let control = proxy_logic.control();
-    let tls_listeners = tls_listeners(&config);
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
         cli.overrides(),
@@ -151,16 +153,6 @@ fn add_background_services(server: &mut Server, pools: &[Arc<Pool>], reloader: &
         "return free memory",
         crate::process::memory::ReturnFreeMemory,
     ));
-}
-
-/// One pool per upstream of `config`.
-fn build_pools(config: &Config) -> Result<Vec<Arc<Pool>>, StartError> {
-    config
-        .upstreams
-        .iter()
-        .map(|upstream| Pool::new(config, upstream))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Pool)
 }
 
 /// What the pid file, the daemon's log and `server.user` need before
@@ -230,9 +222,9 @@ fn log_start(config: &Config) {
 /// the top-level `backends:` alone said "0 backend(s)" when only named
 /// pools had any.
 fn backends_by_pool(config: &Config) -> String {
-    let total: usize = config.upstreams.iter().map(|u| u.backends.len()).sum();
+    let total: usize = config.pools.iter().map(|u| u.backends.len()).sum();
     let pools: Vec<String> = config
-        .upstreams
+        .pools
         .iter()
         .map(|u| format!("{}: {}", u.name, u.backends.len()))
         .collect();
@@ -244,17 +236,11 @@ fn backends_by_pool(config: &Config) -> String {
 }
 
 /// Each TLS listener's certificates and callbacks, by address.
-fn tls_listeners(config: &Config) -> Vec<(SocketAddr, Arc<TlsListener>)> {
+fn tls_listeners(config: &Config, runtime: &Runtime) -> Vec<(SocketAddr, Arc<TlsListener>)> {
     config
         .listeners
         .iter()
-        .filter_map(|l| match &l.kind {
-            ListenerKind::Tls(tls) => Some((
-                l.addr,
-                TlsListener::new(l.addr.to_string(), Arc::clone(&tls.certificates)),
-            )),
-            _ => None,
-        })
+        .filter_map(|l| Some((l.addr, runtime.tls_listener(l.addr)?)))
         .collect()
 }
 

@@ -40,6 +40,8 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod runtime;
+pub mod summary;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;

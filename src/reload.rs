@@ -2,14 +2,16 @@
 //! again and applies it in place, without dropping a connection.
 //!
 //! Backends, weights, health checks, passive health, retries, timeouts,
-//! limits, upstreams and routes, and the TLS listeners' certificates change
-//! at once: a new pool is resolved before the routes that use it serve,
-//! requests in flight finish with the pools and routes they started with,
-//! and handshakes after the reload get the new certificates while open
-//! connections go on. Settings that need a restart (the `server:` section,
-//! listeners, the admin listener, `limits.max_connections`,
-//! `timeouts.client_header`) are logged as such and left as they are. A
-//! file that fails validation changes nothing; the error is logged.
+//! limits, pools and routes, and the TLS listeners' certificates change
+//! at once: the whole new [`Runtime`] is built first (a new pool resolved,
+//! certificates read), then put in service in one step; requests in
+//! flight finish with the pools and routes they started with, and
+//! handshakes after the reload get the new certificates while open
+//! connections go on. Settings that need a restart ([`RestartOnly`]: the
+//! `server:` section, listeners, the admin listener,
+//! `limits.max_connections`, `timeouts.client_header`) are logged as such
+//! and left as they are. A file that fails validation, or a runtime that
+//! fails to build at any step, changes nothing; the error is logged.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::{Config, ConfigError, ListenerKind, Overrides};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::pool::{Pool, PoolService};
 use crate::proxy::ProxyControl;
-use crate::proxy::Routing;
+use crate::runtime::{BuildError, RestartOnly, Runtime};
 use crate::telemetry::metrics::metrics;
 use crate::tls::TlsListener;
 
@@ -29,7 +31,7 @@ use crate::tls::TlsListener;
 pub struct Reloader {
     path: Option<PathBuf>,
     overrides: Overrides,
-    /// Every upstream's pool, in the order of the running config's upstreams.
+    /// Every pool, in the order of the running config's pools.
     pools: Mutex<Vec<Arc<Pool>>>,
     /// Never sent: the shutdown watch of the services that keep pools
     /// added by a reload current (the runtime's end stops them).
@@ -37,36 +39,8 @@ pub struct Reloader {
     proxy: ProxyControl,
     /// The TLS listeners, whose certificates a reload replaces.
     tls_listeners: Vec<Arc<TlsListener>>,
-    /// The running values of the settings a reload cannot change.
-    restart_only: Mutex<Vec<(&'static str, String)>>,
-}
-
-/// The settings only a restart changes, each with its value as text.
-fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
-    vec![
-        ("server", format!("{:?}", config.server)),
-        (
-            "listeners",
-            config
-                .listeners
-                .iter()
-                .map(|l| l.shape())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        (
-            "admin",
-            format!("{:?}", config.admin.as_ref().map(|a| a.listen)),
-        ),
-        (
-            "limits.max_connections",
-            config.limits.max_connections.to_string(),
-        ),
-        (
-            "timeouts.client_header",
-            format!("{:?}", config.timeouts.client_header),
-        ),
-    ]
+    /// The settings a reload cannot change, as lb started with them.
+    restart_only: RestartOnly,
 }
 
 impl Reloader {
@@ -86,7 +60,7 @@ impl Reloader {
             pools_running: tokio::sync::watch::Sender::new(false),
             proxy,
             tls_listeners,
-            restart_only: Mutex::new(restart_only(config)),
+            restart_only: RestartOnly::of(config),
         }
     }
 
@@ -102,86 +76,32 @@ impl Reloader {
         outcome
     }
 
+    /// Reads the file, builds the whole new runtime, and only then puts it
+    /// in service: a failure at any step changes nothing.
     fn apply(&self) -> Result<Reloaded, ReloadError> {
         let config =
             Config::load(self.path.as_deref(), &self.overrides).map_err(ReloadError::Rejected)?;
-        let running = self
-            .restart_only
-            .lock()
-            .map_err(|_| ReloadError::Poisoned)?;
-        let mut needs_restart = Vec::new();
-        for ((key, old), (_, new)) in running.iter().zip(restart_only(&config)) {
-            if *old != new {
-                log::warn!("reload: {key} changed; that needs a restart and is not applied");
-                needs_restart.push(*key);
-            }
+        let needs_restart = self.restart_only.changed(&RestartOnly::of(&config));
+        for key in &needs_restart {
+            log::warn!("reload: {key} changed; that needs a restart and is not applied");
         }
-        self.apply_pools(&config)?;
-        self.proxy.reconfigure(&config);
-        let certificates = self.replace_certificates(&config);
-        for warning in &config.warnings {
+        let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
+        let runtime = Runtime::build(&config, &running).map_err(ReloadError::Build)?;
+        for warning in config.warnings.iter().chain(&runtime.warnings) {
             log::warn!("reload: {warning}");
         }
+        let certificates = runtime.put_in_service(
+            &config,
+            &mut running,
+            &self.proxy,
+            &self.tls_listeners,
+            |pool| self.keep_current(pool),
+        );
         Ok(Reloaded {
             backends: config.backends.len(),
             certificates,
             needs_restart,
         })
-    }
-
-    /// Gives every upstream of `config` its pool: the running one of the
-    /// same name, reconfigured, or a new one, resolved before it serves and
-    /// kept current from then on. Then swaps the routing whole: requests
-    /// in flight finish on the pools they started with; removed pools stop
-    /// once their last request is done.
-    fn apply_pools(&self, config: &Config) -> Result<(), ReloadError> {
-        let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
-        let mut pools = Vec::with_capacity(config.upstreams.len());
-        for upstream in &config.upstreams {
-            let same = running
-                .iter()
-                .find(|p| p.name() == upstream.name && p.fits(upstream));
-            let pool = match same {
-                Some(pool) => {
-                    pool.reconfigure(config, upstream)
-                        .map_err(ReloadError::Pool)?;
-                    Arc::clone(pool)
-                }
-                None => {
-                    let pool = Pool::new(config, upstream).map_err(ReloadError::Pool)?;
-                    self.keep_current(&pool);
-                    if running.iter().any(|p| p.name() == upstream.name) {
-                        log::info!(
-                            "reload: upstream {} rebuilt: its new balance needs another ring",
-                            upstream.name
-                        );
-                    } else {
-                        log::info!("reload: upstream {} added", upstream.name);
-                    }
-                    pool
-                }
-            };
-            pools.push(pool);
-        }
-        for gone in running
-            .iter()
-            .filter(|p| !pools.iter().any(|n| n.name() == p.name()))
-        {
-            log::info!("reload: upstream {} removed", gone.name());
-        }
-        let routing = Routing::new(pools.clone(), config).map_err(|ties| {
-            ReloadError::Routes(ties.into_iter().map(|t| t.to_string()).collect())
-        })?;
-        self.proxy.set_routing(routing);
-        for old in running
-            .iter()
-            .filter(|o| !pools.iter().any(|n| Arc::ptr_eq(n, o)))
-        {
-            let successor = pools.iter().find(|n| n.name() == old.name());
-            forget_backends(old, successor.map(|n| &**n));
-        }
-        *running = pools;
-        Ok(())
     }
 
     /// Runs the service that keeps a pool added by a reload current.
@@ -193,27 +113,10 @@ impl Reloader {
                 runtime.spawn(async move { service.run(shutdown).await });
             }
             Err(e) => log::error!(
-                "reload: no runtime to run the checks of upstream {}: {e}",
+                "reload: no runtime to run the checks of pool {}: {e}",
                 pool.name()
             ),
         }
-    }
-
-    /// Gives each running TLS listener the certificates the new config
-    /// read for its address; returns how many listeners got them.
-    fn replace_certificates(&self, config: &Config) -> usize {
-        let mut replaced = 0;
-        for listener in &config.listeners {
-            let ListenerKind::Tls(tls) = &listener.kind else {
-                continue;
-            };
-            let name = listener.addr.to_string();
-            if let Some(running) = self.tls_listeners.iter().find(|l| l.name() == name) {
-                running.replace(Arc::clone(&tls.certificates));
-                replaced += 1;
-            }
-        }
-        replaced
     }
 }
 
@@ -251,28 +154,12 @@ pub enum ReloadError {
     /// The file fails validation.
     #[error("reload rejected, the running config stays")]
     Rejected(#[source] ConfigError),
-    /// The pool could not take the new config.
-    #[error("reload failed")]
-    Pool(#[source] pingora::BError),
-    /// The routes do not fit together (found by the config check first).
-    #[error("reload failed: {}", .0.join("; "))]
-    Routes(Vec<String>),
-    /// A reload panicked while holding the running settings.
+    /// The new config's pools, routes or certificates could not be built.
+    #[error("reload failed, the running config stays")]
+    Build(#[source] BuildError),
+    /// A reload panicked while holding the running pools.
     #[error("reload failed: its state was poisoned by an earlier failure")]
     Poisoned,
-}
-
-/// Removes the metric series of `old`'s backends, a pool the reload
-/// replaced: all of them when its name is gone, else those its successor
-/// (the pool of the same name, rebuilt) does not have, whose series its
-/// own handles share.
-fn forget_backends(old: &Pool, successor: Option<&Pool>) {
-    let kept = successor.map(|pool| pool.members().states());
-    for addr in old.members().states().keys() {
-        if !kept.as_ref().is_some_and(|kept| kept.contains_key(addr)) {
-            metrics().remove_backend(old.name(), &addr.to_string());
-        }
-    }
 }
 
 /// `e` and its causes on one line, `: ` between them, as lb prints errors.

@@ -590,7 +590,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
     std::fs::write(lb.config_path(), after).expect("write the new config");
     lb.proc.signal("HUP");
     assert!(
-        lb.wait_for_log("upstream api added", Duration::from_secs(10)),
+        lb.wait_for_log("pool api added", Duration::from_secs(10)),
         "{}",
         lb.log()
     );
@@ -610,12 +610,12 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
     std::fs::write(lb.config_path(), rebuilt).expect("write the config");
     lb.proc.signal("HUP");
     assert!(
-        lb.wait_for_log("upstream api removed", Duration::from_secs(10)),
+        lb.wait_for_log("pool api removed", Duration::from_secs(10)),
         "{}",
         lb.log()
     );
     assert!(
-        lb.log().contains("upstream default rebuilt"),
+        lb.log().contains("pool default rebuilt"),
         "{}",
         lb.log()
     );

@@ -231,7 +231,6 @@ fn upstream_views<B>(
 ) -> Vec<UpstreamView<'_, B>> {
     routing
         .pools()
-        .iter()
         .map(|pool| upstream_view(pool, &view))
         .collect()
 }

@@ -22,7 +22,6 @@ use prometheus::core::Metric;
 use serde::Serialize;
 
 use crate::pool::members::BackendState;
-use crate::pool::Pool;
 use crate::proxy::Routing;
 use crate::sync::lock;
 
@@ -81,10 +80,10 @@ impl Stats {
 
     /// Takes one sample of every backend of `pools`, `elapsed` after the
     /// last; forgets the pools and backends no longer there.
-    fn sample(&self, pools: &[Arc<Pool>], elapsed: Duration) {
+    fn sample(&self, routing: &Routing, elapsed: Duration) {
         let mut histories = lock(&self.pools);
-        histories.retain(|name, _| pools.iter().any(|p| p.name() == name));
-        for pool in pools {
+        histories.retain(|name, _| routing.pool_named(name).is_some());
+        for pool in routing.pools() {
             let backends = histories.entry(pool.name().to_string()).or_default();
             sample_pool(backends, &pool.members().states(), elapsed);
         }
@@ -189,7 +188,7 @@ impl BackgroundService for Sampler {
             tokio::select! {
                 _ = ticker.tick() => {
                     let now = tokio::time::Instant::now();
-                    self.stats.sample(self.routing.load().pools(), now - last);
+                    self.stats.sample(&self.routing.load(), now - last);
                     last = now;
                 }
                 _ = shutdown.changed() => return,

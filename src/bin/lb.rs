@@ -26,9 +26,17 @@ fn main() {
         Err(e) => exit_with(&e),
     };
     if cli.pingora.test {
+        let certificates = match lb::app::check(&config) {
+            Ok(certificates) => certificates,
+            Err(e) => exit_with(&e),
+        };
+        let summary = lb::summary::Summary {
+            config: &config,
+            certificates: &certificates,
+        };
         // A closed pipe (`lb -t | head`) is the reader's choice, not an error.
         use std::io::Write;
-        let _ = writeln!(std::io::stdout(), "configuration OK\n{config}");
+        let _ = writeln!(std::io::stdout(), "configuration OK\n{summary}");
         let _ = writeln!(std::io::stdout(), "{}", open_files(&config));
         return;
     }

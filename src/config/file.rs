@@ -35,7 +35,7 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub ewma_decay: Option<Duration>,
     /// Sticky sessions over the top-level backends.
-    pub sticky: Option<super::upstreams::StickyFile>,
+    pub sticky: Option<super::pools::StickyFile>,
     /// Slow start of the top-level backends.
     #[serde(default, with = "humantime_serde")]
     pub slow_start: Option<Duration>,

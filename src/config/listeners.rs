@@ -1,21 +1,20 @@
 //! The `listeners:` list: each entry a plain `host:port` (HTTP/1.1, as
 //! before) or a mapping that adds TLS, HTTP/2 or a redirect to HTTPS.
-//! Certificates are read and checked here, so a bad file is a config error
-//! naming its key, at start, in `lb -t` and at reload alike.
+//! Plain data: the certificate files are named here and read by the TLS
+//! layer ([`crate::tls::ListenerCertificates`]), whose errors name these
+//! keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::backends::resolve;
 use super::checks::Problems;
 use super::sections::describe;
-use crate::tls::{CertificateFiles, CertificateSet, MinTlsVersion};
 
 /// One listener as configured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Where it accepts connections.
     pub addr: SocketAddr,
@@ -24,7 +23,7 @@ pub struct ListenerConfig {
 }
 
 /// What a listener speaks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Plain HTTP/1.1; with `h2c`, also HTTP/2 with prior knowledge.
     Http { h2c: bool },
@@ -36,16 +35,43 @@ pub enum ListenerKind {
 }
 
 /// A TLS listener's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListenerConfig {
-    /// The files, as configured.
+    /// The certificate files, as configured; the first is the default.
     pub files: Vec<CertificateFiles>,
-    /// The certificates read from them.
-    pub certificates: Arc<CertificateSet>,
     /// The lowest version accepted.
     pub min_version: MinTlsVersion,
     /// Whether h2 is offered by ALPN.
     pub http2: bool,
+}
+
+/// The files of one certificate, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// PEM file: the certificate, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the certificate's private key.
+    pub key: PathBuf,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTlsVersion {
+    /// TLS 1.2 and 1.3 (the default, as Mozilla's "intermediate").
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl MinTlsVersion {
+    /// The version as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MinTlsVersion::Tls12 => "1.2",
+            MinTlsVersion::Tls13 => "1.3",
+        }
+    }
 }
 
 impl ListenerConfig {
@@ -63,20 +89,13 @@ impl ListenerConfig {
     }
 
     /// What a reload cannot change: the address and the protocols, not the
-    /// certificates (a reload replaces those).
-    pub fn shape(&self) -> String {
-        match &self.kind {
-            ListenerKind::Http { h2c } => format!("{} http h2c={h2c}", self.addr),
-            ListenerKind::Tls(tls) => format!(
-                "{} tls min_version={} http2={}",
-                self.addr,
-                tls.min_version.as_str(),
-                tls.http2
-            ),
-            ListenerKind::RedirectHttps { port } => {
-                format!("{} redirect_https={port}", self.addr)
-            }
+    /// certificate files (a reload reads those again).
+    pub fn shape(&self) -> ListenerConfig {
+        let mut shape = self.clone();
+        if let ListenerKind::Tls(tls) = &mut shape.kind {
+            tls.files.clear();
         }
+        shape
     }
 }
 
@@ -168,7 +187,7 @@ pub(super) fn tls_flag_entries(
         .collect()
 }
 
-/// Checks every entry, reading TLS certificates; one error per problem,
+/// Checks every entry; one error per problem,
 /// named by the entry's index.
 pub(super) fn parse_listeners(
     entries: &[serde_yaml_ng::Value],
@@ -319,7 +338,7 @@ fn parse_tls(
         );
         return None;
     }
-    let files: Vec<CertificateFiles> = written
+    let files = written
         .certificates
         .into_iter()
         .map(|c| CertificateFiles {
@@ -327,20 +346,11 @@ fn parse_tls(
             key: c.key,
         })
         .collect();
-    match CertificateSet::load(&files) {
-        Ok(set) => Some(TlsListenerConfig {
-            files,
-            certificates: Arc::new(set),
-            min_version,
-            http2,
-        }),
-        Err(problems) => {
-            for (i, problem) in problems {
-                errors.add(format!("{key}.tls.certificates[{i}]"), problem.to_string());
-            }
-            None
-        }
-    }
+    Some(TlsListenerConfig {
+        files,
+        min_version,
+        http2,
+    })
 }
 
 /// Each TLS listener's address and TLS settings.
@@ -349,24 +359,6 @@ fn tls_of(listeners: &[ListenerConfig]) -> impl Iterator<Item = (SocketAddr, &Tl
         ListenerKind::Tls(tls) => Some((l.addr, tls)),
         _ => None,
     })
-}
-
-/// Warnings for certificates that have expired.
-pub(super) fn expired_certificates(listeners: &[ListenerConfig]) -> Vec<String> {
-    tls_of(listeners)
-        .flat_map(|(addr, tls)| {
-            tls.certificates
-                .iter()
-                .filter(|c| c.expired())
-                .map(move |c| {
-                    format!(
-                        "listener {addr}: certificate {} expired on {}",
-                        c.files.cert.display(),
-                        c.expiry_text()
-                    )
-                })
-        })
-        .collect()
 }
 
 /// A warning for each TLS private key file that group or others may read

@@ -15,9 +15,8 @@ mod resilience;
 mod routes;
 mod sections;
 mod server;
-mod summary;
 mod transport;
-mod upstreams;
+mod pools;
 
 pub use checks::Problem;
 use checks::Problems;
@@ -29,18 +28,21 @@ use std::time::Duration;
 
 use backends::parse_backends;
 use file::{FileConfig, HealthCheckFile};
-use listeners::{expired_certificates, exposed_keys, parse_listeners, tls_flag_entries};
+use listeners::{exposed_keys, parse_listeners, tls_flag_entries};
 use pingora::server::configuration::ServerConf;
 use sections::{parse_admin, parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, WhenAllUnhealthy};
-pub use listeners::{ListenerConfig, ListenerKind, TlsListenerConfig};
+pub use listeners::{
+    CertificateFiles, ListenerConfig, ListenerKind, MinTlsVersion, TlsListenerConfig,
+};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
-pub use server::drain_window;
+pub use routes::RouteConfig;
+pub use server::{drain_window, runtime_name};
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
 };
-pub use upstreams::{Balance, HashKey, Sticky, UpstreamConfig, DEFAULT_UPSTREAM};
+pub use pools::{Balance, HashKey, Sticky, PoolConfig, DEFAULT_POOL};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or
@@ -69,9 +71,9 @@ pub struct Config {
     pub backend_transport: BackendTransport,
     /// Every pool: `default` (the top-level `backends`) first when there
     /// is one, then the named `upstreams` in the order written.
-    pub upstreams: Vec<UpstreamConfig>,
+    pub pools: Vec<PoolConfig>,
     /// Which pool serves which requests; none: all go to the first pool.
-    pub routes: Vec<crate::routing::RouteConfig>,
+    pub routes: Vec<RouteConfig>,
     /// Active health checks of every backend.
     pub health_check: HealthCheckConfig,
     /// Retries of failed requests and their budget.
@@ -330,7 +332,7 @@ impl Config {
         environment: &Environment,
     ) -> Result<Config, ConfigError> {
         let mut errors = Problems::default();
-        let top_balancing = upstreams::BalancingFile::take_top(&mut file);
+        let top_balancing = pools::BalancingFile::take_top(&mut file);
         let mut server = server::build(file.server.take().unwrap_or_default(), &mut errors);
         overrides.server_paths(&mut server);
         let listeners = overrides.listeners(file.listeners.take(), &mut errors);
@@ -363,15 +365,15 @@ impl Config {
             &backend_transport,
             &backends,
         ));
-        let balancing = upstreams::parse_top_balancing(top_balancing, has_default, &mut errors);
-        let default = has_default.then(|| UpstreamConfig {
-            name: DEFAULT_UPSTREAM.to_string(),
+        let balancing = pools::parse_top_balancing(top_balancing, has_default, &mut errors);
+        let default = has_default.then(|| PoolConfig {
+            name: DEFAULT_POOL.to_string(),
             backends: backends.clone(),
             balancing,
             health_check: health_check.clone(),
             backend_transport: backend_transport.clone(),
         });
-        let (upstreams, routes) = routes::parse_pools_and_routes(
+        let (pools, routes) = routes::parse_pools_and_routes(
             default,
             file.upstreams.take(),
             file.routes.take(),
@@ -388,7 +390,7 @@ impl Config {
             listeners,
             backends,
             backend_transport,
-            upstreams,
+            pools,
             routes,
             health_check,
             retry,
@@ -406,11 +408,10 @@ impl Config {
 }
 
 /// The warnings about the server section and the listeners: no time to
-/// drain, expired certificates, keys others can read.
+/// drain, keys others can read.
 fn server_and_listener_warnings(server: &ServerConf, listeners: &[ListenerConfig]) -> Vec<String> {
     server::drain_warning(server)
         .into_iter()
-        .chain(expired_certificates(listeners))
         .chain(exposed_keys(listeners))
         .collect()
 }

@@ -11,8 +11,8 @@ use super::file::{LimitsFile, PassiveHealthFile, RetryFile, TimeoutsFile};
 const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
-const DEFAULT_UPSTREAM_RESPONSE: Duration = Duration::from_secs(30);
-const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_POOL_RESPONSE: Duration = Duration::from_secs(30);
+const DEFAULT_POOL_IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
 const DEFAULT_CLIENT_BODY: Duration = Duration::from_secs(60);
 const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
@@ -206,13 +206,13 @@ pub fn parse_timeouts(written: TimeoutsFile, errors: &mut Problems) -> TimeoutsC
         upstream_response: positive_duration(
             "timeouts.upstream_response",
             written.upstream_response,
-            DEFAULT_UPSTREAM_RESPONSE,
+            DEFAULT_POOL_RESPONSE,
             errors,
         ),
         upstream_idle: positive_duration(
             "timeouts.upstream_idle",
             written.upstream_idle,
-            DEFAULT_UPSTREAM_IDLE,
+            DEFAULT_POOL_IDLE,
             errors,
         ),
         client_header: positive_duration(

@@ -1,12 +1,41 @@
 //! The `routes:` section: each route's match, its pool and its prefix
 //! stripping, checked against the pools' names; no two routes may tie.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use super::checks::Problems;
 use super::file::HealthCheckFile;
-use super::upstreams::{parse_upstreams, UpstreamConfig};
-use crate::routing::{RouteConfig, RouteTable};
+use super::pools::{parse_pools, PoolConfig};
+
+/// One route as configured: what it matches and the pool it sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// How the route is named in errors, logs and metrics: `routes[2]`.
+    pub name: String,
+    /// The host it matches: `api.example.com`, `*.example.com`, or any.
+    pub host: Option<String>,
+    /// The path prefix it matches; any path when absent.
+    pub path_prefix: Option<String>,
+    /// The name of the pool that serves it.
+    pub pool: String,
+    /// Whether the prefix is taken off the path before it goes upstream.
+    pub strip_prefix: bool,
+}
+
+impl RouteConfig {
+    /// What the route matches, as two routes are compared: the host lower
+    /// case without a trailing dot, and the path prefix (`/` is none).
+    pub fn match_key(&self) -> (Option<String>, Option<&str>) {
+        let host = self
+            .host
+            .as_deref()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        let prefix = self.path_prefix.as_deref().filter(|p| *p != "/");
+        (host, prefix)
+    }
+}
 
 /// A `routes:` entry as written.
 #[derive(Debug, Deserialize)]
@@ -29,21 +58,21 @@ struct MatchFile {
 /// Every pool, `default` (the top-level backends) first when there is
 /// one, then the named ones written in `upstreams:`, and the routes to them.
 pub(super) fn parse_pools_and_routes(
-    default: Option<UpstreamConfig>,
+    default: Option<PoolConfig>,
     written: Option<serde_yaml_ng::Mapping>,
     routes: Option<Vec<RouteFile>>,
     top_health: &HealthCheckFile,
     errors: &mut Problems,
     warnings: &mut Vec<String>,
-) -> (Vec<UpstreamConfig>, Vec<RouteConfig>) {
+) -> (Vec<PoolConfig>, Vec<RouteConfig>) {
     // A route to a pool that failed to parse is not an error of its own.
     let written_pools: Vec<String> = written
         .iter()
         .flat_map(|pools| pools.keys())
         .filter_map(|name| name.as_str().map(str::to_string))
         .collect();
-    let named = parse_upstreams(written.unwrap_or_default(), top_health, errors, warnings);
-    let upstreams: Vec<UpstreamConfig> = default.into_iter().chain(named).collect();
+    let named = parse_pools(written.unwrap_or_default(), top_health, errors, warnings);
+    let upstreams: Vec<PoolConfig> = default.into_iter().chain(named).collect();
     let routes = parse_routes(
         routes.unwrap_or_default(),
         &upstreams,
@@ -64,7 +93,7 @@ pub(super) fn parse_pools_and_routes(
 /// quietly: that pool's own error says what is wrong.
 fn parse_routes(
     written: Vec<RouteFile>,
-    upstreams: &[UpstreamConfig],
+    upstreams: &[PoolConfig],
     written_pools: &[String],
     errors: &mut Problems,
 ) -> Vec<RouteConfig> {
@@ -72,7 +101,7 @@ fn parse_routes(
     for (i, route) in written.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         let matches = route.matches.unwrap_or_default();
-        let Some(upstream) = upstreams.iter().position(|u| u.name == route.upstream) else {
+        if !upstreams.iter().any(|u| u.name == route.upstream) {
             if written_pools.contains(&route.upstream) {
                 continue;
             }
@@ -86,7 +115,7 @@ fn parse_routes(
                 ),
             );
             continue;
-        };
+        }
         if let Some(prefix) = &matches.path_prefix {
             if !prefix.starts_with('/') {
                 errors.add(
@@ -115,14 +144,28 @@ fn parse_routes(
             name: key,
             host: matches.host,
             path_prefix: matches.path_prefix,
-            upstream,
+            pool: route.upstream,
             strip_prefix,
         });
     }
-    if let Err(ties) = RouteTable::new(&routes) {
-        for tie in ties {
-            errors.add(tie.second.clone(), tie.to_string());
+    check_ties(&routes, errors);
+    routes
+}
+
+/// An error for each route that matches exactly what an earlier one does.
+fn check_ties(routes: &[RouteConfig], errors: &mut Problems) {
+    let mut seen: HashMap<_, &str> = HashMap::with_capacity(routes.len());
+    for route in routes {
+        let first = *seen.entry(route.match_key()).or_insert(&route.name);
+        if first != route.name {
+            errors.add(
+                route.name.clone(),
+                format!(
+                    "{} matches the same host and path prefix as {first}; \
+                     make one more specific or remove it",
+                    route.name
+                ),
+            );
         }
     }
-    routes
 }

@@ -225,13 +225,13 @@ fn two_pools(rest: &str) -> String {
 }
 
 #[test]
-fn routes_point_at_pools_by_index_in_the_order_written() {
+fn routes_name_their_pools_and_pools_keep_the_order_written() {
     let config = load_str(&two_pools(
         "routes:\n  - {match: {path_prefix: /api/}, upstream: api, strip_prefix: true}\n  \
          - {match: {host: '*.example.com'}, upstream: web}\n",
     ))
     .expect("routes to both pools");
-    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let names: Vec<&str> = config.pools.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(
         names,
         ["api", "web"],
@@ -239,9 +239,9 @@ fn routes_point_at_pools_by_index_in_the_order_written() {
     );
     assert_eq!(config.routes.len(), 2);
     assert_eq!(config.routes[0].name, "routes[0]");
-    assert_eq!(config.routes[0].upstream, 0);
+    assert_eq!(config.routes[0].pool, "api");
     assert!(config.routes[0].strip_prefix);
-    assert_eq!(config.routes[1].upstream, 1);
+    assert_eq!(config.routes[1].pool, "web");
     assert_eq!(config.routes[1].host.as_deref(), Some("*.example.com"));
 }
 
@@ -252,10 +252,10 @@ fn the_top_level_backends_are_the_default_pool_first() {
          routes:\n  - {match: {path_prefix: /api/}, upstream: api}\n  - upstream: default\n",
     )
     .expect("a default pool and a named one");
-    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
-    assert_eq!(names, [DEFAULT_UPSTREAM, "api"]);
-    assert_eq!(config.routes[0].upstream, 1);
-    assert_eq!(config.routes[1].upstream, 0);
+    let names: Vec<&str> = config.pools.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, [DEFAULT_POOL, "api"]);
+    assert_eq!(config.routes[0].pool, "api");
+    assert_eq!(config.routes[1].pool, DEFAULT_POOL);
 }
 
 #[test]
@@ -324,5 +324,5 @@ fn resilience_sections_default_when_absent() {
         defaults.limits.max_connections
     );
     assert!(config.routes.is_empty());
-    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.pools.len(), 1);
 }

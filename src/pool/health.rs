@@ -68,6 +68,9 @@ struct ProbeSettings {
 }
 
 /// The probe of the pool's backends.
+/// A probe's new settings, built and checked, not yet applied.
+pub struct PreparedProbe(Arc<ProbeSettings>);
+
 pub struct Probe {
     settings: ArcSwap<ProbeSettings>,
     /// For `http` and `grpc` probes; never reuses a connection, since no
@@ -98,15 +101,18 @@ impl Probe {
         })
     }
 
-    /// Applies new settings (a reload); the next round of checks uses them.
-    pub fn set_config(
-        &self,
+    /// Checks and builds new settings (a reload) without applying them.
+    pub fn prepare(
         config: &HealthCheckConfig,
         transport: &BackendTransport,
-    ) -> Result<()> {
-        self.settings
-            .store(Arc::new(build_settings(config, transport)?));
-        Ok(())
+    ) -> Result<PreparedProbe> {
+        Ok(PreparedProbe(Arc::new(build_settings(config, transport)?)))
+    }
+
+    /// Applies settings [`Probe::prepare`] built; the next round of checks
+    /// uses them.
+    pub fn apply(&self, prepared: PreparedProbe) {
+        self.settings.store(prepared.0);
     }
 
     fn record(&self, target: &Backend, passed: bool, detail: String) {

@@ -43,7 +43,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{Balance, Config, UpstreamConfig, WhenAllUnhealthy};
+use crate::config::{Balance, Config, PoolConfig, WhenAllUnhealthy};
 use crate::telemetry::metrics::{metrics, BackendMetrics};
 use balancer::{Balancer, RingKind};
 use health::{Probe, SharedProbe};
@@ -60,6 +60,16 @@ struct PoolSettings {
     ewma_decay: Option<Duration>,
     health_check_interval: Duration,
     discovery_interval: Duration,
+}
+
+/// A reloaded config's changes to a running pool, built and checked by
+/// [`Pool::prepare`], applied by [`Pool::apply`].
+pub struct PoolUpdate {
+    probe: health::PreparedProbe,
+    passive_health: crate::config::PassiveHealthConfig,
+    backends: Vec<crate::config::BackendConfig>,
+    resolver: Option<SocketAddr>,
+    settings: PoolSettings,
 }
 
 /// The backends lb spreads requests over.
@@ -93,7 +103,7 @@ pub enum Selection {
 impl Pool {
     /// Builds the pool and resolves its backends, so it can select before
     /// its background service starts.
-    pub fn new(config: &Config, upstream: &UpstreamConfig) -> Result<Arc<Pool>> {
+    pub fn new(config: &Config, upstream: &PoolConfig) -> Result<Arc<Pool>> {
         let members = Arc::new(Members::new(
             &upstream.name,
             &upstream.backends,
@@ -134,21 +144,31 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Checks what a reloaded config would change in this pool and builds
+    /// it, changing nothing yet: [`Pool::apply`] puts it in service.
+    pub fn prepare(&self, config: &Config, pool: &PoolConfig) -> Result<PoolUpdate> {
+        Ok(PoolUpdate {
+            probe: Probe::prepare(&pool.health_check, &pool.backend_transport)?,
+            passive_health: config.passive_health.clone(),
+            backends: pool.backends.clone(),
+            resolver: config.discovery.resolver,
+            settings: settings_of(config, pool),
+        })
+    }
+
     /// Applies a reloaded config's backends, health check, passive health
-    /// and `when_all_unhealthy`, then resolves and rebuilds the ring at once.
-    pub fn reconfigure(&self, config: &Config, upstream: &UpstreamConfig) -> Result<()> {
-        self.probe
-            .set_config(&upstream.health_check, &upstream.backend_transport)?;
-        self.outliers.set_config(config.passive_health.clone());
-        self.members
-            .set_config(&upstream.backends, config.discovery.resolver);
+    /// and `when_all_unhealthy`, then resolves and rebuilds the ring at
+    /// once. Cannot fail: [`Pool::prepare`] checked it.
+    pub fn apply(&self, update: PoolUpdate) {
+        self.probe.apply(update.probe);
+        self.outliers.set_config(update.passive_health);
+        self.members.set_config(&update.backends, update.resolver);
         // Runtime changes last until the next reload: drained backends come back.
         for state in self.members.states().values() {
             state.draining.store(false, Relaxed);
         }
-        self.settings.store(Arc::new(settings_of(config, upstream)));
+        self.settings.store(Arc::new(update.settings));
         self.refresh.notify_one();
-        Ok(())
     }
 
     /// Asks the background service to resolve and rebuild the ring now.
@@ -251,7 +271,7 @@ impl Pool {
     /// Whether `upstream` can be applied to this pool by a reload: a
     /// balance that walks another kind of ring (round robin, random,
     /// consistent hash) makes a new pool.
-    pub fn fits(&self, upstream: &UpstreamConfig) -> bool {
+    pub fn fits(&self, upstream: &PoolConfig) -> bool {
         self.balancer.kind() == RingKind::of(upstream.balancing.balance)
     }
 
@@ -411,7 +431,7 @@ impl Candidates<'_> {
     }
 }
 
-fn settings_of(config: &Config, upstream: &UpstreamConfig) -> PoolSettings {
+fn settings_of(config: &Config, upstream: &PoolConfig) -> PoolSettings {
     PoolSettings {
         when_all_unhealthy: config.when_all_unhealthy,
         health_check_interval: upstream.health_check.interval,

@@ -55,8 +55,9 @@ pub struct RequestCtx {
     pub(super) upgrade: bool,
     /// A body was announced and has not been received whole yet.
     pub(super) body_pending: bool,
-    /// The pool serving this request, an index into the proxy's pools.
-    pub(super) upstream: usize,
+    /// The pool serving this request: the route's, else the first; None
+    /// when the config has no pool.
+    pub(super) pool: Option<Arc<super::PoolHandle>>,
     /// The sticky backend id to give the client in a cookie, when its
     /// cookie named none or another backend than the one that served.
     pub(super) set_sticky: Option<u64>,

@@ -56,7 +56,7 @@ use crate::telemetry::metrics::metrics;
 use budget::RetryBudget;
 pub use ctx::{InFlight, RequestCtx};
 use http::HeaderValue;
-pub use pools::Routing;
+pub use pools::{PoolHandle, Routing};
 pub use settings::ProxyControl;
 use settings::ProxySettings;
 
@@ -99,9 +99,11 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
+        let routing = self.routing.load_full();
+        let pool = routing.unrouted().cloned();
         RequestCtx {
             ticket: self.budget.admit(),
-            routing: self.routing.load_full(),
+            routing,
             body_bytes: 0,
             received: Instant::now(),
             backend: None,
@@ -114,7 +116,7 @@ impl ProxyHttp for Proxy {
             upgrade: false,
             body_pending: false,
             grpc_timeout: None,
-            upstream: 0,
+            pool,
             route: None,
             set_sticky: None,
             client_fault: None,
@@ -195,13 +197,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.pool_reached = true;
-        let key = ctx.routing.hash_input(ctx.upstream, session);
-        let sticky = ctx.routing.sticky_choice(ctx.upstream, session);
-        let state = match ctx
-            .routing
-            .pool(ctx.upstream)
-            .select(&ctx.tried, &key, sticky)
-        {
+        let Some(pool) = ctx.pool.as_deref() else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no pool to serve from");
+        };
+        let key = pool.hash_input(session);
+        let sticky = pool.sticky_choice(session);
+        let state = match pool.pool().select(&ctx.tried, &key, sticky) {
             Selection::Backend(_, state) => state,
             Selection::NoneHealthy => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
@@ -211,10 +212,7 @@ impl ProxyHttp for Proxy {
             }
         };
         let settings = self.settings.load();
-        let mut peer = ctx
-            .routing
-            .transport(ctx.upstream)
-            .peer(state.addr, &state.host);
+        let mut peer = pool.transport().peer(state.addr, &state.host);
         let t = &settings.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         if ctx.upgrade {
@@ -238,9 +236,8 @@ impl ProxyHttp for Proxy {
         // (`hop_by_hop`): the standard policy costs 3.5k instructions a
         // request whether there are any or not.
         peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
-        ctx.set_sticky = (ctx.routing.sticky(ctx.upstream).is_some()
-            && sticky != Some(state.sticky_id))
-        .then_some(state.sticky_id);
+        ctx.set_sticky =
+            (pool.sticky().is_some() && sticky != Some(state.sticky_id)).then_some(state.sticky_id);
         ctx.backend = Some(InFlight::new(state));
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -266,9 +263,8 @@ impl ProxyHttp for Proxy {
                 "; no attempt left"
             }
         );
-        if let Some(attempt) = &ctx.backend {
-            ctx.routing
-                .pool(ctx.upstream)
+        if let (Some(attempt), Some(pool)) = (&ctx.backend, &ctx.pool) {
+            pool.pool()
                 .record_failure(&attempt.0, &e.etype().as_str());
         }
         if retry {
@@ -307,9 +303,8 @@ impl ProxyHttp for Proxy {
         let from_backend = ctx.client_fault.is_none()
             && (e.esource() == &ErrorSource::Upstream
                 || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
-        if let (Some(attempt), true) = (&ctx.backend, from_backend) {
-            ctx.routing
-                .pool(ctx.upstream)
+        if let (Some(attempt), Some(pool), true) = (&ctx.backend, &ctx.pool, from_backend) {
+            pool.pool()
                 .record_failure(&attempt.0, &e.etype().as_str());
         }
         let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
@@ -366,7 +361,10 @@ impl ProxyHttp for Proxy {
         // refuse a call without it (grpcio resets the stream). It goes on to
         // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
         // lb's HTTP/1.1 client side does not pass on.
-        if ctx.routing.transport(ctx.upstream).protocol().is_http2()
+        if ctx
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.transport().protocol().is_http2())
             && hop_by_hop::asks_for_trailers(session.req_header())
         {
             upstream_request.insert_header("TE", HeaderValue::from_static("trailers"))?;
@@ -387,17 +385,20 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
+        let Some(handle) = ctx.pool.as_deref() else {
+            return Ok(());
+        };
         if let (Some(elapsed), Some(InFlight(backend))) = (ctx.upstream_elapsed, &ctx.backend) {
-            ctx.routing.observe_latency(ctx.upstream, backend, elapsed);
+            handle.observe_latency(backend, elapsed);
         }
-        if let (Some(id), Some(sticky)) = (ctx.set_sticky, ctx.routing.sticky(ctx.upstream)) {
+        if let (Some(id), Some(sticky)) = (ctx.set_sticky, handle.sticky()) {
             upstream_response
                 .append_header(http::header::SET_COOKIE, pools::sticky_cookie(sticky, id))?;
         }
         if let Some(InFlight(backend)) = &ctx.backend {
             backend.requests.fetch_add(1, Relaxed);
             let status = upstream_response.status.as_u16();
-            let pool = ctx.routing.pool(ctx.upstream);
+            let pool = handle.pool();
             if status >= 500 && pool.outliers().counts_5xx() {
                 pool.record_failure(backend, &format_args!("status {status}"));
             } else {
@@ -462,17 +463,18 @@ impl ProxyHttp for Proxy {
         let (status, logged_status) = access::final_status(session, ctx, e);
         let total = ctx.received.elapsed();
         let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
-        match &ctx.backend {
-            Some(attempt) => attempt
+        let reached = ctx.pool.as_deref().filter(|_| ctx.pool_reached);
+        match (&ctx.backend, reached) {
+            (Some(attempt), _) => attempt
                 .0
                 .metrics
                 .observe(status, total.as_secs_f64(), upstream),
-            None if ctx.pool_reached => ctx.routing.pool(ctx.upstream).unanswered().observe(
-                status,
-                total.as_secs_f64(),
-                upstream,
-            ),
-            None => metrics()
+            (None, Some(pool)) => {
+                pool.pool()
+                    .unanswered()
+                    .observe(status, total.as_secs_f64(), upstream)
+            }
+            (None, None) => metrics()
                 .unrouted()
                 .observe(status, total.as_secs_f64(), upstream),
         }

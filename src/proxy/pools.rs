@@ -10,69 +10,71 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 use super::RequestCtx;
-use crate::config::{Config, HashKey, Sticky, DEFAULT_UPSTREAM};
+use crate::config::{Config, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
 use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
 use crate::pool::Pool;
-use crate::routing::{AmbiguousRoutes, Route, RouteTable};
+use crate::routing::{Route, RouteError, RouteTable};
 use crate::telemetry::metrics::metrics;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
+/// A pool as requests use it under one config: the pool, and how its
+/// backends are reached and balanced over. Routes resolve to it.
+pub struct PoolHandle {
+    /// The backends, their health and their selection; a reload that
+    /// keeps the pool keeps this.
+    pool: Arc<Pool>,
+    /// How to connect to its backends.
+    transport: PeerTemplate,
+    /// What a `consistent_hash` pool hashes.
+    hash_key: Option<HashKey>,
+    /// Its sticky cookie.
+    sticky: Option<Sticky>,
+    /// A `peak_ewma` pool's decay time.
+    ewma_decay: Option<Duration>,
+}
+
+/// Where a route sends its requests, and its request counter.
+pub struct RouteTarget {
+    /// The pool that serves the route.
+    pub pool: Arc<PoolHandle>,
+    /// `lb_route_requests_total` of the route.
+    requests: IntCounter,
+}
+
 /// The pools and routes of one config.
 pub struct Routing {
-    /// Every upstream's pool, in the order of `config.upstreams`.
-    pools: Vec<Arc<Pool>>,
+    /// Every pool, in the order of `config.pools`.
+    pools: Vec<Arc<PoolHandle>>,
     /// Which pool serves which request; empty: the first pool serves all.
-    routes: RouteTable,
-    /// How to connect to each pool's backends, in the same order.
-    transports: Vec<PeerTemplate>,
-    /// What each `consistent_hash` pool hashes, in the same order.
-    hash_keys: Vec<Option<HashKey>>,
-    /// Each pool's sticky cookie, in the same order.
-    sticky: Vec<Option<Sticky>>,
-    /// Each `peak_ewma` pool's decay time, in the same order.
-    ewma_decay: Vec<Option<Duration>>,
-    /// `lb_route_requests_total` of each route, by id.
-    route_counters: Vec<IntCounter>,
+    routes: RouteTable<RouteTarget>,
     /// `lb_route_requests_total{route="none"}`.
     unmatched: IntCounter,
 }
 
 impl Routing {
-    /// The routing of `config` over `pools` (one per `config.upstreams`,
-    /// in its order).
-    pub fn new(pools: Vec<Arc<Pool>>, config: &Config) -> Result<Routing, Vec<AmbiguousRoutes>> {
-        let routes = RouteTable::new(&config.routes)?;
-        let route_counters = routes
-            .routes()
+    /// The routing of `config` over `pools`, one for each of
+    /// `config.pools`, found by name.
+    pub fn new(config: &Config, pools: &[Arc<Pool>]) -> Result<Routing, Vec<RouteError>> {
+        let handles: Vec<Arc<PoolHandle>> = config
+            .pools
             .iter()
-            .map(|r| metrics().protocols.route_counter(&r.name))
+            .filter_map(|c| {
+                let pool = pools.iter().find(|p| p.name() == c.name)?;
+                Some(Arc::new(PoolHandle::new(Arc::clone(pool), c)))
+            })
             .collect();
+        let routes = RouteTable::new(&config.routes, |route| {
+            let pool = handles.iter().find(|h| h.pool.name() == route.pool)?;
+            Some(RouteTarget {
+                pool: Arc::clone(pool),
+                requests: metrics().protocols.route_counter(&route.name),
+            })
+        })?;
         Ok(Routing {
-            transports: config
-                .upstreams
-                .iter()
-                .map(|u| PeerTemplate::new(&u.backend_transport))
-                .collect(),
-            hash_keys: config
-                .upstreams
-                .iter()
-                .map(|u| u.balancing.hash_key.clone())
-                .collect(),
-            sticky: config
-                .upstreams
-                .iter()
-                .map(|u| u.balancing.sticky.clone())
-                .collect(),
-            ewma_decay: config
-                .upstreams
-                .iter()
-                .map(|u| u.balancing.ewma_decay)
-                .collect(),
-            pools,
+            pools: handles,
             routes,
-            route_counters,
             unmatched: metrics().protocols.route_counter("none"),
         })
     }
@@ -84,48 +86,64 @@ impl Routing {
 
     /// The route for `host` and `path`, counted; None (counted too) when
     /// none matches.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route<RouteTarget>> {
         let route = self.routes.find(host, path);
         match route {
-            Some(route) => self.route_counters[route.id].inc(),
+            Some(route) => route.pool.requests.inc(),
             None => self.unmatched.inc(),
         }
         route
     }
 
     /// The route with this id.
-    pub fn route(&self, id: usize) -> Option<&Route> {
+    pub fn route(&self, id: usize) -> Option<&Route<RouteTarget>> {
         self.routes.routes().get(id)
     }
 
-    /// The pool of upstream `index`.
-    pub fn pool(&self, index: usize) -> &Arc<Pool> {
-        &self.pools[index]
-    }
-
-    /// Every pool, in the order of the config's upstreams (`default`, the
+    /// Every pool, in the order of the config's pools (`default`, the
     /// top-level backends, first when there is one).
-    pub fn pools(&self) -> &[Arc<Pool>] {
-        &self.pools
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.iter().map(|h| &h.pool)
     }
 
     /// The pool named `name`, if there is one.
     pub fn pool_named(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.iter().find(|p| p.name() == name)
+        self.pools().find(|p| p.name() == name)
     }
 
     /// The pool the admin API's unnamed paths (`/api/backends`) act on:
     /// the one named `default`, else the first.
     pub fn default_pool(&self) -> Option<&Arc<Pool>> {
-        self.pool_named(DEFAULT_UPSTREAM)
-            .or_else(|| self.pools.first())
+        self.pool_named(DEFAULT_POOL).or_else(|| self.pools().next())
     }
 
-    /// The bytes upstream `index` hashes for this request: empty unless
-    /// it balances by consistent hashing. Borrowed from the request, except
+    /// The pool that serves a request no route chose: the first.
+    pub fn unrouted(&self) -> Option<&Arc<PoolHandle>> {
+        self.pools.first()
+    }
+}
+
+impl PoolHandle {
+    fn new(pool: Arc<Pool>, config: &PoolConfig) -> Self {
+        PoolHandle {
+            pool,
+            transport: PeerTemplate::new(&config.backend_transport),
+            hash_key: config.balancing.hash_key.clone(),
+            sticky: config.balancing.sticky.clone(),
+            ewma_decay: config.balancing.ewma_decay,
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The bytes this pool hashes for the request: empty unless it
+    /// balances by consistent hashing. Borrowed from the request, except
     /// the client's address, which is hashed as its text.
-    pub fn hash_input<'s>(&self, index: usize, session: &'s Session) -> Cow<'s, [u8]> {
-        let Some(key) = self.hash_keys.get(index).and_then(Option::as_ref) else {
+    pub fn hash_input<'s>(&self, session: &'s Session) -> Cow<'s, [u8]> {
+        let Some(key) = &self.hash_key else {
             return Cow::Borrowed(&[]);
         };
         let request = session.req_header();
@@ -150,30 +168,30 @@ impl Routing {
         }
     }
 
-    /// Records a response time of `backend` in upstream `index`, if that
-    /// pool balances by peak EWMA.
-    pub fn observe_latency(&self, index: usize, backend: &BackendState, elapsed: Duration) {
-        if let Some(decay) = self.ewma_decay.get(index).copied().flatten() {
+    /// Records a response time of `backend`, if the pool balances by peak
+    /// EWMA.
+    pub fn observe_latency(&self, backend: &BackendState, elapsed: Duration) {
+        if let Some(decay) = self.ewma_decay {
             backend.latency.observe(elapsed, decay);
         }
     }
 
-    /// Upstream `index`'s sticky cookie settings, if it has them.
-    pub fn sticky(&self, index: usize) -> Option<&Sticky> {
-        self.sticky.get(index).and_then(Option::as_ref)
+    /// The pool's sticky cookie settings, if it has them.
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.sticky.as_ref()
     }
 
-    /// The backend id the request's sticky cookie for upstream `index`
-    /// names, if it has one that parses.
-    pub fn sticky_choice(&self, index: usize, session: &Session) -> Option<u64> {
-        let sticky = self.sticky(index)?;
+    /// The backend id the request's sticky cookie names, if it has one
+    /// that parses.
+    pub fn sticky_choice(&self, session: &Session) -> Option<u64> {
+        let sticky = self.sticky()?;
         let value = cookie(session.req_header(), &sticky.cookie)?;
         u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
     }
 
-    /// How to reach the backends of upstream `index`.
-    pub fn transport(&self, index: usize) -> &PeerTemplate {
-        &self.transports[index]
+    /// How to reach the pool's backends.
+    pub fn transport(&self) -> &PeerTemplate {
+        &self.transport
     }
 }
 
@@ -202,7 +220,7 @@ pub(super) fn route(session: &Session, ctx: &mut RequestCtx) -> bool {
     let Some(route) = ctx.routing.find(host, request.uri.path()) else {
         return false;
     };
-    ctx.upstream = route.upstream;
+    ctx.pool = Some(Arc::clone(&route.pool.pool));
     ctx.route = Some(route.id);
     true
 }

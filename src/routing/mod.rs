@@ -14,37 +14,24 @@
 
 use std::collections::HashMap;
 
-/// One route as configured, with the pool it sends to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConfig {
-    /// How the route is named in errors, logs and metrics: `routes[2]`.
-    pub name: String,
-    /// The host it matches: `api.example.com`, `*.example.com`, or any.
-    pub host: Option<String>,
-    /// The path prefix it matches; any path when absent.
-    pub path_prefix: Option<String>,
-    /// The upstream (pool) that serves it, by index.
-    pub upstream: usize,
-    /// Whether the prefix is taken off the path before it goes upstream.
-    pub strip_prefix: bool,
-}
+use crate::config::RouteConfig;
 
-/// A route chosen for a request.
+/// A route chosen for a request, with `P`, the pool it sends to.
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<P> {
     /// Its place in the table, for per-route counters.
     pub id: usize,
     /// Its name, `routes[N]`.
     pub name: String,
     /// The path prefix it matched on, if any.
     pub path_prefix: Option<Box<str>>,
-    /// The upstream that serves it.
-    pub upstream: usize,
+    /// The pool that serves it.
+    pub pool: P,
     /// Whether to take `path_prefix` off the path.
     pub strip_prefix: bool,
 }
 
-impl Route {
+impl<P> Route<P> {
     /// The path to send upstream: `path` without the prefix when the route
     /// strips it (never empty: `/v1` stripped from `/v1` is `/`).
     pub fn upstream_path<'a>(&self, path: &'a str) -> Option<&'a str> {
@@ -65,47 +52,73 @@ impl Route {
 #[derive(Debug, Default)]
 struct ByPrefix(Vec<usize>);
 
-/// Two routes that match exactly the same requests.
+/// Why a route cannot be in the table. The config's checks find both
+/// first; the table checks again rather than route wrongly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{second} matches the same host and path prefix as {first}; make one more specific or remove it")]
-pub struct AmbiguousRoutes {
-    pub first: String,
-    pub second: String,
+pub enum RouteError {
+    /// Two routes match exactly the same requests.
+    #[error("{second} matches the same host and path prefix as {first}; make one more specific or remove it")]
+    Ambiguous { first: String, second: String },
+    /// The route names a pool there is none of.
+    #[error("{route}: no pool named {pool:?}")]
+    UnknownPool { route: String, pool: String },
 }
 
-/// The routing table.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+/// The routing table, each route resolved to its pool `P`.
+#[derive(Debug)]
+pub struct RouteTable<P> {
+    routes: Vec<Route<P>>,
     exact: HashMap<Box<str>, ByPrefix>,
     /// Wildcard hosts by their suffix (`.example.com`), longest first.
     wildcard: Vec<(Box<str>, ByPrefix)>,
     any_host: ByPrefix,
 }
 
-impl RouteTable {
-    /// Builds the table; an error for each pair of routes that tie.
-    pub fn new(configs: &[RouteConfig]) -> Result<RouteTable, Vec<AmbiguousRoutes>> {
+impl<P> Default for RouteTable<P> {
+    fn default() -> Self {
+        RouteTable {
+            routes: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+            any_host: ByPrefix::default(),
+        }
+    }
+}
+
+impl<P> RouteTable<P> {
+    /// Builds the table, each route given the pool `pool_of` finds for
+    /// it; an error for each route that ties with an earlier one or whose
+    /// pool is not found.
+    pub fn new(
+        configs: &[RouteConfig],
+        mut pool_of: impl FnMut(&RouteConfig) -> Option<P>,
+    ) -> Result<Self, Vec<RouteError>> {
         let mut table = RouteTable::default();
-        let mut keys: Vec<(Option<String>, Option<String>, String)> = Vec::new();
+        let mut seen: HashMap<(Option<String>, Option<&str>), &str> = HashMap::new();
         let mut errors = Vec::new();
         for config in configs {
-            let host = config.host.as_deref().map(normalize_host);
-            let prefix = config.path_prefix.clone().filter(|p| p != "/");
-            if let Some((_, _, first)) = keys.iter().find(|(h, p, _)| *h == host && *p == prefix) {
-                errors.push(AmbiguousRoutes {
-                    first: first.clone(),
+            let (host, prefix) = config.match_key();
+            if let Some(first) = seen.get(&(host.clone(), prefix)) {
+                errors.push(RouteError::Ambiguous {
+                    first: first.to_string(),
                     second: config.name.clone(),
                 });
                 continue;
             }
-            keys.push((host.clone(), prefix.clone(), config.name.clone()));
+            seen.insert((host.clone(), prefix), &config.name);
+            let Some(pool) = pool_of(config) else {
+                errors.push(RouteError::UnknownPool {
+                    route: config.name.clone(),
+                    pool: config.pool.clone(),
+                });
+                continue;
+            };
             let index = table.routes.len();
             table.routes.push(Route {
                 id: index,
                 name: config.name.clone(),
-                path_prefix: prefix.map(String::into_boxed_str),
-                upstream: config.upstream,
+                path_prefix: prefix.map(Into::into),
+                pool,
                 strip_prefix: config.strip_prefix,
             });
             let group = match host {
@@ -153,7 +166,7 @@ impl RouteTable {
     }
 
     /// Every route, by id.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Route<P>] {
         &self.routes
     }
 
@@ -163,7 +176,7 @@ impl RouteTable {
     }
 
     /// The routes in the order they are matched, for `lb -t`.
-    pub fn in_match_order(&self) -> Vec<&Route> {
+    pub fn in_match_order(&self) -> Vec<&Route<P>> {
         let mut exact: Vec<(&str, &ByPrefix)> = self.exact.iter().map(|(h, g)| (&**h, g)).collect();
         exact.sort_by_key(|(h, _)| *h);
         exact
@@ -177,7 +190,7 @@ impl RouteTable {
 
     /// The route for a request to `host` (as the client wrote it, port and
     /// case included) and `path`.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route<P>> {
         let mut buf = [0u8; 256];
         let host = host.and_then(|h| lower_host(h, &mut buf));
         if let Some(host) = host {
@@ -195,18 +208,13 @@ impl RouteTable {
         self.first(&self.any_host, path)
     }
 
-    fn first(&self, group: &ByPrefix, path: &str) -> Option<&Route> {
+    fn first(&self, group: &ByPrefix, path: &str) -> Option<&Route<P>> {
         group.0.iter().map(|i| &self.routes[*i]).find(|r| {
             r.path_prefix
                 .as_deref()
                 .is_none_or(|prefix| path.starts_with(prefix))
         })
     }
-}
-
-/// A configured host, lower case, without a trailing dot.
-fn normalize_host(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A request's host without its port, lower case, in `buf`; None when it
@@ -235,17 +243,22 @@ pub fn host_without_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn route(name: &str, host: Option<&str>, prefix: Option<&str>, upstream: usize) -> RouteConfig {
+    fn route(name: &str, host: Option<&str>, prefix: Option<&str>, pool: usize) -> RouteConfig {
         RouteConfig {
             name: name.into(),
             host: host.map(Into::into),
             path_prefix: prefix.map(Into::into),
-            upstream,
+            pool: format!("pool{pool}"),
             strip_prefix: false,
         }
     }
 
-    fn table() -> RouteTable {
+    /// Pools named `pool0`, `pool1`... resolve to their number.
+    fn numbered(route: &RouteConfig) -> Option<usize> {
+        route.pool.strip_prefix("pool")?.parse().ok()
+    }
+
+    fn table() -> RouteTable<usize> {
         RouteTable::new(&[
             route("routes[0]", None, None, 0),
             route("routes[1]", Some("*.example.com"), None, 1),
@@ -253,12 +266,12 @@ mod tests {
             route("routes[3]", Some("api.example.com"), Some("/v1/"), 3),
             route("routes[4]", Some("api.example.com"), Some("/v1/admin/"), 4),
             route("routes[5]", Some("*.eu.example.com"), None, 5),
-        ])
+        ], numbered)
         .unwrap()
     }
 
     fn upstream(host: Option<&str>, path: &str) -> Option<usize> {
-        table().find(host, path).map(|r| r.upstream)
+        table().find(host, path).map(|r| r.pool)
     }
 
     #[test]
@@ -284,7 +297,7 @@ mod tests {
 
     #[test]
     fn without_a_catch_all_nothing_matches() {
-        let table = RouteTable::new(&[route("routes[0]", Some("a.test"), None, 0)]).unwrap();
+        let table = RouteTable::new(&[route("routes[0]", Some("a.test"), None, 0)], numbered).unwrap();
         assert!(table.find(Some("b.test"), "/").is_none());
         assert!(table.find(None, "/").is_none());
     }
@@ -294,11 +307,11 @@ mod tests {
         let errors = RouteTable::new(&[
             route("routes[0]", Some("A.test"), Some("/x/"), 0),
             route("routes[1]", Some("a.test"), Some("/x/"), 1),
-        ])
+        ], numbered)
         .unwrap_err();
         assert_eq!(
             errors,
-            vec![AmbiguousRoutes {
+            vec![RouteError::Ambiguous {
                 first: "routes[0]".into(),
                 second: "routes[1]".into()
             }]
@@ -306,10 +319,48 @@ mod tests {
     }
 
     #[test]
+    fn a_route_to_a_pool_that_is_not_there_is_an_error() {
+        let errors = RouteTable::new(&[route("routes[0]", None, None, 7)], |route| {
+            (route.pool == "pool0").then_some(0)
+        })
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec![RouteError::UnknownPool {
+                route: "routes[0]".into(),
+                pool: "pool7".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn routes_resolve_to_their_pool_handles() {
+        let pools = [std::sync::Arc::new("api"), std::sync::Arc::new("web")];
+        let configs = [
+            RouteConfig {
+                pool: "api".into(),
+                ..route("routes[0]", Some("api.test"), None, 0)
+            },
+            RouteConfig {
+                pool: "web".into(),
+                ..route("routes[1]", None, None, 0)
+            },
+        ];
+        let table = RouteTable::new(&configs, |route| {
+            pools.iter().find(|p| ***p == route.pool).cloned()
+        })
+        .unwrap();
+        let api = table.find(Some("api.test"), "/").unwrap();
+        assert!(std::sync::Arc::ptr_eq(&api.pool, &pools[0]));
+        let web = table.find(Some("other.test"), "/").unwrap();
+        assert!(std::sync::Arc::ptr_eq(&web.pool, &pools[1]));
+    }
+
+    #[test]
     fn strip_prefix_keeps_a_path() {
         let mut config = route("routes[0]", None, Some("/v1/"), 0);
         config.strip_prefix = true;
-        let table = RouteTable::new(&[config]).unwrap();
+        let table = RouteTable::new(&[config], numbered).unwrap();
         let route = table.find(None, "/v1/users").unwrap();
         assert_eq!(route.upstream_path("/v1/users"), Some("/users"));
         assert_eq!(route.upstream_path("/v1"), Some("/"));

@@ -17,14 +17,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-/// The files of one certificate, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFiles {
-    /// PEM file: the certificate, then its intermediates.
-    pub cert: PathBuf,
-    /// PEM file: the certificate's private key.
-    pub key: PathBuf,
-}
+pub use crate::config::CertificateFiles;
 
 /// Why a certificate could not be loaded. Each names the file at fault.
 #[derive(Debug, thiserror::Error)]

@@ -12,31 +12,15 @@
 
 pub mod certs;
 mod listener;
+mod loading;
 pub mod ocsp;
 mod pre_tls;
 mod redirect;
 
 pub use certs::{Certificate, CertificateError, CertificateFiles, CertificateSet};
 pub use listener::{PlainHttpOnTlsPort, TlsInfo, TlsListener};
+pub use loading::ListenerCertificates;
 pub use pre_tls::PreTlsChain;
 pub use redirect::RedirectToHttps;
 
-/// The lowest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MinTlsVersion {
-    /// TLS 1.2 and 1.3 (the default, as Mozilla's "intermediate").
-    #[default]
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
-}
-
-impl MinTlsVersion {
-    /// The version as the config writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MinTlsVersion::Tls12 => "1.2",
-            MinTlsVersion::Tls13 => "1.3",
-        }
-    }
-}
+pub use crate::config::MinTlsVersion;

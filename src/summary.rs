@@ -1,16 +1,27 @@
-//! The table `lb -t` prints: every setting as lb understood it, one a row.
+//! The table `lb -t` prints: every setting as lb understood it, one a row,
+//! with the routes in the order they match and the certificates as read.
 
 use std::fmt;
 use std::time::Duration;
 
-use super::{AccessLogTarget, Config, HealthCheckKind, ListenerKind, WhenAllUnhealthy};
+use crate::config::{
+    AccessLogTarget, Config, HealthCheckKind, WhenAllUnhealthy, DEFAULT_POOL,
+};
+use crate::routing::RouteTable;
+use crate::tls::ListenerCertificates;
+
+/// A checked config and the certificates it names, as `lb -t` shows them.
+pub struct Summary<'a> {
+    pub config: &'a Config,
+    pub certificates: &'a ListenerCertificates,
+}
 
 /// A duration as the config file writes it (`1h 30m`).
 fn d(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-impl Config {
+impl Summary<'_> {
     /// The settings as (name, value) rows, in the order `lb -t` shows them.
     pub fn summary_rows(&self) -> Vec<(String, String)> {
         let mut rows = Vec::new();
@@ -24,7 +35,7 @@ impl Config {
     fn pool_rows(&self, rows: &mut Vec<(String, String)>) {
         rows.push((
             "listeners".to_string(),
-            self.listeners
+            self.config.listeners
                 .iter()
                 .map(|l| l.to_string())
                 .collect::<Vec<_>>()
@@ -32,30 +43,31 @@ impl Config {
         ));
         self.certificate_rows(rows);
         self.routing_rows(rows);
-        for b in &self.backends {
+        for b in &self.config.backends {
             rows.push((
                 "backend".into(),
                 format!("{}:{} weight {}", b.host, b.port, b.weight),
             ));
         }
         if let Some(default) = self
-            .upstreams
+            .config
+            .pools
             .iter()
-            .find(|u| u.name == super::DEFAULT_UPSTREAM)
+            .find(|u| u.name == DEFAULT_POOL)
         {
             rows.push(("balance".into(), default.balancing.describe()));
         }
         rows.push((
             "backend transport".into(),
-            self.backend_transport.describe(),
+            self.config.backend_transport.describe(),
         ));
-        let hc = &self.health_check;
+        let hc = &self.config.health_check;
         let probe = match hc.kind {
             HealthCheckKind::Http => format!(
                 "http: GET {} (Host: {}), pass on {:?}",
                 hc.path, hc.host, hc.expected_status
             ),
-            HealthCheckKind::Tcp if self.backend_transport.tls.is_some() => {
+            HealthCheckKind::Tcp if self.config.backend_transport.tls.is_some() => {
                 "tcp: connect and TLS handshake".to_string()
             }
             HealthCheckKind::Tcp => "tcp: connect".to_string(),
@@ -78,9 +90,10 @@ impl Config {
 
     /// The routes in the order they are matched, and each named pool.
     fn routing_rows(&self, rows: &mut Vec<(String, String)>) {
-        if let Ok(table) = crate::routing::RouteTable::new(&self.routes) {
+        let routes = &self.config.routes;
+        if let Ok(table) = RouteTable::new(routes, |route| Some(route.pool.clone())) {
             for route in table.in_match_order() {
-                let config = &self.routes[route.id];
+                let config = &routes[route.id];
                 rows.push((
                     "route".into(),
                     format!(
@@ -88,7 +101,7 @@ impl Config {
                         route.name,
                         config.host.as_deref().unwrap_or("*"),
                         config.path_prefix.as_deref().unwrap_or("/"),
-                        self.upstreams[route.upstream].name,
+                        route.pool,
                         if route.strip_prefix {
                             " (prefix stripped)"
                         } else {
@@ -99,9 +112,10 @@ impl Config {
             }
         }
         for upstream in self
-            .upstreams
+            .config
+            .pools
             .iter()
-            .filter(|u| u.name != super::DEFAULT_UPSTREAM)
+            .filter(|u| u.name != DEFAULT_POOL)
         {
             let backends: Vec<String> = upstream
                 .backends
@@ -125,16 +139,13 @@ impl Config {
 
     /// Each TLS listener's certificates: file, names, expiry.
     fn certificate_rows(&self, rows: &mut Vec<(String, String)>) {
-        for listener in &self.listeners {
-            let ListenerKind::Tls(tls) = &listener.kind else {
-                continue;
-            };
-            for (i, c) in tls.certificates.iter().enumerate() {
+        for (addr, set) in self.certificates.iter() {
+            for (i, c) in set.iter().enumerate() {
                 rows.push((
                     "certificate".into(),
                     format!(
                         "{} {}: {}, {} {}{}",
-                        listener.addr,
+                        addr,
                         c.files.cert.display(),
                         c.names.join(" "),
                         if c.expired() { "EXPIRED on" } else { "expires" },
@@ -148,7 +159,7 @@ impl Config {
 
     /// Timeouts, headers, retries and passive health.
     fn resilience_rows(&self, rows: &mut Vec<(String, String)>) {
-        let t = &self.timeouts;
+        let t = &self.config.timeouts;
         rows.push((
             "timeouts".into(),
             format!(
@@ -169,11 +180,11 @@ impl Config {
             "headers".into(),
             format!(
                 "X-Forwarded-For/-Proto/-Host {}, X-Request-Id {}",
-                on_off(self.headers.forwarded),
-                on_off(self.headers.request_id)
+                on_off(self.config.headers.forwarded),
+                on_off(self.config.headers.request_id)
             ),
         ));
-        let r = &self.retry;
+        let r = &self.config.retry;
         rows.push((
             "retry".into(),
             format!(
@@ -181,7 +192,7 @@ impl Config {
                 r.attempts, r.budget_percent, r.budget_min_retries
             ),
         ));
-        let p = &self.passive_health;
+        let p = &self.config.passive_health;
         rows.push((
             "passive health".into(),
             if p.consecutive_failures == 0 {
@@ -199,7 +210,7 @@ impl Config {
         ));
         rows.push((
             "when all unhealthy".into(),
-            match self.when_all_unhealthy {
+            match self.config.when_all_unhealthy {
                 WhenAllUnhealthy::Fail => "fail (503)".into(),
                 WhenAllUnhealthy::TryAll => "try_all".into(),
             },
@@ -208,7 +219,7 @@ impl Config {
 
     /// Limits, discovery, the admin API, the access log and Pingora's server.
     fn service_rows(&self, rows: &mut Vec<(String, String)>) {
-        let l = &self.limits;
+        let l = &self.config.limits;
         rows.push((
             "limits".into(),
             format!(
@@ -229,8 +240,8 @@ impl Config {
             "discovery".into(),
             format!(
                 "every {} by {}",
-                d(self.discovery.interval),
-                self.discovery.resolver.map_or_else(
+                d(self.config.discovery.interval),
+                self.config.discovery.resolver.map_or_else(
                     || "the system resolver".to_string(),
                     |r| format!("DNS server {r}")
                 )
@@ -238,7 +249,7 @@ impl Config {
         ));
         rows.push((
             "admin".into(),
-            match &self.admin {
+            match &self.config.admin {
                 Some(a) => format!(
                     "http://{} ({})",
                     a.listen,
@@ -253,7 +264,7 @@ impl Config {
         ));
         rows.push((
             "access log".into(),
-            match &self.access_log {
+            match &self.config.access_log {
                 Some(a) => format!(
                     "{:?} to {}",
                     a.format,
@@ -266,9 +277,9 @@ impl Config {
                 None => "through RUST_LOG (target lb::access)".into(),
             },
         ));
-        let s = &self.server;
+        let s = &self.config.server;
         rows.push(("threads".into(), s.threads.to_string()));
-        rows.push(("runtime".into(), super::server::runtime_name(s)));
+        rows.push(("runtime".into(), crate::config::runtime_name(s)));
         rows.push((
             "grace period".into(),
             format!(
@@ -279,13 +290,13 @@ impl Config {
         ));
         rows.push(("pid file".into(), s.pid_file.clone()));
         rows.push(("upgrade socket".into(), s.upgrade_sock.clone()));
-        for warning in &self.warnings {
+        for warning in self.config.warnings.iter().chain(&self.certificates.expired()) {
             rows.push(("warning".into(), warning.clone()));
         }
     }
 }
 
-impl fmt::Display for Config {
+impl fmt::Display for Summary<'_> {
     /// The table `lb -t` prints: one setting a row, names aligned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows = self.summary_rows();

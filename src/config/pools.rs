@@ -20,7 +20,7 @@ use super::{BackendConfig, HealthCheckConfig};
 const DEFAULT_EWMA_DECAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The name of the pool the top-level `backends:` make.
-pub const DEFAULT_UPSTREAM: &str = "default";
+pub const DEFAULT_POOL: &str = "default";
 
 /// How a pool picks a backend for each request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Balancing {
 
 /// One pool as configured.
 #[derive(Debug, Clone)]
-pub struct UpstreamConfig {
+pub struct PoolConfig {
     /// Its name: `default` for the top-level `backends:`.
     pub name: String,
     /// Its backends, in the order written.
@@ -217,12 +217,12 @@ pub(super) fn parse_top_balancing(
 
 /// Parses every named pool; `top_health` is the top-level section, whose
 /// keys fill a pool's unset ones.
-pub(super) fn parse_upstreams(
+pub(super) fn parse_pools(
     written: serde_yaml_ng::Mapping,
     top_health: &HealthCheckFile,
     errors: &mut Problems,
     warnings: &mut Vec<String>,
-) -> Vec<UpstreamConfig> {
+) -> Vec<PoolConfig> {
     let mut upstreams = Vec::new();
     for (name, value) in written {
         let Some(name) = name.as_str().map(str::to_string) else {
@@ -233,7 +233,7 @@ pub(super) fn parse_upstreams(
             continue;
         };
         let key = format!("upstreams.{name}");
-        if name == DEFAULT_UPSTREAM {
+        if name == DEFAULT_POOL {
             errors.add(
                 &key,
                 "\"default\" is the pool of the top-level backends; give this pool another name",
@@ -261,7 +261,7 @@ fn parse_upstream(
     top_health: &HealthCheckFile,
     errors: &mut Problems,
     warnings: &mut Vec<String>,
-) -> Option<UpstreamConfig> {
+) -> Option<PoolConfig> {
     let before = errors.len();
     let backends = prefixed(key, errors, |e| parse_backends(&file.backends, e));
     let balancing = parse_balancing(
@@ -285,7 +285,7 @@ fn parse_upstream(
         warnings,
     );
     transport::check_kind_fits(health_check.kind, &backend_transport, errors);
-    (errors.len() == before).then_some(UpstreamConfig {
+    (errors.len() == before).then_some(PoolConfig {
         name,
         backends,
         balancing,

@@ -24,7 +24,9 @@ use crate::pool::{Pool, PoolService};
 use crate::proxy::{Proxy, ProxyControl};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::runtime::{BuildError, Runtime};
-use crate::tls::{ListenerCertificates, PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener};
+use crate::tls::{
+    ListenerCertificates, PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener,
+};
 use pingora::services::background::background_service;
 
 /// Why lb could not start.

@@ -4,9 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{
-    AccessLogTarget, Config, HealthCheckKind, WhenAllUnhealthy, DEFAULT_POOL,
-};
+use crate::config::{AccessLogTarget, Config, HealthCheckKind, WhenAllUnhealthy, DEFAULT_POOL};
 use crate::routing::RouteTable;
 use crate::tls::ListenerCertificates;
 
@@ -35,7 +33,8 @@ impl Summary<'_> {
     fn pool_rows(&self, rows: &mut Vec<(String, String)>) {
         rows.push((
             "listeners".to_string(),
-            self.config.listeners
+            self.config
+                .listeners
                 .iter()
                 .map(|l| l.to_string())
                 .collect::<Vec<_>>()
@@ -49,12 +48,7 @@ impl Summary<'_> {
                 format!("{}:{} weight {}", b.host, b.port, b.weight),
             ));
         }
-        if let Some(default) = self
-            .config
-            .pools
-            .iter()
-            .find(|u| u.name == DEFAULT_POOL)
-        {
+        if let Some(default) = self.config.pools.iter().find(|u| u.name == DEFAULT_POOL) {
             rows.push(("balance".into(), default.balancing.describe()));
         }
         rows.push((
@@ -111,12 +105,7 @@ impl Summary<'_> {
                 ));
             }
         }
-        for upstream in self
-            .config
-            .pools
-            .iter()
-            .filter(|u| u.name != DEFAULT_POOL)
-        {
+        for upstream in self.config.pools.iter().filter(|u| u.name != DEFAULT_POOL) {
             let backends: Vec<String> = upstream
                 .backends
                 .iter()
@@ -290,7 +279,12 @@ impl Summary<'_> {
         ));
         rows.push(("pid file".into(), s.pid_file.clone()));
         rows.push(("upgrade socket".into(), s.upgrade_sock.clone()));
-        for warning in self.config.warnings.iter().chain(&self.certificates.expired()) {
+        for warning in self
+            .config
+            .warnings
+            .iter()
+            .chain(&self.certificates.expired())
+        {
             rows.push(("warning".into(), warning.clone()));
         }
     }

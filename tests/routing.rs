@@ -614,11 +614,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
         "{}",
         lb.log()
     );
-    assert!(
-        lb.log().contains("pool default rebuilt"),
-        "{}",
-        lb.log()
-    );
+    assert!(lb.log().contains("pool default rebuilt"), "{}", lb.log());
     assert_eq!(served_by(&get_host(lb.port, "x", "/api/users")), "web");
     load.wait_for_answers(200);
     stop.store(true, Relaxed);

@@ -12,7 +12,7 @@ use super::{
     backend_view, error, json_response, no_endpoint, not_allowed, upstream_view, AdminApp,
 };
 use crate::config::BackendConfig;
-use crate::connection::StreamFault;
+use crate::connection::ClientFault;
 use crate::pool::Pool;
 
 /// Largest request body the admin API reads.
@@ -129,7 +129,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
                 }
             }
             Ok(None) => return Ok(body),
-            Err(e) if StreamFault::of(&e) == Some(StreamFault::BodyTimeout) => {
+            Err(e) if ClientFault::of(&e) == Some(ClientFault::BodyTimeout) => {
                 session.set_keepalive(None);
                 return Err(error(StatusCode::REQUEST_TIMEOUT, e.to_string()));
             }

@@ -155,10 +155,10 @@ fn expect_body(session: &ServerSession) -> FramingCheck {
         body,
         upgrade: false,
     };
-    match session.stream().and_then(ClientStream::of) {
-        Some(stream) if body => stream.expect(framing),
-        _ => FramingCheck::Sound,
+    if !body {
+        return FramingCheck::Sound;
     }
+    crate::connection::expect_after_head(session, framing)
 }
 
 /// `response`'s head, with [`SECURITY_HEADERS`], and its body.

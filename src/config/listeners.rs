@@ -1,7 +1,7 @@
 //! The `listeners:` list: each entry a plain `host:port` (HTTP/1.1, as
 //! before) or a mapping that adds TLS, HTTP/2 or a redirect to HTTPS.
 //! Plain data: the certificate files are named here and read by the TLS
-//! layer ([`crate::tls::ListenerCertificates`]), whose errors name these
+//! layer (`tls::ListenerCertificates`), whose errors name these
 //! keys.
 
 use std::net::SocketAddr;

@@ -11,12 +11,12 @@ mod backends;
 mod checks;
 mod file;
 mod listeners;
+mod pools;
 mod resilience;
 mod routes;
 mod sections;
 mod server;
 mod transport;
-mod pools;
 
 pub use checks::Problem;
 use checks::Problems;
@@ -36,13 +36,13 @@ pub use file::{AccessLogFormat, WhenAllUnhealthy};
 pub use listeners::{
     CertificateFiles, ListenerConfig, ListenerKind, MinTlsVersion, TlsListenerConfig,
 };
+pub use pools::{Balance, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use routes::RouteConfig;
 pub use server::{drain_window, runtime_name};
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
 };
-pub use pools::{Balance, HashKey, Sticky, PoolConfig, DEFAULT_POOL};
 
 /// Which headers lb adds to what it forwards. Both on by default; off, lb
 /// forwards requests as a bare proxy would (for like-for-like benchmarks, or

@@ -58,10 +58,13 @@ pub struct ClientTimeouts {
     pub upgrade_response: Duration,
 }
 
-/// Why a [`ClientStream`] failed a read: the cause the proxy finds in
-/// Pingora's error to choose its answer.
+/// What went wrong on the client's side of a request, as the client
+/// connection saw it: the proxy chooses its answer (408, 400, 504, none)
+/// from it. Pingora has one channel from a failed read to the proxy's
+/// hooks, the read's error; how the fault rides in it is this module's
+/// business, and [`ClientFault::of`] the one way to read it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum StreamFault {
+pub enum ClientFault {
     /// The request head took longer than `timeouts.client_header`.
     #[error("request headers took longer than timeouts.client_header")]
     HeaderTimeout,
@@ -79,16 +82,17 @@ pub enum StreamFault {
     BadFraming(#[from] BadChunkFraming),
 }
 
-impl StreamFault {
-    /// The fault behind Pingora's error `e`, if a [`ClientStream`] caused it.
-    pub fn of(e: &pingora::Error) -> Option<StreamFault> {
+impl ClientFault {
+    /// The client's fault behind Pingora's error `e`, if lb's client
+    /// connection found one.
+    pub fn of(e: &pingora::Error) -> Option<ClientFault> {
         let io = e.root_cause().downcast_ref::<io::Error>()?;
-        io.get_ref()?.downcast_ref::<StreamFault>().copied()
+        io.get_ref()?.downcast_ref::<ClientFault>().copied()
     }
 
     fn into_io(self) -> io::Error {
         let kind = match self {
-            StreamFault::BadFraming(_) => io::ErrorKind::InvalidData,
+            ClientFault::BadFraming(_) => io::ErrorKind::InvalidData,
             _ => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, self)
@@ -225,14 +229,14 @@ impl ClientStream {
     }
 
     /// The `ClientStream` under `stream`, when lb made it.
-    pub fn of(stream: &Stream) -> Option<&ClientStream> {
+    pub(super) fn of(stream: &Stream) -> Option<&ClientStream> {
         let io: &dyn pingora::protocols::IO = &**stream;
         io.as_any().downcast_ref()
     }
 
     /// Told by the proxy once it parsed a request's head: what follows it.
     /// For a chunked body, also whether its framing could be checked.
-    pub fn expect(&self, framing: RequestFraming) -> FramingCheck {
+    pub(super) fn expect(&self, framing: RequestFraming) -> FramingCheck {
         let mut bits = 0;
         if framing.chunked {
             bits |= signal::CHUNKED;
@@ -256,7 +260,7 @@ impl ClientStream {
     }
 
     /// Told by the proxy: the request body has been received whole.
-    pub fn body_received(&self) {
+    pub(super) fn body_received(&self) {
         self.signals.fetch_and(!signal::BODY_PENDING, Relaxed);
     }
 
@@ -285,7 +289,7 @@ impl ClientStream {
     /// Checks `bytes`, just read, against the current chunked body's
     /// framing while one is being checked. Returns how many of them
     /// belonged to that body.
-    fn check_framing(&mut self, bytes: &[u8]) -> Result<usize, StreamFault> {
+    fn check_framing(&mut self, bytes: &[u8]) -> Result<usize, ClientFault> {
         if self.signals.load(Relaxed) & signal::CHUNKED == 0 || self.framing.finished() {
             return Ok(0);
         }
@@ -321,18 +325,18 @@ impl ClientStream {
     }
 
     /// When the read now waiting must end, and why, if it must.
-    fn wait_limit(&mut self) -> Option<(Instant, StreamFault)> {
+    fn wait_limit(&mut self) -> Option<(Instant, ClientFault)> {
         match self.phase {
-            Phase::Head => Some((self.deadline?, StreamFault::HeaderTimeout)),
+            Phase::Head => Some((self.deadline?, ClientFault::HeaderTimeout)),
             Phase::AfterHead => {
                 let signals = self.signals.load(Relaxed);
                 let (limit, fault) = if signals & signal::UPGRADE_PENDING != 0 {
                     (
                         self.timeouts.upgrade_response,
-                        StreamFault::UpgradeResponseTimeout,
+                        ClientFault::UpgradeResponseTimeout,
                     )
                 } else if signals & signal::BODY_PENDING != 0 {
-                    (self.timeouts.body, StreamFault::BodyTimeout)
+                    (self.timeouts.body, ClientFault::BodyTimeout)
                 } else {
                     return None;
                 };
@@ -341,9 +345,9 @@ impl ClientStream {
             }
             Phase::Tunnel => Some((
                 self.last_activity + self.timeouts.tunnel_idle,
-                StreamFault::TunnelIdle,
+                ClientFault::TunnelIdle,
             )),
-            Phase::H2Preface => Some((self.deadline?, StreamFault::HeaderTimeout)),
+            Phase::H2Preface => Some((self.deadline?, ClientFault::HeaderTimeout)),
             Phase::H2 => None,
         }
     }
@@ -366,7 +370,7 @@ impl ClientStream {
             if self.phase == Phase::Tunnel && self.wait_limit().is_some_and(|(d, _)| d > deadline) {
                 continue;
             }
-            if fault == StreamFault::HeaderTimeout && self.head_started {
+            if fault == ClientFault::HeaderTimeout && self.head_started {
                 self.send_request_timeout(cx);
             }
             return Poll::Ready(Err(fault.into_io()));

@@ -38,7 +38,7 @@ mod head;
 
 pub use admission::{handshake_done, Admission, OpenTicket, Refusal, TlsHandshake};
 pub use chunked::BadChunkFraming;
-pub use client_stream::{ClientStream, ClientTimeouts, FramingCheck, RequestFraming, StreamFault};
+pub use client_stream::{ClientFault, ClientStream, ClientTimeouts, FramingCheck, RequestFraming};
 pub use head::{HeadLimits, RequestReads};
 
 use std::future::Future;
@@ -405,5 +405,24 @@ async fn read_next_request<D: Future>(
         read = first_read => read.ok().filter(|bytes| !bytes.is_empty()),
         _ = idle_timer => None,
         _ = drain_over => None,
+    }
+}
+
+/// Tells the client connection of `session` what follows the request's
+/// head it just parsed; for a chunked body, whether its framing could be
+/// checked. `Sound` when the session is not over one of lb's client
+/// connections (HTTP/2 streams: h2 frames their bodies).
+pub fn expect_after_head(session: &ServerSession, framing: RequestFraming) -> FramingCheck {
+    match session.stream().and_then(ClientStream::of) {
+        Some(stream) => stream.expect(framing),
+        None => FramingCheck::Sound,
+    }
+}
+
+/// Tells the client connection of `session` that the request's body has
+/// been received whole: its time limit no longer applies.
+pub fn body_received(session: &ServerSession) {
+    if let Some(stream) = session.stream().and_then(ClientStream::of) {
+        stream.body_received();
     }
 }

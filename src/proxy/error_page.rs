@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
-use crate::connection::StreamFault;
+use crate::connection::ClientFault;
 
 /// The status lb answers an error with: the error's own HTTP status, 502 for
 /// a backend's fault, 400 for a client's, 0 when the client is gone.
@@ -21,7 +21,7 @@ pub(super) fn error_status(e: &Error) -> u16 {
         {
             504
         }
-        _ if StreamFault::of(e) == Some(StreamFault::UpgradeResponseTimeout) => 504,
+        _ if ClientFault::of(e) == Some(ClientFault::UpgradeResponseTimeout) => 504,
         _ if client_went_away(e) => 0,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
@@ -144,11 +144,11 @@ fn error_body(code: u16) -> String {
 /// backend waited for it and timed out (408), or that broke its framing or
 /// its time limit in the client stream.
 pub(super) fn client_fault(session: &mut Session, e: &Error) -> Option<u16> {
-    match StreamFault::of(e) {
-        Some(StreamFault::BodyTimeout) => return Some(408),
-        Some(StreamFault::BadFraming(_)) => return Some(400),
-        Some(StreamFault::UpgradeResponseTimeout) => return None,
-        Some(StreamFault::HeaderTimeout | StreamFault::TunnelIdle) => return Some(0),
+    match ClientFault::of(e) {
+        Some(ClientFault::BodyTimeout) => return Some(408),
+        Some(ClientFault::BadFraming(_)) => return Some(400),
+        Some(ClientFault::UpgradeResponseTimeout) => return None,
+        Some(ClientFault::HeaderTimeout | ClientFault::TunnelIdle) => return Some(0),
         None => {}
     }
     let backend_timed_out = e.esource() == &ErrorSource::Upstream

@@ -7,7 +7,7 @@ use pingora::proxy::Session;
 
 use super::RequestCtx;
 use crate::config::LimitsConfig;
-use crate::connection::{ClientStream, FramingCheck, RequestFraming};
+use crate::connection::{self, FramingCheck, RequestFraming};
 
 /// The status lb answers with when a request breaks a limit, if it does.
 pub(super) fn limit_exceeded(limits: &LimitsConfig, req: &RequestHeader) -> Option<u16> {
@@ -72,8 +72,7 @@ pub(super) fn check_framing(session: &Session, ctx: &mut RequestCtx) -> Option<u
     if !(framing.body || framing.upgrade) {
         return None;
     }
-    let stream = session.stream().and_then(ClientStream::of)?;
-    match stream.expect(framing) {
+    match connection::expect_after_head(session, framing) {
         FramingCheck::Sound => None,
         FramingCheck::Bad | FramingCheck::Unplaced => Some(400),
     }

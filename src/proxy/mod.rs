@@ -49,7 +49,7 @@ use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::config::Config;
-use crate::connection::{ClientStream, StreamFault};
+use crate::connection::{self, ClientFault};
 use crate::pool::Selection;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
@@ -174,9 +174,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if end_of_stream && ctx.body_pending {
             ctx.body_pending = false;
-            if let Some(stream) = session.stream().and_then(ClientStream::of) {
-                stream.body_received();
-            }
+            connection::body_received(session);
         }
         let limit = self.settings.load().limits.max_body_bytes;
         if limit > 0 {
@@ -264,8 +262,7 @@ impl ProxyHttp for Proxy {
             }
         );
         if let (Some(attempt), Some(pool)) = (&ctx.backend, &ctx.pool) {
-            pool.pool()
-                .record_failure(&attempt.0, &e.etype().as_str());
+            pool.pool().record_failure(&attempt.0, &e.etype().as_str());
         }
         if retry {
             ctx.retry_elsewhere();
@@ -302,10 +299,9 @@ impl ProxyHttp for Proxy {
         ctx.client_fault = error_page::client_fault(session, &e);
         let from_backend = ctx.client_fault.is_none()
             && (e.esource() == &ErrorSource::Upstream
-                || StreamFault::of(&e) == Some(StreamFault::UpgradeResponseTimeout));
+                || ClientFault::of(&e) == Some(ClientFault::UpgradeResponseTimeout));
         if let (Some(attempt), Some(pool), true) = (&ctx.backend, &ctx.pool, from_backend) {
-            pool.pool()
-                .record_failure(&attempt.0, &e.etype().as_str());
+            pool.pool().record_failure(&attempt.0, &e.etype().as_str());
         }
         let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
         if retry {

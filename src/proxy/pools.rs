@@ -114,7 +114,8 @@ impl Routing {
     /// The pool the admin API's unnamed paths (`/api/backends`) act on:
     /// the one named `default`, else the first.
     pub fn default_pool(&self) -> Option<&Arc<Pool>> {
-        self.pool_named(DEFAULT_POOL).or_else(|| self.pools().next())
+        self.pool_named(DEFAULT_POOL)
+            .or_else(|| self.pools().next())
     }
 
     /// The pool that serves a request no route chose: the first.

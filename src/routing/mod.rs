@@ -259,14 +259,17 @@ mod tests {
     }
 
     fn table() -> RouteTable<usize> {
-        RouteTable::new(&[
-            route("routes[0]", None, None, 0),
-            route("routes[1]", Some("*.example.com"), None, 1),
-            route("routes[2]", None, Some("/static/"), 2),
-            route("routes[3]", Some("api.example.com"), Some("/v1/"), 3),
-            route("routes[4]", Some("api.example.com"), Some("/v1/admin/"), 4),
-            route("routes[5]", Some("*.eu.example.com"), None, 5),
-        ], numbered)
+        RouteTable::new(
+            &[
+                route("routes[0]", None, None, 0),
+                route("routes[1]", Some("*.example.com"), None, 1),
+                route("routes[2]", None, Some("/static/"), 2),
+                route("routes[3]", Some("api.example.com"), Some("/v1/"), 3),
+                route("routes[4]", Some("api.example.com"), Some("/v1/admin/"), 4),
+                route("routes[5]", Some("*.eu.example.com"), None, 5),
+            ],
+            numbered,
+        )
         .unwrap()
     }
 
@@ -297,17 +300,21 @@ mod tests {
 
     #[test]
     fn without_a_catch_all_nothing_matches() {
-        let table = RouteTable::new(&[route("routes[0]", Some("a.test"), None, 0)], numbered).unwrap();
+        let table =
+            RouteTable::new(&[route("routes[0]", Some("a.test"), None, 0)], numbered).unwrap();
         assert!(table.find(Some("b.test"), "/").is_none());
         assert!(table.find(None, "/").is_none());
     }
 
     #[test]
     fn routes_that_tie_are_an_error_naming_both() {
-        let errors = RouteTable::new(&[
-            route("routes[0]", Some("A.test"), Some("/x/"), 0),
-            route("routes[1]", Some("a.test"), Some("/x/"), 1),
-        ], numbered)
+        let errors = RouteTable::new(
+            &[
+                route("routes[0]", Some("A.test"), Some("/x/"), 0),
+                route("routes[1]", Some("a.test"), Some("/x/"), 1),
+            ],
+            numbered,
+        )
         .unwrap_err();
         assert_eq!(
             errors,

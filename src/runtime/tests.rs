@@ -29,7 +29,9 @@ const TWO_POOLS: &str = "upstreams:\n  api: {backends: [127.0.0.1:9001]}\n  \
 #[test]
 fn a_build_that_fails_at_its_last_step_changes_nothing() {
     let first = config("backends: [127.0.0.1:9001]\n");
-    let running = Runtime::build(&first, &[]).expect("the first runtime").pools;
+    let running = Runtime::build(&first, &[])
+        .expect("the first runtime")
+        .pools;
     // New backends, and a TLS listener whose certificate cannot be read:
     // the pools are built before the certificates, the last step.
     let second = config(
@@ -45,13 +47,18 @@ fn a_build_that_fails_at_its_last_step_changes_nothing() {
         "the error names the key and the file: {text}"
     );
     assert_eq!(backends_of(&running[0]), ["127.0.0.1:9001"]);
-    assert!(running[0].members().state(&"127.0.0.1:9001".parse().unwrap()).is_some());
+    assert!(running[0]
+        .members()
+        .state(&"127.0.0.1:9001".parse().unwrap())
+        .is_some());
 }
 
 #[test]
 fn a_pool_whose_ring_fits_is_kept_and_one_that_does_not_is_made_anew() {
     let first = config("backends: [127.0.0.1:9001]\n");
-    let running = Runtime::build(&first, &[]).expect("the first runtime").pools;
+    let running = Runtime::build(&first, &[])
+        .expect("the first runtime")
+        .pools;
     let kept = Runtime::build(&config("backends: [127.0.0.1:9002]\n"), &running).unwrap();
     assert!(Arc::ptr_eq(&kept.pools()[0], &running[0]));
     assert_eq!(kept.added.len(), 0);
@@ -79,7 +86,10 @@ fn put_in_service_applies_the_updates_and_swaps_the_routing_whole() {
     });
     assert_eq!(started.get(), 0, "no pool was added");
     assert_eq!(running.len(), 1);
-    assert!(Arc::ptr_eq(&running[0], &api), "api is kept, with its state");
+    assert!(
+        Arc::ptr_eq(&running[0], &api),
+        "api is kept, with its state"
+    );
     assert_eq!(backends_of(&api), ["127.0.0.1:9003"]);
     let routing = control.routing().load_full();
     let names: Vec<&str> = routing.pools().map(|p| p.name()).collect();
@@ -149,9 +159,8 @@ fn new_certificate_files_are_not_a_listener_change() {
 
 #[test]
 fn the_server_section_is_copied_whole() {
-    let config = config(
-        "backends: [127.0.0.1:9001]\nserver: {threads: 3, grace_period_seconds: 7}\n",
-    );
+    let config =
+        config("backends: [127.0.0.1:9001]\nserver: {threads: 3, grace_period_seconds: 7}\n");
     let copy = copy_of(&config.server);
     assert_eq!(copy, config.server);
     assert_eq!(copy.threads, 3);

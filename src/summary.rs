@@ -266,6 +266,11 @@ impl Summary<'_> {
                 None => "through RUST_LOG (target lb::access)".into(),
             },
         ));
+        self.server_rows(rows);
+    }
+
+    /// Pingora's server settings, then every warning.
+    fn server_rows(&self, rows: &mut Vec<(String, String)>) {
         let s = &self.config.server;
         rows.push(("threads".into(), s.threads.to_string()));
         rows.push(("runtime".into(), crate::config::runtime_name(s)));

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -187,20 +187,18 @@ fn start_lb_with_check(backend: &str, check: &[&str], extra: &str) -> (Lb, u16) 
 /// Waits until the admin API reports a health check of the (only) backend
 /// that passed (`passed`) or failed; returns the API's answer.
 fn wait_for_check(lb: &Lb, admin_port: u16, passed: bool) -> String {
-    let deadline = Instant::now() + NOTICE;
-    loop {
-        let body = get(admin_port, "/api/backends").body;
+    let mut body = String::new();
+    let checked = wait_until(NOTICE, || {
+        body = get(admin_port, "/api/backends").body;
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if answer[0]["last_health_check"]["passed"] == passed {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health check with passed={passed} within {NOTICE:?}: {body}\nlb log:\n{}",
-            lb.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        answer[0]["last_health_check"]["passed"] == passed
+    });
+    assert!(
+        checked,
+        "no health check with passed={passed} within {NOTICE:?}: {body}\nlb log:\n{}",
+        lb.log()
+    );
+    body
 }
 
 #[test]

@@ -28,7 +28,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -137,22 +137,22 @@ impl GrpcBackendBuilder {
                 .stdout(out)
                 .stderr(Stdio::inherit()),
         );
-        let deadline = Instant::now() + START_TIMEOUT;
-        let port = loop {
+        let port = poll(START_TIMEOUT, || {
             let said = std::fs::read_to_string(&out_path).unwrap_or_default();
             if let Some(port) = ready_port(&said) {
-                break port;
+                return Some(port);
             }
             if let Some(status) = proc.exited() {
                 panic!("server.py {} exited ({status}) before ready", self.name);
             }
-            assert!(
-                Instant::now() < deadline,
+            None
+        })
+        .unwrap_or_else(|| {
+            panic!(
                 "server.py {} was not ready within {START_TIMEOUT:?}",
                 self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            )
+        });
         GrpcBackend {
             _proc: proc,
             dir,
@@ -167,17 +167,11 @@ impl GrpcBackend {
     /// does not within `limit`.
     fn wait_for_output(&self, text: &str, limit: Duration) -> bool {
         let path = self.dir.path().join("stdout");
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if std::fs::read_to_string(&path)
+        wait_until(limit, || {
+            std::fs::read_to_string(&path)
                 .unwrap_or_default()
                 .contains(text)
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        })
     }
 }
 
@@ -279,24 +273,23 @@ fn unary_backend(target: &Target) -> String {
 /// [`ROUTE_TIMEOUT`]); returns every backend that answered, in order. Also
 /// waits out lb's first health checks.
 fn until_all_answer(target: &Target, names: &[&str], lb: &Lb) -> Vec<String> {
-    let deadline = Instant::now() + ROUTE_TIMEOUT;
     let mut answered = Vec::new();
     let mut last_failure = None;
-    while !names.iter().all(|name| answered.iter().any(|a| a == name)) {
-        assert!(
-            Instant::now() < deadline,
-            "not every backend of {names:?} answered within {ROUTE_TIMEOUT:?}: \
-             answers {answered:?}, last failure {last_failure:?}\nlb's log:\n{}",
-            lb.log()
-        );
+    let all = wait_until(ROUTE_TIMEOUT, || {
         let outcome = call(target, &["unary", "ping"]);
         if outcome.ok {
             answered.push(unary_backend_of(&outcome));
         } else {
             last_failure = Some(outcome);
-            std::thread::sleep(Duration::from_millis(200));
         }
-    }
+        names.iter().all(|name| answered.iter().any(|a| a == name))
+    });
+    assert!(
+        all,
+        "not every backend of {names:?} answered within {ROUTE_TIMEOUT:?}: \
+         answers {answered:?}, last failure {last_failure:?}\nlb's log:\n{}",
+        lb.log()
+    );
     answered
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tls::{make_cert, path, run, s_client, text};
 use common::*;
@@ -200,15 +200,14 @@ fn an_ocsp_file_beside_a_certificate_is_stapled_and_reloaded() {
     );
     ocsp_response(dir.path(), false);
     lb.proc.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stapled_status(port, "localhost") != "revoked" {
-        assert!(
-            Instant::now() < deadline,
-            "the new response was never stapled:\n{}",
-            lb.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || stapled_status(
+            port,
+            "localhost"
+        ) == "revoked"),
+        "the new response was never stapled:\n{}",
+        lb.log()
+    );
 }
 
 #[test]

@@ -521,22 +521,6 @@ fn overwrite(live: &CertFiles, with: &CertFiles) {
     std::fs::copy(&with.1, &live.1).expect("overwrite the key");
 }
 
-/// Waits until lb has started its SIGHUP service. lb installs its SIGHUP
-/// handler in a background service started after the listeners, so a
-/// SIGHUP sent as soon as the port accepts can still find the default
-/// action and kill lb (seen 1 in 20 starts on an idle machine): a defect
-/// these tests step around, since they test the reload, not the start.
-fn wait_until_sighup_is_handled(lb: &Lb) {
-    assert!(
-        lb.wait_for_log(
-            "Starting service: BG reload on SIGHUP",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        lb.log()
-    );
-}
-
 /// Waits until lb's log holds `n` access lines of `GET /` answered 200 over
 /// HTTP/2: a load is under way.
 fn wait_for_http2_answers(lb: &Lb, n: usize) {
@@ -579,7 +563,7 @@ fn certificates_reload_under_http_2_load_without_an_error() {
         "",
     );
     assert_eq!(s_client(tls_port, &[]).serial, Some(old_serial.clone()));
-    wait_until_sighup_is_handled(&lb);
+    lb.wait_until_sighup_is_handled();
 
     // 16 HTTP/2 clients, 50 requests/s each for 6 s, and new handshakes
     // one after another.
@@ -666,7 +650,7 @@ fn a_key_that_does_not_match_at_reload_is_named_and_the_old_certificate_stays() 
 
     let before = s_client(tls_port, &["-servername", "a.test"]);
     assert_eq!(before.serial, Some(old_serial.clone()), "{}", before.output);
-    wait_until_sighup_is_handled(&lb);
+    lb.wait_until_sighup_is_handled();
 
     std::fs::copy(&stranger, &live.1).expect("overwrite the key");
     lb.proc.signal("HUP");

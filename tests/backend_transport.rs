@@ -239,6 +239,7 @@ fn a_reload_replaces_the_ca() {
         &certs.ca.display().to_string(),
     );
     std::fs::write(lb.config_path(), fixed).expect("write config");
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     wait_for_check(&lb, admin, true);
     let response = lb.get("/");

@@ -255,6 +255,7 @@ fn retries_reloads_and_connection_reuse_are_counted() {
     for _ in 0..20 {
         assert_eq!(client.get(), Ok(200));
     }
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("reloaded", Duration::from_secs(10)),

@@ -30,6 +30,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
         backends_yaml(&[ports[2], ports[1]])
     );
     std::fs::write(lb.config_path(), config).unwrap();
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         wait_until_served_by(lb.port, "/", &ports[2].to_string(), Duration::from_secs(5)),
@@ -64,6 +65,7 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
         format!("{good}helth_check: {{path: /}}\n"),
     )
     .unwrap();
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("reload rejected", Duration::from_secs(10)),

@@ -10,87 +10,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::tls::{make_ca_signed_cert, text, tools_installed, SignedCert};
 use common::*;
 
 /// How long a health check may take to notice a change: many intervals.
 const NOTICE: Duration = Duration::from_secs(10);
 
-fn have(tool: &str, args: &[&str]) -> bool {
-    Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether openssl and nginx are here; says the test is skipped when not.
-fn have_openssl_and_nginx() -> bool {
-    if !have("openssl", &["version"]) {
-        skip_without("openssl is not installed (apt-get install openssl)");
-        return false;
-    }
-    if !have("nginx", &["-v"]) {
-        skip_without("nginx is not installed (apt-get install nginx)");
-        return false;
-    }
-    true
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A CA (`NAME-ca.pem`) and a certificate it signed for `san`
-/// (`DNS:backend.test`, `IP:127.0.0.1`): `NAME.pem`, key `NAME.key`, in `dir`.
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_certs(dir: &Path, name: &str, san: &str) -> Certs {
-    let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2";
-    let run = |args: String| openssl(dir, &args.split_whitespace().collect::<Vec<_>>());
-    run(format!(
-        "req -x509 {new_key} -keyout {name}-ca.key -out {name}-ca.pem -subj /CN={name}-ca"
-    ));
-    run(format!(
-        "req -new {new_key} -keyout {name}.key -out {name}.csr -subj /CN={name}"
-    ));
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName={san}\n"),
-    )
-    .expect("write the extensions file");
-    run(format!(
-        "x509 -req -in {name}.csr -CA {name}-ca.pem -CAkey {name}-ca.key -CAcreateserial \
-         -out {name}.pem -days 2 -extfile {name}.ext"
-    ));
-    Certs {
-        ca: dir.join(format!("{name}-ca.pem")),
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-    }
-}
-
 /// How an nginx backend listens.
 enum Listen<'a> {
     /// TLS; `http2` offers h2 by ALPN beside HTTP/1.1.
-    Tls { certs: &'a Certs, http2: bool },
+    Tls { certs: &'a SignedCert, http2: bool },
     /// Plaintext HTTP/2 with prior knowledge only; nginx closes each
     /// connection (GOAWAY) after `requests` requests.
     H2c { requests: u32 },
@@ -142,8 +75,8 @@ fn start_nginx(dir: &Path, listen: Listen<'_>) -> (Proc, u16) {
 /// nginx over TLS (h2 offered by ALPN when `http2`) with a certificate
 /// for `san` from a CA of its own, both made in `dir`: the certificates,
 /// nginx and its port.
-fn tls_nginx(dir: &Path, san: &str, http2: bool) -> (Certs, Proc, u16) {
-    let certs = make_certs(dir, "backend", san);
+fn tls_nginx(dir: &Path, san: &str, http2: bool) -> (SignedCert, Proc, u16) {
+    let certs = make_ca_signed_cert(dir, "backend", san, "01");
     let (nginx, port) = start_nginx(
         dir,
         Listen::Tls {
@@ -187,25 +120,23 @@ fn start_lb_with_check(backend: &str, check: &[&str], extra: &str) -> (Lb, u16) 
 /// Waits until the admin API reports a health check of the (only) backend
 /// that passed (`passed`) or failed; returns the API's answer.
 fn wait_for_check(lb: &Lb, admin_port: u16, passed: bool) -> String {
-    let deadline = Instant::now() + NOTICE;
-    loop {
-        let body = get(admin_port, "/api/backends").body;
+    let mut body = String::new();
+    let checked = wait_until(NOTICE, || {
+        body = get(admin_port, "/api/backends").body;
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if answer[0]["last_health_check"]["passed"] == passed {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health check with passed={passed} within {NOTICE:?}: {body}\nlb log:\n{}",
-            lb.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        answer[0]["last_health_check"]["passed"] == passed
+    });
+    assert!(
+        checked,
+        "no health check with passed={passed} within {NOTICE:?}: {body}\nlb log:\n{}",
+        lb.log()
+    );
+    body
 }
 
 #[test]
 fn a_tls_backend_is_reached_with_the_sni_and_checked_against_the_ca() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -225,12 +156,12 @@ fn a_tls_backend_is_reached_with_the_sni_and_checked_against_the_ca() {
 
 #[test]
 fn a_backend_certificate_from_another_ca_fails_requests_and_health_checks() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (_certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
-    let other = make_certs(dir.path(), "other", "DNS:backend.test");
+    let other = make_ca_signed_cert(dir.path(), "other", "DNS:backend.test", "02");
     // try_all: the request goes to the unhealthy backend anyway, so the
     // failed handshake itself is what the client sees.
     let (lb, admin) = start_lb(
@@ -253,7 +184,7 @@ fn a_backend_certificate_from_another_ca_fails_requests_and_health_checks() {
 
 #[test]
 fn a_certificate_for_another_name_fails_unless_verify_is_off() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -288,12 +219,12 @@ fn a_certificate_for_another_name_fails_unless_verify_is_off() {
 
 #[test]
 fn a_reload_replaces_the_ca() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
-    let other = make_certs(dir.path(), "other", "DNS:backend.test");
+    let other = make_ca_signed_cert(dir.path(), "other", "DNS:backend.test", "02");
     let (lb, admin) = start_lb(
         &format!("127.0.0.1:{be_port}"),
         &format!(
@@ -308,6 +239,7 @@ fn a_reload_replaces_the_ca() {
         &certs.ca.display().to_string(),
     );
     std::fs::write(lb.config_path(), fixed).expect("write config");
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     wait_for_check(&lb, admin, true);
     let response = lb.get("/");
@@ -316,7 +248,7 @@ fn a_reload_replaces_the_ca() {
 
 #[test]
 fn an_ip_address_backend_is_checked_as_a_dns_name_as_lb_warns() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -339,7 +271,7 @@ fn an_ip_address_backend_is_checked_as_a_dns_name_as_lb_warns() {
 
 #[test]
 fn h2_over_tls_reaches_the_backend_in_http2() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -361,8 +293,7 @@ fn h2_over_tls_reaches_the_backend_in_http2() {
 
 #[test]
 fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
-    if !have("nginx", &["-v"]) {
-        skip_without("nginx is not installed (apt-get install nginx)");
+    if !tools_installed(&["nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -379,8 +310,7 @@ fn h2c_reaches_the_backend_in_http2_with_prior_knowledge() {
 
 #[test]
 fn an_http2_backend_closing_connections_gracefully_costs_no_request() {
-    if !have("nginx", &["-v"]) {
-        skip_without("nginx is not installed (apt-get install nginx)");
+    if !tools_installed(&["nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -437,14 +367,14 @@ fn a_tcp_health_check_needs_only_a_connection() {
 
 #[test]
 fn a_tcp_health_check_over_tls_does_the_handshake() {
-    if !have_openssl_and_nginx() {
+    if !tools_installed(&["openssl", "nginx"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (certs, _nginx, be_port) = tls_nginx(dir.path(), "DNS:backend.test", false);
-    let other = make_certs(dir.path(), "other", "DNS:backend.test");
+    let other = make_ca_signed_cert(dir.path(), "other", "DNS:backend.test", "02");
     let backend = format!("127.0.0.1:{be_port}");
-    let tls = |ca: &Certs| {
+    let tls = |ca: &SignedCert| {
         format!(
             "backend_tls: {{sni: backend.test, ca: {}}}\n",
             ca.ca.display()
@@ -462,9 +392,7 @@ fn a_tcp_health_check_over_tls_does_the_handshake() {
 /// (`SERVING` or `NOT_SERVING`); `None` (and a "skipped" line) without
 /// python3 and grpcio.
 fn start_grpc_health(status: &str) -> Option<(Proc, u16)> {
-    if !have("python3", &["-c", "import grpc, grpc_health.v1.health"]) {
-        skip_without("python3 with grpcio is not installed \
-             (apt-get install python3 python3-pip; pip install grpcio grpcio-health-checking protobuf)");
+    if !python_grpc_installed() {
         return None;
     }
     let port = free_port();
@@ -566,11 +494,7 @@ fn lb_t_shows_the_transport_and_the_health_check_type() {
         .arg(&config)
         .output()
         .expect("run lb -t");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = text(&output);
     for expected in [
         "h2 over TLS (SNI: each backend's host name, verify off, CA the system roots)",
         "tcp: connect and TLS handshake",

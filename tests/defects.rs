@@ -57,22 +57,26 @@ fn spawn_ws_echo(rt: &tokio::runtime::Runtime) -> u16 {
 /// One connection to the echo server: a health check or a WebSocket.
 async fn serve_ws_or_health(mut stream: tokio::net::TcpStream) {
     // Peek until the whole request head is there (at most 10 s), to choose
-    // without taking bytes the WebSocket handshake needs.
-    let mut head = [0u8; 4096];
-    let mut head_len = None;
-    for _ in 0..500 {
-        let n = match stream.peek(&mut head).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Some(end) = head[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-            head_len = Some(end + 4);
-            break;
+    // without taking bytes the WebSocket handshake needs. None: the client
+    // went away first.
+    let peeked = poll_async(Duration::from_secs(10), || {
+        let stream = &stream;
+        async move {
+            let mut head = [0u8; 4096];
+            match stream.peek(&mut head).await {
+                Ok(0) | Err(_) => Some(None),
+                Ok(n) => {
+                    let end = head[..n].windows(4).position(|w| w == b"\r\n\r\n")?;
+                    Some(Some((head.starts_with(b"GET /health "), end + 4)))
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let Some(head_len) = head_len else { return };
-    if head.starts_with(b"GET /health ") {
+    })
+    .await;
+    let Some(Some((health, head_len))) = peeked else {
+        return;
+    };
+    if health {
         let mut request = vec![0u8; head_len];
         if stream.read_exact(&mut request).await.is_ok() {
             let _ = stream
@@ -146,6 +150,7 @@ async fn keep_busy(ws: &mut Client, active: Duration, opened: Instant) {
     let count = (active.as_millis() / 500) as usize;
     for i in 0..count {
         echo(ws, &format!("message {i}"), opened).await;
+        // Not a wait: traffic spread over time is what keeps the tunnel active.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -161,6 +166,7 @@ fn an_active_websocket_outlives_the_client_header_timeout() {
         let opened = Instant::now();
         // 6 s of traffic, three times client_header, then 3 s idle.
         keep_busy(&mut ws, Duration::from_secs(6), opened).await;
+        // Not a wait: 3 s of silence, past client_header, is what is tested.
         tokio::time::sleep(Duration::from_secs(3)).await;
         echo(&mut ws, "after 3 s idle", opened).await;
         let _ = ws.close(None).await;
@@ -230,15 +236,14 @@ fn an_open_websocket_is_counted_and_outlives_the_request_timeout() {
         let _ = ws.close(None).await;
         while ws.next().await.is_some() {}
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gauge(admin_port, "lb_upgraded_connections") != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "lb_upgraded_connections still {:?} 10 s after the WebSocket closed",
-            gauge(admin_port, "lb_upgraded_connections")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || gauge(
+            admin_port,
+            "lb_upgraded_connections"
+        ) == Some(0)),
+        "lb_upgraded_connections still {:?} 10 s after the WebSocket closed",
+        gauge(admin_port, "lb_upgraded_connections")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -355,6 +360,7 @@ fn trickle(port: u16, head: &[u8], trickle: &[u8], interval: Duration) -> RawRep
     };
     let mut write_error = None;
     for &byte in trickle {
+        // Not a wait: the drip, one byte per interval, is the slow client under test.
         std::thread::sleep(interval);
         if answered.load(Relaxed) {
             break;

@@ -28,7 +28,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -43,24 +43,6 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The directory of `server.py` and `client.py`.
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc")
-}
-
-/// True when python3 can import grpcio and its health service; otherwise
-/// says the test is skipped.
-fn grpc_available() -> bool {
-    let imports = Command::new("python3")
-        .args(["-c", "import grpc, grpc_health.v1.health"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if matches!(imports, Ok(status) if status.success()) {
-        return true;
-    }
-    skip_without(
-        "python3 with grpcio is not installed \
-         (pip install grpcio grpcio-health-checking protobuf)",
-    );
-    false
 }
 
 /// A self-signed ECDSA P-256 certificate for `localhost` (SAN DNS:localhost),
@@ -137,22 +119,22 @@ impl GrpcBackendBuilder {
                 .stdout(out)
                 .stderr(Stdio::inherit()),
         );
-        let deadline = Instant::now() + START_TIMEOUT;
-        let port = loop {
+        let port = poll(START_TIMEOUT, || {
             let said = std::fs::read_to_string(&out_path).unwrap_or_default();
             if let Some(port) = ready_port(&said) {
-                break port;
+                return Some(port);
             }
             if let Some(status) = proc.exited() {
                 panic!("server.py {} exited ({status}) before ready", self.name);
             }
-            assert!(
-                Instant::now() < deadline,
+            None
+        })
+        .unwrap_or_else(|| {
+            panic!(
                 "server.py {} was not ready within {START_TIMEOUT:?}",
                 self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            )
+        });
         GrpcBackend {
             _proc: proc,
             dir,
@@ -167,17 +149,11 @@ impl GrpcBackend {
     /// does not within `limit`.
     fn wait_for_output(&self, text: &str, limit: Duration) -> bool {
         let path = self.dir.path().join("stdout");
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if std::fs::read_to_string(&path)
+        wait_until(limit, || {
+            std::fs::read_to_string(&path)
                 .unwrap_or_default()
                 .contains(text)
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        })
     }
 }
 
@@ -279,24 +255,23 @@ fn unary_backend(target: &Target) -> String {
 /// [`ROUTE_TIMEOUT`]); returns every backend that answered, in order. Also
 /// waits out lb's first health checks.
 fn until_all_answer(target: &Target, names: &[&str], lb: &Lb) -> Vec<String> {
-    let deadline = Instant::now() + ROUTE_TIMEOUT;
     let mut answered = Vec::new();
     let mut last_failure = None;
-    while !names.iter().all(|name| answered.iter().any(|a| a == name)) {
-        assert!(
-            Instant::now() < deadline,
-            "not every backend of {names:?} answered within {ROUTE_TIMEOUT:?}: \
-             answers {answered:?}, last failure {last_failure:?}\nlb's log:\n{}",
-            lb.log()
-        );
+    let all = wait_until(ROUTE_TIMEOUT, || {
         let outcome = call(target, &["unary", "ping"]);
         if outcome.ok {
             answered.push(unary_backend_of(&outcome));
         } else {
             last_failure = Some(outcome);
-            std::thread::sleep(Duration::from_millis(200));
         }
-    }
+        names.iter().all(|name| answered.iter().any(|a| a == name))
+    });
+    assert!(
+        all,
+        "not every backend of {names:?} answered within {ROUTE_TIMEOUT:?}: \
+         answers {answered:?}, last failure {last_failure:?}\nlb's log:\n{}",
+        lb.log()
+    );
     answered
 }
 
@@ -375,15 +350,15 @@ fn start_lb(listener: impl FnOnce(u16) -> Value, backends: &[&GrpcBackend], extr
     spawn_lb_with_config(dir, port, &config)
 }
 
-/// Two h2c backends behind an lb with an h2c listener, once calls reach both.
-fn h2c_setup() -> (Vec<GrpcBackend>, Lb) {
+/// Two h2c backends `a` and `b` behind an lb with an h2c listener, with
+/// `extra` YAML.
+fn h2c_lb(extra: &str) -> (Vec<GrpcBackend>, Lb) {
     let backends = two_backends();
     let lb = start_lb(
         h2c_listener,
         &backends.iter().collect::<Vec<_>>(),
-        "backend_protocol: h2c\n",
+        &format!("backend_protocol: h2c\n{extra}"),
     );
-    until_all_answer(&Target::Plain(lb.port), &["a", "b"], &lb);
     (backends, lb)
 }
 
@@ -468,12 +443,27 @@ fn check_fail_status(target: &Target) {
     assert_eq!(outcome.details, "bad input", "{outcome:?}");
 }
 
+/// Every check above through lb on `target`, once both backends `a` and
+/// `b` answer: what each transport gets.
+fn check_every_kind_of_call(target: &Target, lb: &Lb) {
+    until_all_answer(target, &["a", "b"], lb);
+    check_unary_reaches_both(target);
+    check_server_stream(target);
+    check_bidi(target);
+    check_pingpong(target);
+    check_big_message(target);
+    check_concurrent_calls(target);
+    check_fail_status(target);
+    // lb passed the failure on and stays usable.
+    unary_backend(target);
+}
+
 // ---------------------------------------------------------------------------
 // Without lb: the fixtures themselves, so a failure through lb is lb's
 
 #[test]
 fn the_fixtures_work_without_lb() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
     let be = GrpcBackendBuilder::named("a").start();
@@ -495,7 +485,7 @@ fn the_fixtures_work_without_lb() {
 
 #[test]
 fn the_tls_fixtures_work_without_lb() {
-    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
+    if !python_grpc_installed() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();
@@ -509,73 +499,17 @@ fn the_tls_fixtures_work_without_lb() {
 // Over h2c
 
 #[test]
-fn unary_calls_over_h2c_reach_both_backends() {
-    if !grpc_available() {
+fn every_kind_of_call_goes_over_h2c_to_h2c_backends() {
+    if !python_grpc_installed() {
         return;
     }
-    let (_backends, lb) = h2c_setup();
-    check_unary_reaches_both(&Target::Plain(lb.port));
-}
-
-#[test]
-fn a_server_stream_over_h2c_delivers_every_message() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_server_stream(&Target::Plain(lb.port));
-}
-
-#[test]
-fn a_bidi_stream_over_h2c_echoes_every_message() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_bidi(&Target::Plain(lb.port));
-}
-
-#[test]
-fn a_lock_step_bidi_stream_over_h2c_is_not_held_back() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_pingpong(&Target::Plain(lb.port));
-}
-
-#[test]
-fn a_1_mib_call_over_h2c_comes_back_whole() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_big_message(&Target::Plain(lb.port));
-}
-
-#[test]
-fn concurrent_calls_on_one_h2c_connection_spread_over_both_backends() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_concurrent_calls(&Target::Plain(lb.port));
-}
-
-#[test]
-fn a_failed_calls_status_and_message_reach_the_client() {
-    if !grpc_available() {
-        return;
-    }
-    let (_backends, lb) = h2c_setup();
-    check_fail_status(&Target::Plain(lb.port));
-    // lb passed the failure on and stays usable.
-    unary_backend(&Target::Plain(lb.port));
+    let (_backends, lb) = h2c_lb("");
+    check_every_kind_of_call(&Target::Plain(lb.port), &lb);
 }
 
 #[test]
 fn lbs_own_errors_reach_a_grpc_client_as_grpc_statuses_with_lbs_reason() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
     // Nothing listens on port 1: the pool has no healthy backend. Calls to
@@ -613,11 +547,12 @@ fn lbs_own_errors_reach_a_grpc_client_as_grpc_statuses_with_lbs_reason() {
 
 #[test]
 fn a_call_past_its_deadline_ends_deadline_exceeded() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
-    let (_backends, lb) = h2c_setup();
+    let (_backends, lb) = h2c_lb("");
     let target = Target::Plain(lb.port);
+    until_all_answer(&target, &["a", "b"], &lb);
     // The call's grpc-timeout reaches the backend: it sees a deadline
     // within the client's 5 s.
     let deadline = call(&target, &["deadline", "--timeout", "5"]);
@@ -642,15 +577,10 @@ fn a_call_past_its_deadline_ends_deadline_exceeded() {
 
 #[test]
 fn a_call_may_outwait_upstream_response_within_its_grpc_timeout() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
-    let backends = two_backends();
-    let lb = start_lb(
-        h2c_listener,
-        &backends.iter().collect::<Vec<_>>(),
-        "backend_protocol: h2c\ntimeouts:\n  upstream_response: 1s\n",
-    );
+    let (_backends, lb) = h2c_lb("timeouts:\n  upstream_response: 1s\n");
     let target = Target::Plain(lb.port);
     until_all_answer(&target, &["a", "b"], &lb);
     // The backend answers after 2.5 s, past upstream_response (1 s) but
@@ -665,7 +595,7 @@ fn a_call_may_outwait_upstream_response_within_its_grpc_timeout() {
 
 #[test]
 fn a_call_the_client_cancels_is_cancelled_at_the_backend() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
     let be = GrpcBackendBuilder::named("a").start();
@@ -685,7 +615,7 @@ fn a_call_the_client_cancels_is_cancelled_at_the_backend() {
 
 #[test]
 fn the_grpc_health_check_keeps_a_not_serving_backend_out() {
-    if !grpc_available() {
+    if !python_grpc_installed() {
         return;
     }
     let serving = two_backends();
@@ -715,7 +645,7 @@ fn the_grpc_health_check_keeps_a_not_serving_backend_out() {
 
 #[test]
 fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
-    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
+    if !python_grpc_installed() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();
@@ -725,20 +655,12 @@ fn grpc_over_a_tls_listener_with_http2_to_h2c_backends() {
         &backends.iter().collect::<Vec<_>>(),
         "backend_protocol: h2c\n",
     );
-    let target = Target::Tls(lb.port, &cert);
-    until_all_answer(&target, &["a", "b"], &lb);
-    check_unary_reaches_both(&target);
-    check_server_stream(&target);
-    check_bidi(&target);
-    check_pingpong(&target);
-    check_big_message(&target);
-    check_concurrent_calls(&target);
-    check_fail_status(&target);
+    check_every_kind_of_call(&Target::Tls(lb.port, &cert), &lb);
 }
 
 #[test]
 fn grpc_over_h2c_to_tls_backends_over_h2() {
-    if !grpc_available() || !tls::tools_installed(&["openssl"]) {
+    if !python_grpc_installed() || !tls::tools_installed(&["openssl"]) {
         return;
     }
     let cert = Cert::localhost();
@@ -751,13 +673,5 @@ fn grpc_over_h2c_to_tls_backends_over_h2() {
         cert.cert().display()
     );
     let lb = start_lb(h2c_listener, &backends.iter().collect::<Vec<_>>(), &extra);
-    let target = Target::Plain(lb.port);
-    until_all_answer(&target, &["a", "b"], &lb);
-    check_unary_reaches_both(&target);
-    check_server_stream(&target);
-    check_bidi(&target);
-    check_pingpong(&target);
-    check_big_message(&target);
-    check_concurrent_calls(&target);
-    check_fail_status(&target);
+    check_every_kind_of_call(&Target::Plain(lb.port), &lb);
 }

@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tls::{make_cert, path};
 use common::*;
@@ -52,14 +52,12 @@ fn metric(admin: u16, name: &str, labels: &[&str]) -> Option<f64> {
 
 /// Waits up to 20 s for a metric to reach `at_least`; its last value.
 fn wait_for_metric(admin: u16, name: &str, labels: &[&str], at_least: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = metric(admin, name, labels).unwrap_or(0.0);
-        if value >= at_least || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut value = 0.0;
+    wait_until(Duration::from_secs(20), || {
+        value = metric(admin, name, labels).unwrap_or(0.0);
+        value >= at_least
+    });
+    value
 }
 
 /// The sockets process `pid` holds open.
@@ -154,14 +152,12 @@ fn an_idle_tls_flood_stays_inside_the_connection_limit() {
 
 /// Waits up to 20 s for a metric to fall to `at_most`; its last value.
 fn wait_for_metric_down(admin: u16, name: &str, at_most: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = metric(admin, name, &[]).unwrap_or(f64::MAX);
-        if value <= at_most || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut value = f64::MAX;
+    wait_until(Duration::from_secs(20), || {
+        value = metric(admin, name, &[]).unwrap_or(f64::MAX);
+        value <= at_most
+    });
+    value
 }
 
 #[test]

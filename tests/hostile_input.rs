@@ -162,6 +162,8 @@ fn exchange(port: u16, v: &Vector) -> RawReply {
     let mut stream = raw_connect(port, TIMEOUT);
     let mut write_error = stream.write_all(&v.bytes[..split]).err().map(|e| e.kind());
     if write_error.is_none() {
+        // Not a wait: two sends apart in time are the split under test (lb
+        // shows no sign of having read the first half).
         std::thread::sleep(SPLIT_PAUSE);
         write_error = stream.write_all(&v.bytes[split..]).err().map(|e| e.kind());
     }

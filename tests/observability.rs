@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -82,15 +82,13 @@ fn get_path(port: u16, path: &str) -> Response {
 
 /// Scrapes until `ready` holds for the text (at most 10 s), and returns it.
 fn scrape_until(admin_port: u16, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(admin_port);
-        if ready(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "never ready:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut text = String::new();
+    let done = wait_until(Duration::from_secs(10), || {
+        text = scrape(admin_port);
+        ready(&text)
+    });
+    assert!(done, "never ready:\n{text}");
+    text
 }
 
 #[test]
@@ -257,6 +255,7 @@ fn retries_reloads_and_connection_reuse_are_counted() {
     for _ in 0..20 {
         assert_eq!(client.get(), Ok(200));
     }
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("reloaded", Duration::from_secs(10)),
@@ -292,18 +291,16 @@ fn retries_reloads_and_connection_reuse_are_counted() {
 }
 
 fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<String> = std::fs::read_to_string(path)
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
             .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        lines.len() >= n
+    });
+    lines
 }
 
 #[test]

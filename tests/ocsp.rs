@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::tls::{make_cert, path, run, s_client, text};
+use common::tls::{make_ca_signed_cert, make_cert, path, run, s_client, text};
 use common::*;
 
 /// Runs `openssl args` in `dir` and asserts it succeeded.
@@ -26,82 +26,20 @@ fn openssl_in(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA, and `site.pem`/`site.key` for localhost signed by it (serial
-/// 0x1234), in `dir`.
+/// A CA (`site-ca.pem`), and `site.pem`/`site.key` for localhost signed by
+/// it (serial 0x1234), in `dir`.
 fn ca_and_site(dir: &Path) -> (PathBuf, PathBuf) {
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=keyCertSign,cRLSign",
-        ],
-    );
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "site.key",
-            "-out",
-            "site.csr",
-        ],
-    );
-    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\n").expect("write ext");
-    openssl_in(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "site.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "0x1234",
-            "-days",
-            "30",
-            "-out",
-            "site.pem",
-            "-extfile",
-            "ext",
-        ],
-    );
-    (dir.join("site.pem"), dir.join("site.key"))
+    let site = make_ca_signed_cert(dir, "site", "DNS:localhost", "1234");
+    (site.cert, site.key)
 }
 
 /// Writes the CA's OCSP response for site.pem, `good` or revoked, as
 /// `site.pem.ocsp` in `dir`.
 fn ocsp_response(dir: &Path, good: bool) {
     let entry = if good {
-        "V\t301231235959Z\t\t1234\tunknown\t/CN=localhost\n"
+        "V\t301231235959Z\t\t1234\tunknown\t/CN=site\n"
     } else {
-        "R\t301231235959Z\t240101000000Z\t1234\tunknown\t/CN=localhost\n"
+        "R\t301231235959Z\t240101000000Z\t1234\tunknown\t/CN=site\n"
     };
     std::fs::write(dir.join("index.txt"), entry).expect("write index.txt");
     openssl_in(
@@ -109,7 +47,7 @@ fn ocsp_response(dir: &Path, good: bool) {
         &[
             "ocsp",
             "-issuer",
-            "ca.pem",
+            "site-ca.pem",
             "-cert",
             "site.pem",
             "-no_nonce",
@@ -124,11 +62,11 @@ fn ocsp_response(dir: &Path, good: bool) {
             "-index",
             "index.txt",
             "-rsigner",
-            "ca.pem",
+            "site-ca.pem",
             "-rkey",
-            "ca.key",
+            "site-ca.key",
             "-CA",
-            "ca.pem",
+            "site-ca.pem",
             "-reqin",
             "req.der",
             "-respout",
@@ -190,25 +128,17 @@ fn an_ocsp_file_beside_a_certificate_is_stapled_and_reloaded() {
         text(&plain)
     );
 
-    assert!(
-        lb.wait_for_log(
-            "Starting service: BG reload on SIGHUP",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        lb.log()
-    );
+    lb.wait_until_sighup_is_handled();
     ocsp_response(dir.path(), false);
     lb.proc.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stapled_status(port, "localhost") != "revoked" {
-        assert!(
-            Instant::now() < deadline,
-            "the new response was never stapled:\n{}",
-            lb.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || stapled_status(
+            port,
+            "localhost"
+        ) == "revoked"),
+        "the new response was never stapled:\n{}",
+        lb.log()
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::upgrade::upgrade_under_load;
@@ -50,11 +51,17 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
         .args(&["--fault", "drip", "--drip-interval", "20ms"])
         .start();
     let mut lb = lb_with_grace(&[port]);
-    let lb_port = lb.port;
-    let in_flight = std::thread::spawn(move || get(lb_port, "/"));
-    std::thread::sleep(Duration::from_millis(200)); // the dripping response is under way
+    let mut client = raw_connect(lb.port, Duration::from_secs(30));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    // The dripping response is under way: its first byte reached the client.
+    let mut first = [0u8; 1];
+    assert_eq!(client.read(&mut first).expect("read the first byte"), 1);
     lb.proc.signal("TERM");
-    let response = in_flight.join().unwrap();
+    let (rest, end) = read_until_end(&mut client);
+    assert_eq!(end, RawEnd::Eof, "{:?}", String::from_utf8_lossy(&rest));
+    let response = parse_response(&String::from_utf8_lossy(&[&first[..], &rest].concat()));
     assert_eq!(response.status, 200);
     assert_eq!(response.body, "Hello From Backend Server slow\n");
     let status = lb.proc.wait_exit(Duration::from_secs(30));
@@ -64,7 +71,6 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 /// Sends one keep-alive request on a new connection to `port`, reads its
 /// answer, and returns the connection, idle.
 fn idle_connection_after_one_request(port: u16) -> std::net::TcpStream {
-    use std::io::{Read, Write};
     let mut stream = raw_connect(port, Duration::from_secs(15));
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")

@@ -9,7 +9,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::dns::FakeDns;
 use common::keepalive::keep_alive_load;
@@ -30,6 +30,7 @@ fn sighup_adds_and_removes_backends_under_load_without_an_error() {
         backends_yaml(&[ports[2], ports[1]])
     );
     std::fs::write(lb.config_path(), config).unwrap();
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         wait_until_served_by(lb.port, "/", &ports[2].to_string(), Duration::from_secs(5)),
@@ -64,6 +65,7 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
         format!("{good}helth_check: {{path: /}}\n"),
     )
     .unwrap();
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("reload rejected", Duration::from_secs(10)),
@@ -139,19 +141,12 @@ fn series_of(admin_port: u16, backend: &str) -> Vec<String> {
 /// Waits up to 10 s until `/metrics` on `admin_port` has no series of
 /// `backend`; fails the test with those left.
 fn wait_until_no_series(admin_port: u16, backend: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = series_of(admin_port, backend);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "series of {backend} left:\n{}",
-            left.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut left = Vec::new();
+    let gone = wait_until(Duration::from_secs(10), || {
+        left = series_of(admin_port, backend);
+        left.is_empty()
+    });
+    assert!(gone, "series of {backend} left:\n{}", left.join("\n"));
 }
 
 /// Sends an admin request as curl would (a body as JSON) and returns its
@@ -304,17 +299,18 @@ fn admin_api_lists_adds_drains_enables_and_removes_backends() {
         .status,
         404
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while admin(admin_port, "GET", "/api/backends", None, "")
+    assert!(
+        wait_until(Duration::from_secs(5), || !admin(
+            admin_port,
+            "GET",
+            "/api/backends",
+            None,
+            ""
+        )
         .body
-        .contains(&first)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the deleted backend is still listed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .contains(&first)),
+        "the deleted backend is still listed"
+    );
     let served: Vec<String> = (0..9).map(|_| served_by(&lb.get("/"))).collect();
     assert!(!served.contains(&ports[0].to_string()), "{served:?}");
 
@@ -337,14 +333,7 @@ fn served_at(port: u16, path: &str) -> String {
 
 /// Polls until a request to `path` is served by `name`; false after 5 s.
 fn wait_until_path_served_by(port: u16, path: &str, name: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if served_at(port, path) == name {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    wait_until_served_by(port, path, name, Duration::from_secs(5))
 }
 
 /// An admin GET that must answer 200 with JSON.
@@ -512,14 +501,14 @@ fn admin_api_acts_on_each_upstream_by_name_and_the_old_paths_on_default() {
     let path = format!("/api/upstreams/api/backends/{api3}");
     assert_eq!(admin(admin_port, "DELETE", &path, None, "").status, 200);
     assert_eq!(admin(admin_port, "DELETE", &path, None, "").status, 404);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while addresses(&admin_json(admin_port, "/api/upstreams/api/backends")).contains(&api3) {
-        assert!(
-            Instant::now() < deadline,
-            "the deleted backend is still listed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !addresses(&admin_json(
+            admin_port,
+            "/api/upstreams/api/backends"
+        ))
+        .contains(&api3)),
+        "the deleted backend is still listed"
+    );
 
     // The old paths act on default: draining its one backend leaves / with
     // nothing to serve it, and api untouched.
@@ -625,18 +614,16 @@ fn a_pool_a_reload_adds_shows_in_the_admin_api_and_metrics_and_a_removed_one_goe
     // Its backend's series appear (the check counter once a check ran);
     // the removed pool's gauges are gone.
     let second = [("upstream", "second"), ("backend", new.as_str())];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    let text = poll(Duration::from_secs(10), || {
         let text = get(admin_port, "/metrics").body;
-        if metric_sum(&text, "lb_health_checks_total", &second) > 0.0 {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health check counted:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        (metric_sum(&text, "lb_health_checks_total", &second) > 0.0).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no health check counted:\n{}",
+            get(admin_port, "/metrics").body
+        )
+    });
     assert_eq!(
         metric_samples(&text, "lb_backend_healthy", &second),
         [1.0],
@@ -985,18 +972,17 @@ fn admin_connections_beyond_the_cap_are_closed_at_once() {
     // The proxy serves meanwhile, and a closed admin connection frees a place.
     assert_eq!(lb.get("/").status, 200);
     open.truncate(63);
-    let deadline = Instant::now() + Duration::from_secs(10);
     let connection_close = format!("GET /healthz HTTP/1.1\r\n{own}Connection: close\r\n\r\n");
-    while !raw_exchange(
-        admin_port,
-        connection_close.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .text()
-    .starts_with("HTTP/1.1 200")
-    {
-        assert!(Instant::now() < deadline, "no place freed");
-    }
+    let freed = wait_until(Duration::from_secs(10), || {
+        raw_exchange(
+            admin_port,
+            connection_close.as_bytes(),
+            Duration::from_secs(10),
+        )
+        .text()
+        .starts_with("HTTP/1.1 200")
+    });
+    assert!(freed, "no place freed");
 }
 
 #[test]

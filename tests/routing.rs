@@ -588,6 +588,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
         ),
     );
     std::fs::write(lb.config_path(), after).expect("write the new config");
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("pool api added", Duration::from_secs(10)),
@@ -608,6 +609,7 @@ fn a_reload_adds_changes_and_removes_pools_and_routes_under_load_without_an_erro
         &config[..start]
     );
     std::fs::write(lb.config_path(), rebuilt).expect("write the config");
+    lb.wait_until_sighup_is_handled();
     lb.proc.signal("HUP");
     assert!(
         lb.wait_for_log("pool api removed", Duration::from_secs(10)),
@@ -885,6 +887,7 @@ fn slow_start_ramps_up_a_backend_that_is_added_or_comes_back() {
     let config = std::fs::read_to_string(lb.config_path()).expect("read the config");
     let three = pool(&format!("127.0.0.1:{a}, 127.0.0.1:{b}, 127.0.0.1:{c}"));
     std::fs::write(lb.config_path(), config.replace(&two, &three)).expect("write the config");
+    lb.wait_until_sighup_is_handled();
     let before = Instant::now();
     lb.proc.signal("HUP");
     let added = format!("backend 127.0.0.1:{c} added to the pool");

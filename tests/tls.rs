@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -521,18 +521,14 @@ fn overwrite(live: &CertFiles, with: &CertFiles) {
     std::fs::copy(&with.1, &live.1).expect("overwrite the key");
 }
 
-/// Waits until lb has started its SIGHUP service. lb installs its SIGHUP
-/// handler in a background service started after the listeners, so a
-/// SIGHUP sent as soon as the port accepts can still find the default
-/// action and kill lb (seen 1 in 20 starts on an idle machine): a defect
-/// these tests step around, since they test the reload, not the start.
-fn wait_until_sighup_is_handled(lb: &Lb) {
+/// Waits until lb's log holds `n` access lines of `GET /` answered 200 over
+/// HTTP/2: a load is under way.
+fn wait_for_http2_answers(lb: &Lb, n: usize) {
+    let answered = || lb.log().matches("\"GET / HTTP/2\" 200").count();
     assert!(
-        lb.wait_for_log(
-            "Starting service: BG reload on SIGHUP",
-            Duration::from_secs(10)
-        ),
-        "{}",
+        wait_until(Duration::from_secs(10), || answered() >= n),
+        "{} of {n} HTTP/2 requests answered:\n{}",
+        answered(),
         lb.log()
     );
 }
@@ -567,25 +563,32 @@ fn certificates_reload_under_http_2_load_without_an_error() {
         "",
     );
     assert_eq!(s_client(tls_port, &[]).serial, Some(old_serial.clone()));
-    wait_until_sighup_is_handled(&lb);
+    lb.wait_until_sighup_is_handled();
 
     // 16 HTTP/2 clients, 50 requests/s each for 6 s, and new handshakes
     // one after another.
     let url = format!("https://127.0.0.1:{tls_port}/");
     let mut load = h2load_in_background(lb.dir.path(), &h2_load(&url, 4800));
     let stop = Arc::new(AtomicBool::new(false));
+    let shaken = Arc::new(AtomicUsize::new(0));
     let handshakes = {
-        let stop = Arc::clone(&stop);
+        let (stop, shaken) = (Arc::clone(&stop), Arc::clone(&shaken));
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(20);
             while !stop.load(Relaxed) && seen.len() < 200 && Instant::now() < deadline {
                 seen.push(s_client(tls_port, &["-servername", "a.test"]));
+                shaken.fetch_add(1, Relaxed);
             }
             seen
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
+    // Both are under way: h2load's requests are answered, a handshake done.
+    wait_for_http2_answers(&lb, 32);
+    assert!(
+        wait_until(Duration::from_secs(10), || shaken.load(Relaxed) > 0),
+        "no handshake before the reload"
+    );
 
     overwrite(&live, &next);
     lb.proc.signal("HUP");
@@ -647,7 +650,7 @@ fn a_key_that_does_not_match_at_reload_is_named_and_the_old_certificate_stays() 
 
     let before = s_client(tls_port, &["-servername", "a.test"]);
     assert_eq!(before.serial, Some(old_serial.clone()), "{}", before.output);
-    wait_until_sighup_is_handled(&lb);
+    lb.wait_until_sighup_is_handled();
 
     std::fs::copy(&stranger, &live.1).expect("overwrite the key");
     lb.proc.signal("HUP");
@@ -828,7 +831,8 @@ fn a_graceful_upgrade_loses_no_request_of_http_2_clients_that_reconnect() {
             )
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    // The clients are under way on the old lb.
+    wait_for_http2_answers(&old, 20);
     let _new = run_lb_upgrade(&mut old, Duration::from_secs(10)).0;
 
     let mut answers = std::collections::BTreeMap::<String, usize>::new();
@@ -926,18 +930,15 @@ fn metrics_and_the_access_log_show_tls_versions_names_and_protocols() {
         "HTTP/2 requests {h2:?}:\n{text}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&access)
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&access)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON access line"))
             .collect();
-        if lines.len() >= 2 || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        lines.len() >= 2
+    });
     assert_eq!(lines.len(), 2, "{lines:?}");
     for (line, protocol) in lines.iter().zip(["HTTP/2", "HTTP/1.1"]) {
         assert_eq!(line["protocol"], protocol, "{line}");

@@ -43,18 +43,11 @@ fn spawn_lb_logging(rust_log: &str, port: u16, rest: &str) -> Lb {
 /// Waits until lb's log holds `count` lines with `text`, and returns the
 /// log; fails the test if it does not within [`TIMEOUT`].
 fn wait_for_lines(lb: &Lb, text: &str, count: usize) -> String {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
+    poll(TIMEOUT, || {
         let log = lb.log();
-        if log.matches(text).count() >= count {
-            return log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not {count} lines with {text:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (log.matches(text).count() >= count).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("not {count} lines with {text:?}:\n{}", lb.log()))
 }
 
 /// The lines of `log` at ERROR.
@@ -247,19 +240,18 @@ fn an_invalid_h2c_preface_gets_goaway_not_an_http1_answer() {
 /// Sends requests to lb until its log holds `text`; fails the test if it
 /// does not within [`TIMEOUT`].
 fn request_until_logged(lb: &Lb, text: &str) {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !lb.log().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {text:?} in lb's log:\n{}",
-            lb.log()
-        );
+    let logged = wait_until(TIMEOUT, || {
+        if lb.log().contains(text) {
+            return true;
+        }
         raw_exchange(
             lb.port,
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             TIMEOUT,
         );
-    }
+        false
+    });
+    assert!(logged, "no {text:?} in lb's log:\n{}", lb.log());
 }
 
 #[test]
@@ -334,15 +326,11 @@ fn be_logs_lbs_health_probes_at_debug_and_requests_at_info() {
         "",
     );
     let read_log = || std::fs::read_to_string(&be_log).unwrap_or_default();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !read_log().contains("GET /probed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no probe:\n{}",
-            read_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(TIMEOUT, || read_log().contains("GET /probed")),
+        "no probe:\n{}",
+        read_log()
+    );
     assert_eq!(lb.get("/asked").status, 200);
 
     let log = read_log();

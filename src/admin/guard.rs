@@ -342,4 +342,34 @@ mod tests {
         );
         assert_eq!(status(&g, Method::POST, &[("content-length", "0")]), None);
     }
+
+    #[test]
+    fn a_request_that_needs_no_token_still_passes_the_host_check() {
+        let g = guard("127.0.0.1:9000", None);
+        let foreign = headers(&[("host", "rebound.example")]);
+        let refused = g
+            .check(&Method::GET, &foreign, false)
+            .expect_err("foreign Host");
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.message.contains("rebound.example"), "{refused:?}");
+        let with_token = guard("127.0.0.1:9000", Some("t"));
+        assert_eq!(with_token.check(&Method::GET, &foreign, false), Ok(()));
+        let refused = with_token.check(&Method::GET, &foreign, true);
+        assert_eq!(refused.map_err(|r| r.status), Err(StatusCode::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn an_ipv6_listener_takes_its_own_address_with_or_without_a_port() {
+        let g = guard("[::1]:9000", None);
+        for host in ["[::1]", "[::1]:9000", "[::1]:1234", "localhost"] {
+            assert_eq!(status(&g, Method::GET, &[("host", host)]), None, "{host}");
+        }
+        for host in ["[::2]:9000", "[::]:9000", "127.0.0.1:9000"] {
+            assert_eq!(
+                status(&g, Method::GET, &[("host", host)]),
+                Some(403),
+                "{host}"
+            );
+        }
+    }
 }

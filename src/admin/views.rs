@@ -118,3 +118,57 @@ impl BackendStatsView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn backend() -> BackendView {
+        BackendView {
+            address: "127.0.0.1:8001".into(),
+            entry: "be1:8001".into(),
+            weight: 2,
+            healthy: true,
+            ejected: false,
+            draining: false,
+            in_flight: 1,
+            requests: 10,
+            errors: 1,
+            last_health_check: Some(CheckView::from(CheckRecord {
+                at: SystemTime::UNIX_EPOCH + Duration::from_millis(90_700),
+                passed: false,
+                detail: "connection refused".into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_health_check_shows_its_time_to_the_second_in_rfc_3339() {
+        let json = serde_json::to_value(backend()).expect("serialize");
+        let check = &json["last_health_check"];
+        assert_eq!(check["at"], "1970-01-01T00:01:30Z");
+        assert_eq!(check["passed"], false);
+        assert_eq!(check["detail"], "connection refused");
+    }
+
+    #[test]
+    fn a_backends_stats_carry_its_fields_at_the_top_level() {
+        let sample = Sample {
+            rps: 12.5,
+            error_rate: 0.1,
+            p50_ms: Some(3.0),
+            p99_ms: None,
+        };
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
+        let stats = BackendStatsView::new(backend(), since, sample, vec![1.0, 2.0]);
+        let json = serde_json::to_value(stats).expect("serialize");
+        assert_eq!(json["address"], "127.0.0.1:8001", "{json}");
+        assert_eq!(json["weight"], 2);
+        assert_eq!(json["health_since"], "1970-01-02T00:00:00Z");
+        assert_eq!(json["rps"], 12.5);
+        assert_eq!(json["p99_ms"], serde_json::Value::Null);
+        assert_eq!(json["history"], serde_json::json!([1.0, 2.0]));
+        assert!(json.get("backend").is_none(), "flattened: {json}");
+    }
+}

@@ -238,4 +238,31 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_size_line_is_hex_in_either_case() {
+        // 0x1a = 26 bytes of data, written with digits of both cases.
+        for size in ["1a", "1A", "001a"] {
+            let body = format!("{size}\r\n{}\r\n0\r\n\r\n", "d".repeat(26));
+            assert_eq!(check(body.as_bytes()), Ok(Some(body.len())), "{size}");
+        }
+        // "10" is 16 bytes, not ten: the CRLF after ten is taken as data.
+        let decimal = format!("10\r\n{}\r\n0\r\n\r\n", "d".repeat(10));
+        assert_eq!(check(decimal.as_bytes()), Err(BadChunkFraming));
+        // The largest size fits: the check waits for its data.
+        assert_eq!(check(b"ffffffffffffffff\r\nabc"), Ok(None));
+    }
+
+    #[test]
+    fn once_ended_or_broken_the_check_stays_so() {
+        let mut ended = ChunkedFraming::default();
+        assert!(!ended.finished());
+        assert_eq!(ended.feed(b"0\r\n\r\n"), Ok(Some(5)));
+        assert!(ended.finished());
+        assert_eq!(ended.feed(b"GET / HTTP/1.1\r\n"), Ok(Some(0)));
+        let mut broken = ChunkedFraming::default();
+        assert_eq!(broken.feed(b"g\r\n"), Err(BadChunkFraming));
+        assert!(broken.finished());
+        assert_eq!(broken.feed(b"0\r\n\r\n"), Err(BadChunkFraming));
+    }
 }

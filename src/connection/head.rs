@@ -405,4 +405,31 @@ mod tests {
             "bytes after the head in the same read"
         );
     }
+
+    #[test]
+    fn configured_limits_are_capped_at_pingoras_and_given_a_kib_of_room() {
+        // 1000 fields configured: Pingora takes 256 at most, so 257 get 431.
+        let limits = HeadLimits::new(1000, 100);
+        assert_eq!(
+            check_head(with_fields(256).as_bytes(), limits),
+            HeadCheck::Sound
+        );
+        assert_eq!(
+            check_head(with_fields(257).as_bytes(), limits),
+            HeadCheck::Refuse(431)
+        );
+        // 100 bytes configured: an unfinished head is waited for up to 1124.
+        let unfinished = |len: usize| {
+            let start = "GET / HTTP/1.1\r\nA: ";
+            format!("{start}{}", "x".repeat(len - start.len()))
+        };
+        assert_eq!(
+            check_head(unfinished(1124).as_bytes(), limits),
+            HeadCheck::Partial
+        );
+        assert_eq!(
+            check_head(unfinished(1125).as_bytes(), limits),
+            HeadCheck::Refuse(431)
+        );
+    }
 }

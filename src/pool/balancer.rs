@@ -106,3 +106,66 @@ impl Balancer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::lb::discovery::Static;
+    use pingora::lb::health_check::TcpHealthCheck;
+
+    /// A ring of `kind` over three backends, discovered.
+    fn ring(kind: RingKind) -> Balancer {
+        let discovery =
+            Static::try_from_iter(["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"])
+                .expect("three addresses");
+        let balancer = Balancer::new(kind, Backends::new(discovery), TcpHealthCheck::new());
+        futures::executor::block_on(balancer.update()).expect("discover the backends");
+        balancer
+    }
+
+    fn pick(ring: &Balancer, key: &[u8], refused: &[String]) -> String {
+        ring.select_with(key, 256, |b, _| !refused.contains(&b.addr.to_string()))
+            .expect("a backend")
+            .addr
+            .to_string()
+    }
+
+    #[test]
+    fn the_two_choice_balances_share_the_random_ring() {
+        for (balance, kind) in [
+            (Balance::RoundRobin, RingKind::RoundRobin),
+            (Balance::Random, RingKind::Random),
+            (Balance::LeastRequest, RingKind::Random),
+            (Balance::PeakEwma, RingKind::Random),
+            (Balance::ConsistentHash, RingKind::Hash),
+        ] {
+            assert_eq!(RingKind::of(balance), kind, "{balance:?}");
+            assert_eq!(ring(kind).kind(), kind);
+        }
+    }
+
+    #[test]
+    fn a_hash_ring_keeps_a_key_on_one_backend_and_walks_past_a_refused_one() {
+        let hash = ring(RingKind::Hash);
+        let first = pick(&hash, b"user-42", &[]);
+        for _ in 0..10 {
+            assert_eq!(pick(&hash, b"user-42", &[]), first);
+        }
+        let next = pick(&hash, b"user-42", std::slice::from_ref(&first));
+        assert_ne!(next, first);
+        assert_eq!(
+            pick(&hash, b"user-42", std::slice::from_ref(&first)),
+            next,
+            "the walk past a refused backend is the same each time"
+        );
+    }
+
+    #[test]
+    fn round_robin_takes_every_backend_in_turn() {
+        let rr = ring(RingKind::RoundRobin);
+        let mut seen: Vec<String> = (0..3).map(|_| pick(&rr, b"ignored", &[])).collect();
+        seen.sort();
+        assert_eq!(seen, ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]);
+        assert_eq!(rr.backends().get_backend().len(), 3);
+    }
+}

@@ -89,4 +89,23 @@ mod tests {
         assert!(faded < 5_000_000.0, "{faded}");
         assert_eq!(ewma.average(), 100_000_000.0, "reading changes nothing");
     }
+
+    #[test]
+    fn a_fast_answer_right_after_a_slow_one_barely_moves_the_average() {
+        let ewma = PeakEwma::default();
+        // An hour's decay: the microseconds between two samples weigh nothing.
+        let decay = Duration::from_secs(3600);
+        ewma.observe(Duration::from_millis(100), decay);
+        for _ in 0..10 {
+            ewma.observe(Duration::from_millis(1), decay);
+        }
+        let average = ewma.average();
+        assert!(
+            average > 99_000_000.0 && average <= 100_000_000.0,
+            "{average}"
+        );
+        // A slower answer still replaces it at once.
+        ewma.observe(Duration::from_millis(150), decay);
+        assert_eq!(ewma.average(), 150_000_000.0);
+    }
 }

@@ -242,4 +242,90 @@ mod tests {
         assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(20));
         assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(35));
     }
+
+    /// Fails `b` three times in a row: the configured threshold.
+    fn fail_three_times(d: &OutlierDetector, b: &BackendState, p: &StateMap) {
+        for _ in 0..3 {
+            d.record_failure(b, p, &"reset");
+        }
+    }
+
+    /// How long `b`'s ejection has left, rounded to the second.
+    fn ejection_left(b: &BackendState) -> Duration {
+        let left = b.ejected_until.load(Relaxed).saturating_sub(now_ms());
+        Duration::from_secs((left + 500) / 1000)
+    }
+
+    #[test]
+    fn a_backend_whose_ejection_ended_returns_and_is_ejected_twice_as_long_next() {
+        let d = OutlierDetector::new(config(100));
+        let p = pool(2);
+        let b = at(&p, 0);
+        fail_three_times(&d, b, &p);
+        assert!(d.is_ejected(b));
+        assert_eq!(ejection_left(b), Duration::from_secs(10));
+        // Its ejection ends now.
+        b.ejected_until.store(now_ms(), Relaxed);
+        assert!(!d.is_ejected(b), "back once its time is up");
+        assert!(!d.ejected_now(b));
+        assert_ne!(b.returned_at.load(Relaxed), 0, "its return is noted");
+        // The failures before its ejection count no more: two do not eject.
+        d.record_failure(b, &p, &"reset");
+        d.record_failure(b, &p, &"reset");
+        assert!(!d.is_ejected(b));
+        d.record_failure(b, &p, &"reset");
+        assert!(d.is_ejected(b));
+        assert_eq!(ejection_left(b), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_backend_that_stayed_in_for_the_longest_ejection_starts_over() {
+        let c = config(100);
+        let p = pool(1);
+        let b = at(&p, 0);
+        let now = 100_000;
+        next_ejection_length(&c, b, now);
+        next_ejection_length(&c, b, now);
+        // Back 36 s ago, more than max_ejection_time (35 s): a first ejection again.
+        b.returned_at.store(now - 36_000, Relaxed);
+        assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(10));
+        // Back 20 s ago: still a repeat offender.
+        b.returned_at.store(now - 20_000, Relaxed);
+        assert_eq!(next_ejection_length(&c, b, now), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn zero_consecutive_failures_turns_ejection_off_and_a_reload_turns_it_on() {
+        let d = OutlierDetector::new(PassiveHealthConfig {
+            consecutive_failures: 0,
+            ..config(100)
+        });
+        let p = pool(2);
+        let b = at(&p, 0);
+        for _ in 0..50 {
+            d.record_failure(b, &p, &"reset");
+        }
+        assert!(!d.is_ejected(b), "never ejected with the check off");
+        d.set_config(PassiveHealthConfig {
+            consecutive_failures: 1,
+            ..config(100)
+        });
+        d.record_failure(b, &p, &"reset");
+        assert!(d.is_ejected(b), "one failure ejects after the reload");
+    }
+
+    #[test]
+    fn a_passing_health_check_readmits_and_forgets_the_failures() {
+        let d = OutlierDetector::new(config(100));
+        let p = pool(2);
+        let b = at(&p, 0);
+        d.record_failure(b, &p, &"reset");
+        d.record_failure(b, &p, &"reset");
+        assert!(!d.readmit(b), "it was not ejected");
+        d.record_failure(b, &p, &"reset");
+        d.record_failure(b, &p, &"reset");
+        assert!(!d.is_ejected(b), "two failures since the readmission");
+        d.record_failure(b, &p, &"reset");
+        assert!(d.is_ejected(b));
+    }
 }

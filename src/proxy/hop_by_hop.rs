@@ -225,4 +225,25 @@ mod tests {
         assert!(!asks_for_trailers(&request(&[("TE", "gzip")])));
         assert!(!asks_for_trailers(&request(&[])));
     }
+
+    #[test]
+    fn nominations_in_every_connection_field_are_removed() {
+        let mut req = request(&[
+            ("Host", "x"),
+            ("Connection", "X-One"),
+            ("Connection", " , x-two ,"),
+            ("X-One", "1"),
+            ("X-Two", "2"),
+            ("X-Three", "3"),
+        ]);
+        remove(&mut req, true).expect("accepted");
+        assert_eq!(names(&req), ["host", "x-three"]);
+    }
+
+    #[test]
+    fn an_upgrade_to_anything_but_websocket_is_not_passed_on() {
+        let mut req = request(&[("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "h2c")]);
+        remove(&mut req, true).expect("accepted");
+        assert_eq!(names(&req), ["host"]);
+    }
 }

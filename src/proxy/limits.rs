@@ -77,3 +77,84 @@ pub(super) fn check_framing(session: &Session, ctx: &mut RequestCtx) -> Option<u
         FramingCheck::Bad | FramingCheck::Unplaced => Some(400),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_body_bytes: u64) -> LimitsConfig {
+        LimitsConfig {
+            max_header_bytes: 200,
+            max_request_headers: 4,
+            max_uri_bytes: 20,
+            max_body_bytes,
+            max_connections: 10,
+            max_tls_handshakes: 5,
+        }
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("a request");
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value)
+                .expect("a header");
+        }
+        req
+    }
+
+    #[test]
+    fn each_limit_has_its_own_status() {
+        let l = limits(100);
+        let host = ("Host", "a");
+        assert_eq!(limit_exceeded(&l, &request("GET", "/ok", &[host])), None);
+        let long = format!("/{}", "u".repeat(20));
+        assert_eq!(
+            limit_exceeded(&l, &request("GET", &long, &[host])),
+            Some(414)
+        );
+        let five = [host, ("A", "1"), ("B", "2"), ("C", "3"), ("D", "4")];
+        assert_eq!(limit_exceeded(&l, &request("GET", "/", &five)), Some(431));
+        let big = "v".repeat(200);
+        assert_eq!(
+            limit_exceeded(&l, &request("GET", "/", &[host, ("X", &big)])),
+            Some(431)
+        );
+        let declared = |len: &str| request("POST", "/", &[host, ("Content-Length", len)]);
+        assert_eq!(limit_exceeded(&l, &declared("100")), None);
+        assert_eq!(limit_exceeded(&l, &declared("101")), Some(413));
+        assert_eq!(
+            limit_exceeded(&limits(0), &declared("99999999")),
+            None,
+            "0: no body limit"
+        );
+    }
+
+    #[test]
+    fn targets_and_heads_rfc_9112_forbids_get_400() {
+        let host = [("Host", "a")];
+        for (method, target) in [
+            ("GET", "/path"),
+            ("OPTIONS", "*"),
+            ("GET", "http://a/x"),
+            ("GET", "https://a/x"),
+        ] {
+            assert_eq!(malformed(&request(method, target, &host)), None, "{target}");
+        }
+        for (method, target) in [
+            ("GET", "*"),
+            ("GET", "path"),
+            ("GET", "?q=1"),
+            ("GET", "a.example:80"),
+        ] {
+            assert_eq!(
+                malformed(&request(method, target, &host)),
+                Some(400),
+                "{method} {target}"
+            );
+        }
+        assert_eq!(malformed(&request("GET", "/", &[])), Some(400), "no Host");
+        let mut old = request("GET", "/", &[]);
+        old.set_version(http::Version::HTTP_10);
+        assert_eq!(malformed(&old), None, "HTTP/1.0 needs no Host");
+    }
+}

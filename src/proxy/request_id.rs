@@ -79,4 +79,47 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_hexdigit() || c == '-'));
     }
+
+    #[test]
+    fn an_id_must_be_printable_and_at_most_128_bytes() {
+        let id_of = |value: &[u8]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header(HEADER, HeaderValue::from_bytes(value).unwrap())
+                .unwrap();
+            of(&req)
+        };
+        let longest = "a".repeat(128);
+        assert_eq!(id_of(longest.as_bytes()), longest.as_str());
+        for bad in [&b"a".repeat(129)[..], b"", b"a b", b"a\tb", b"caf\xc3\xa9"] {
+            let id = id_of(bad);
+            assert_ne!(id.as_bytes(), bad, "{bad:?} was kept");
+            assert_eq!(id.len(), 29, "{bad:?} got {id:?}, not a new id");
+        }
+    }
+
+    #[test]
+    fn new_ids_share_the_process_prefix_and_count_up() {
+        let fresh = RequestHeader::build("GET", b"/", None).unwrap();
+        let (a, b) = (of(&fresh), of(&fresh));
+        let split = |id: &HeaderValue| {
+            let (prefix, n) = id.to_str().unwrap().split_once('-').unwrap();
+            (prefix.to_string(), u64::from_str_radix(n, 16).unwrap())
+        };
+        let ((prefix_a, n_a), (prefix_b, n_b)) = (split(&a), split(&b));
+        assert_eq!(prefix_a, prefix_b);
+        assert_eq!(prefix_a.len(), 16);
+        // Other tests may take ids in between: later is larger, not next.
+        assert!(n_b > n_a, "{a:?} then {b:?}");
+    }
+
+    #[test]
+    fn hex_is_written_low_digits_last_and_cut_to_fit() {
+        let mut out = [0u8; 4];
+        write_hex(&mut out, 0xbeef);
+        assert_eq!(&out, b"beef");
+        write_hex(&mut out, 0x1_2345);
+        assert_eq!(&out, b"2345");
+        write_hex(&mut out, 0xa);
+        assert_eq!(&out, b"000a");
+    }
 }

@@ -78,3 +78,45 @@ pub fn staple(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `site.pem` in a new directory, with `ocsp` beside it when given.
+    fn site_with(ocsp: Option<&[u8]>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cert = dir.path().join("site.pem");
+        if let Some(der) = ocsp {
+            std::fs::write(dir.path().join("site.pem.ocsp"), der).expect("write the response");
+        }
+        (dir, cert)
+    }
+
+    #[test]
+    fn no_file_beside_the_certificate_means_nothing_to_staple() {
+        let (_dir, cert) = site_with(None);
+        assert!(matches!(read_beside(&cert), Ok(None)));
+    }
+
+    #[test]
+    fn a_file_that_is_not_der_is_an_error_naming_it() {
+        let (_dir, cert) = site_with(Some(b"not DER"));
+        let error = read_beside(&cert).expect_err("an error").to_string();
+        assert!(
+            error.contains("site.pem.ocsp: not a DER OCSP response"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unsuccessful_response_is_refused_with_its_status() {
+        let response = OcspResponse::create(OcspResponseStatus::TRY_LATER, None)
+            .and_then(|r| r.to_der())
+            .expect("a TRY_LATER response");
+        let (_dir, cert) = site_with(Some(&response));
+        let error = read_beside(&cert).expect_err("an error").to_string();
+        assert!(error.contains("site.pem.ocsp"), "{error}");
+        assert!(error.contains("not successful"), "{error}");
+    }
+}

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A keep-alive load running in the background.
 pub struct Load {
@@ -20,15 +20,12 @@ impl Load {
     /// through what came before. Panics after 20 s.
     pub fn wait_for_answers(&self, more: usize) {
         let target = self.answered.load(Relaxed) + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.answered.load(Relaxed) < target {
-            assert!(
-                Instant::now() < deadline,
-                "the load got {} of {target} answers in 20 s",
-                self.answered.load(Relaxed)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let reached = || self.answered.load(Relaxed) >= target;
+        assert!(
+            super::wait_until(Duration::from_secs(20), reached),
+            "the load got {} of {target} answers in 20 s",
+            self.answered.load(Relaxed)
+        );
     }
 
     /// Waits for the clients to stop; the successes and every error.

@@ -108,6 +108,84 @@ pub fn make_cert(dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A certificate and the CA of its own that signed it, made by
+/// [`make_ca_signed_cert`].
+pub struct SignedCert {
+    pub ca: PathBuf,
+    pub ca_key: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes a CA (`dir/NAME-ca.pem`, key `NAME-ca.key`) and a P-256
+/// certificate it signed for `CN=name` with the subject alternative names
+/// `san` (`DNS:backend.test`, `IP:127.0.0.1`), serial `serial` (hex, for
+/// an OCSP index to name it): `dir/NAME.pem`, key `NAME.key`. Both are
+/// valid for 30 days.
+pub fn make_ca_signed_cert(dir: &Path, name: &str, san: &str, serial: &str) -> SignedCert {
+    let file = |suffix: &str| dir.join(format!("{name}{suffix}"));
+    let signed = SignedCert {
+        ca: file("-ca.pem"),
+        ca_key: file("-ca.key"),
+        cert: file(".pem"),
+        key: file(".key"),
+    };
+    let (csr, ext) = (file(".csr"), file(".ext"));
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca_subject = format!("/CN={name}-ca");
+    let ca_args = [
+        "-days",
+        "30",
+        "-subj",
+        &ca_subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=keyCertSign,cRLSign",
+        "-keyout",
+        path(&signed.ca_key),
+        "-out",
+        path(&signed.ca),
+    ];
+    openssl(&[&["req", "-x509"][..], &new_key, &ca_args].concat());
+    let subject = format!("/CN={name}");
+    let csr_args = [
+        "-subj",
+        &subject,
+        "-keyout",
+        path(&signed.key),
+        "-out",
+        path(&csr),
+    ];
+    openssl(&[&["req", "-new"][..], &new_key, &csr_args].concat());
+    std::fs::write(&ext, format!("subjectAltName={san}\n")).expect("write the extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path(&csr),
+        "-CA",
+        path(&signed.ca),
+        "-CAkey",
+        path(&signed.ca_key),
+        "-set_serial",
+        &format!("0x{serial}"),
+        "-days",
+        "30",
+        "-extfile",
+        path(&ext),
+        "-out",
+        path(&signed.cert),
+    ]);
+    signed
+}
+
 /// Makes a certificate for `name` that expired in 2020, signed by its own
 /// key, as `dir/name.pem` and `dir/name.key`. `openssl req -days` cannot go
 /// back in time and OpenSSL 3.0's `x509` has no `-not_after`, but `openssl

@@ -84,11 +84,13 @@ pub fn run_lb_upgrade(old: &mut Lb, old_exits_within: Duration) -> (KillOnDrop, 
 pub fn upgrade_under_load(old: &mut Lb, old_exits_within: Duration) -> Upgrade {
     let stop = Arc::new(AtomicBool::new(false));
     let load = keep_alive_load(old.port, 16, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    // The clients are under way on the old lb.
+    load.wait_for_answers(100);
 
     let (new, report) = run_lb_upgrade(old, old_exits_within);
     assert!(report.contains("done"), "{report}");
-    std::thread::sleep(Duration::from_millis(500));
+    // The old lb has exited: these answers all come from the new one.
+    load.wait_for_answers(100);
     stop.store(true, Relaxed);
     let (ok, errors) = load.join().expect("the load thread");
     eprintln!("{ok} requests succeeded, {} failed", errors.len());

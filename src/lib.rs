@@ -16,16 +16,21 @@
 //!     with the limits, retries and budget, headers and error pages;
 //!   - [`pool`]: the backends, their selection, their health checks and
 //!     the transport to them (TLS, SNI, HTTP/2).
-//! - the control plane: [`config`] (the YAML file, its checks, the runtime
-//!   `Config`), [`reload`] (SIGHUP and the admin API's reload), [`admin`]
-//!   (the admin API, the status page and its per-second samples);
+//! - the control plane: [`config`] (the YAML file and its checks, plain
+//!   data that imports no other layer), [`runtime`] (the one assembly
+//!   path: pools, routes and certificates built whole, then put in
+//!   service, by start-up and reload alike), [`reload`] (SIGHUP and the
+//!   admin API's reload), [`admin`] (the admin API, the status page and
+//!   its per-second samples), [`routing`] (routes resolved to pools),
+//!   [`summary`] (what `lb -t` prints);
 //! - telemetry: [`telemetry`] (metrics, the access log, logging);
 //! - [`process`]: the pid file, the daemon's log, the user lb runs as, the
 //!   free memory it returns;
 //! - [`sync`]: the one policy for a poisoned lock, which every layer uses.
 //!
 //! [`cli`] parses the command line and [`app`] assembles Pingora's `Server`
-//! from a `Config`. The binaries are thin: `bin/lb.rs`, and `bin/be/`, the
+//! from a `Config` and a [`runtime::Runtime`]. `architecture.md` draws the
+//! imports between these modules. The binaries are thin: `bin/lb.rs`, and `bin/be/`, the
 //! demo backend, which is not part of this library.
 
 #![forbid(unsafe_code)]

@@ -83,6 +83,58 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
     assert_eq!(served.len(), 2, "the pool changed: {served:?}");
 }
 
+/// The last step of a reload's build is reading the certificates; one that
+/// cannot be read must leave everything the earlier steps built unused:
+/// the old backends serve on, and the TLS listener keeps its certificate.
+#[test]
+fn a_reload_that_fails_at_its_last_step_keeps_the_running_config() {
+    let (ports, _backends) = backends_named_after_their_ports(2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = common::tls::make_cert(dir.path(), "a.test", &["a.test"]);
+    let (plain, tls) = (free_port(), free_port());
+    let tls_entry = format!(
+        "{{address: 127.0.0.1:{tls}, tls: {{certificates: [{{cert: {}, key: {}}}]}}}}",
+        cert.display(),
+        key.display()
+    );
+    let lb = LbBuilder::default()
+        .in_dir(dir)
+        .listeners(&[(plain, format!("127.0.0.1:{plain}")), (tls, tls_entry)])
+        .backends(&ports[..1])
+        .start();
+    assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
+    let running = std::fs::read_to_string(lb.config_path()).unwrap();
+    let broken = running
+        .replace(
+            &format!("127.0.0.1:{}", ports[0]),
+            &format!("127.0.0.1:{}", ports[1]),
+        )
+        .replace(&cert.display().to_string(), "/nonexistent/a.test.pem");
+    assert_ne!(broken, running);
+    std::fs::write(lb.config_path(), broken).unwrap();
+    lb.wait_until_sighup_is_handled();
+    lb.proc.signal("HUP");
+    assert!(
+        lb.wait_for_log(
+            "reload failed, the running config stays",
+            Duration::from_secs(10)
+        ),
+        "no failure logged:\n{}",
+        lb.log()
+    );
+    assert!(
+        lb.log().contains("listeners[1].tls.certificates[0]")
+            && lb.log().contains("/nonexistent/a.test.pem"),
+        "the error does not name the key and the file:\n{}",
+        lb.log()
+    );
+    for _ in 0..4 {
+        assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
+    }
+    let handshake = std::net::TcpStream::connect(("127.0.0.1", tls));
+    assert!(handshake.is_ok(), "the TLS listener is gone");
+}
+
 #[test]
 fn dns_discovery_follows_the_records() {
     let (two_ip, three_ip) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));

@@ -14,10 +14,7 @@ use common::*;
 
 /// The base config with `rest` (upstreams, routes) instead of `backends:`.
 fn spawn_lb_with(rest: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = format!("{}{rest}", base_config(dir.path(), port));
-    spawn_lb_with_config(dir, port, &config)
+    LbBuilder::default().rest(rest).start()
 }
 
 /// `GET path` with `Host: host` through lb.

@@ -21,23 +21,12 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// base `server:` and `health_check:` sections) and `RUST_LOG` set to
 /// `rust_log`; waits until `port` accepts.
 fn spawn_lb_logging(rust_log: &str, port: u16, rest: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut base = BaseConfig::new(dir.path(), port);
-    base.listeners.clear();
-    let config = format!("{}{rest}", base.yaml().replace("listeners: []\n", ""));
-    let config_path = dir.path().join("lb.yaml");
-    std::fs::write(&config_path, &config).expect("write config");
-    let log = std::fs::File::create(dir.path().join("lb.log")).expect("create log");
-    let proc = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_lb"))
-            .arg("-c")
-            .arg(&config_path)
-            .env("RUST_LOG", rust_log)
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log),
-    );
-    wait_for_port(port);
-    Lb { proc, port, dir }
+    LbBuilder::default()
+        .port(port)
+        .own_listeners()
+        .rest(rest)
+        .rust_log(rust_log)
+        .start()
 }
 
 /// Waits until lb's log holds `count` lines with `text`, and returns the

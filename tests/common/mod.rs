@@ -390,27 +390,183 @@ pub fn backends_yaml(ports: &[u16]) -> String {
     yaml
 }
 
+/// A change to the base sections, made before they are written.
+type ConfigEdit = Box<dyn FnOnce(&mut BaseConfig)>;
+
+/// How to start an lb: the one place lb is started from; [`spawn_lb`],
+/// [`spawn_lb_edited`], [`spawn_lb_listening`] and [`spawn_lb_with_config`]
+/// are its short forms. By default: [`BaseConfig`] on a free port, no
+/// backends, `RUST_LOG=info`, files and log in a new temporary directory.
+pub struct LbBuilder {
+    dir: Option<tempfile::TempDir>,
+    port: Option<u16>,
+    edits: Vec<ConfigEdit>,
+    /// (port, flow-style entry); when given, they replace the base listener.
+    listeners: Vec<(u16, String)>,
+    /// The YAML after the base sections names the listeners itself.
+    own_listeners: bool,
+    backends: Vec<u16>,
+    rest: String,
+    rust_log: String,
+    /// The whole file, instead of the base sections and the rest.
+    config: Option<String>,
+}
+
+impl Default for LbBuilder {
+    fn default() -> Self {
+        LbBuilder {
+            dir: None,
+            port: None,
+            edits: Vec::new(),
+            listeners: Vec::new(),
+            own_listeners: false,
+            backends: Vec::new(),
+            rest: String::new(),
+            rust_log: "info".into(),
+            config: None,
+        }
+    }
+}
+
+impl LbBuilder {
+    /// Keeps lb's files (config, log, pid) in `dir`, which may hold
+    /// certificates the config names.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// The port lb is waited on (and the base listener's).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Changes the base sections before they are written.
+    pub fn edit(mut self, edit: impl FnOnce(&mut BaseConfig) + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// Listeners given as (port, YAML entry in flow style, such as
+    /// `{address: 127.0.0.1:8001, h2c: true}`); lb's port is the first's,
+    /// and start waits until every one accepts.
+    pub fn listeners(mut self, listeners: &[(u16, String)]) -> Self {
+        self.listeners = listeners.to_vec();
+        self
+    }
+
+    /// The rest of the YAML writes `listeners:` itself; lb's port is
+    /// [`LbBuilder::port`].
+    pub fn own_listeners(mut self) -> Self {
+        self.own_listeners = true;
+        self
+    }
+
+    /// The top-level backends: `be` on these ports.
+    pub fn backends(mut self, ports: &[u16]) -> Self {
+        self.backends = ports.to_vec();
+        self
+    }
+
+    /// YAML appended after the base sections and the backends.
+    pub fn rest(mut self, rest: &str) -> Self {
+        self.rest = rest.to_string();
+        self
+    }
+
+    /// `RUST_LOG` of the lb process.
+    pub fn rust_log(mut self, rust_log: &str) -> Self {
+        self.rust_log = rust_log.to_string();
+        self
+    }
+
+    /// The whole config file, written as given.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.to_string());
+        self
+    }
+
+    /// Writes the config, starts lb, and waits until its listeners accept;
+    /// an lb that exits first fails the test with its log.
+    pub fn start(mut self) -> Lb {
+        let dir = self
+            .dir
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+        let port = self
+            .listeners
+            .first()
+            .map(|(port, _)| *port)
+            .or(self.port)
+            .unwrap_or_else(free_port);
+        let config = match self.config.take() {
+            Some(config) => config,
+            None => self.compose(dir.path(), port),
+        };
+        let config_path = dir.path().join("lb.yaml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("lb.log")).expect("create log");
+        let proc = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_lb"))
+                .arg("-c")
+                .arg(&config_path)
+                .env("RUST_LOG", &self.rust_log)
+                .stdout(log.try_clone().expect("clone log"))
+                .stderr(log),
+        );
+        let mut lb = Lb { proc, port, dir };
+        lb.wait_until_accepting(&config);
+        for (port, _) in &self.listeners {
+            wait_for_port(*port);
+        }
+        lb
+    }
+
+    /// The base sections (edited, listeners in place), the backends and
+    /// the rest.
+    fn compose(&mut self, dir: &Path, port: u16) -> String {
+        let mut base = BaseConfig::new(dir, port);
+        for edit in self.edits.drain(..) {
+            edit(&mut base);
+        }
+        let mut config = if self.listeners.is_empty() && !self.own_listeners {
+            base.yaml()
+        } else {
+            base.listeners.clear();
+            base.yaml().replace("listeners: []\n", "")
+        };
+        if !self.listeners.is_empty() {
+            config.push_str("listeners:\n");
+            for (_, entry) in &self.listeners {
+                config.push_str(&format!("  - {entry}\n"));
+            }
+        }
+        if !self.backends.is_empty() {
+            config.push_str(&backends_yaml(&self.backends));
+        }
+        config.push_str(&self.rest);
+        config
+    }
+}
+
 /// Starts lb in front of the backends on `ports`, with `extra` YAML appended.
 pub fn spawn_lb(ports: &[u16], extra: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = format!(
-        "{}{}{extra}",
-        base_config(dir.path(), port),
-        backends_yaml(ports)
-    );
-    spawn_lb_with_config(dir, port, &config)
+    LbBuilder::default().backends(ports).rest(extra).start()
 }
 
 /// Starts lb like [`spawn_lb`], with `edit` applied to the base config first
 /// (to change a default, such as the health-check interval).
-pub fn spawn_lb_edited(ports: &[u16], edit: impl FnOnce(&mut BaseConfig), extra: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut base = BaseConfig::new(dir.path(), port);
-    edit(&mut base);
-    let config = format!("{}{}{extra}", base.yaml(), backends_yaml(ports));
-    spawn_lb_with_config(dir, port, &config)
+pub fn spawn_lb_edited(
+    ports: &[u16],
+    edit: impl FnOnce(&mut BaseConfig) + 'static,
+    extra: &str,
+) -> Lb {
+    LbBuilder::default()
+        .edit(edit)
+        .backends(ports)
+        .rest(extra)
+        .start()
 }
 
 /// Makes every health check fail: `be` answers 200, the checks expect 204.
@@ -422,56 +578,39 @@ pub fn expect_204(base: &mut BaseConfig) {
 /// entry in flow style, such as `{address: 127.0.0.1:8001, h2c: true}`), then
 /// `rest`; waits until every listener accepts. Its `port` is the first's.
 pub fn spawn_lb_listening(listeners: &[(u16, String)], rest: &str) -> Lb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = listeners.first().expect("a listener").0;
-    let mut base = BaseConfig::new(dir.path(), port);
-    base.listeners.clear();
-    let entries: String = listeners
-        .iter()
-        .map(|(_, entry)| format!("  - {entry}\n"))
-        .collect();
-    let config = format!(
-        "{}listeners:\n{entries}{rest}",
-        base.yaml().replace("listeners: []\n", "")
-    );
-    let lb = spawn_lb_with_config(dir, port, &config);
-    for (port, _) in listeners {
-        wait_for_port(*port);
-    }
-    lb
+    LbBuilder::default().listeners(listeners).rest(rest).start()
 }
 
 /// Starts lb with `config` written to `dir/lb.yaml`; its log goes to `dir/lb.log`.
 pub fn spawn_lb_with_config(dir: tempfile::TempDir, port: u16, config: &str) -> Lb {
-    let config_path = dir.path().join("lb.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    let log = std::fs::File::create(dir.path().join("lb.log")).expect("create log");
-    let proc = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_lb"))
-            .arg("-c")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log),
-    );
-    let mut lb = Lb { proc, port, dir };
-    // Until lb accepts; an lb that exits first (a config it rejects) fails
-    // the test with its own error rather than a port that never opens.
-    let accepted = wait_until(START_TIMEOUT, || {
-        if let Some(status) = lb.proc.exited() {
-            panic!(
-                "lb exited ({status}) before accepting:\n{}\nconfig:\n{config}",
-                lb.log()
-            );
-        }
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(
-        accepted,
-        "lb did not accept connections on port {port} within {START_TIMEOUT:?}:\n{}",
-        lb.log()
-    );
-    lb
+    LbBuilder::default()
+        .in_dir(dir)
+        .port(port)
+        .config(config)
+        .start()
+}
+
+impl Lb {
+    /// Waits until lb accepts on its port; an lb that exits first (a config
+    /// it rejects) fails the test with its own error rather than a port
+    /// that never opens.
+    fn wait_until_accepting(&mut self, config: &str) {
+        let port = self.port;
+        let accepted = wait_until(START_TIMEOUT, || {
+            if let Some(status) = self.proc.exited() {
+                panic!(
+                    "lb exited ({status}) before accepting:\n{}\nconfig:\n{config}",
+                    self.log()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            accepted,
+            "lb did not accept connections on port {port} within {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
+    }
 }
 
 /// A response as the client saw it.

@@ -20,7 +20,7 @@ use crate::admin::stats::{Sampler, Stats};
 use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
 use crate::connection::{descriptors, Admission, LbApp};
-use crate::pool::{Pool, PoolService};
+use crate::pool::{PoolTasks, PoolsService};
 use crate::proxy::{Proxy, ProxyControl};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::runtime::{BuildError, Runtime};
@@ -94,11 +94,13 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     // The admin API and the status page read the pools requests use now,
     // and its connections have the proxy's time limits.
     let control = proxy_logic.control();
+    let pool_tasks = Arc::new(PoolTasks::default());
     let reloader = Arc::new(Reloader::new(
         cli.config_path(),
         cli.overrides(),
         &config,
         pools.clone(),
+        Arc::clone(&pool_tasks),
         proxy_logic.control(),
         tls_listeners.iter().map(|(_, l)| Arc::clone(l)).collect(),
     ));
@@ -127,7 +129,8 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     }
 
     let proxies = proxy_services(&server, proxy_logic, &config, &tls_listeners)?;
-    add_background_services(&mut server, &pools, &reloader);
+    let pools_service = PoolsService::new(&pools, pool_tasks);
+    add_background_services(&mut server, pools_service, &reloader);
     let listening = Listening {
         proxies,
         control: &control,
@@ -138,15 +141,10 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// The services that run beside the listeners: each pool's health checks
-/// and discovery, the reload on SIGHUP, and the return of free memory.
-fn add_background_services(server: &mut Server, pools: &[Arc<Pool>], reloader: &Arc<Reloader>) {
-    for pool in pools {
-        server.add_service(background_service(
-            &format!("backend pool {}", pool.name()),
-            PoolService::of(pool),
-        ));
-    }
+/// The services that run beside the listeners: the pools' health checks
+/// and discovery (one service, one thread, for every pool), the reload on SIGHUP, and the return of free memory.
+fn add_background_services(server: &mut Server, pools: PoolsService, reloader: &Arc<Reloader>) {
+    server.add_service(background_service("backend pools", pools));
     server.add_service(background_service(
         "reload on SIGHUP",
         ReloadOnHangup(Arc::clone(reloader)),

@@ -21,7 +21,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{Config, ConfigError, Overrides};
-use crate::pool::{Pool, PoolService};
+use crate::pool::{Pool, PoolTasks};
 use crate::proxy::ProxyControl;
 use crate::runtime::{BuildError, RestartOnly, Runtime};
 use crate::telemetry::metrics::metrics;
@@ -33,9 +33,8 @@ pub struct Reloader {
     overrides: Overrides,
     /// Every pool, in the order of the running config's pools.
     pools: Mutex<Vec<Arc<Pool>>>,
-    /// Never sent: the shutdown watch of the services that keep pools
-    /// added by a reload current (the runtime's end stops them).
-    pools_running: tokio::sync::watch::Sender<bool>,
+    /// Where the tasks that keep pools current run.
+    pool_tasks: Arc<PoolTasks>,
     proxy: ProxyControl,
     /// The TLS listeners, whose certificates a reload replaces.
     tls_listeners: Vec<Arc<TlsListener>>,
@@ -50,6 +49,7 @@ impl Reloader {
         overrides: Overrides,
         config: &Config,
         pools: Vec<Arc<Pool>>,
+        pool_tasks: Arc<PoolTasks>,
         proxy: ProxyControl,
         tls_listeners: Vec<Arc<TlsListener>>,
     ) -> Self {
@@ -57,7 +57,7 @@ impl Reloader {
             path,
             overrides,
             pools: Mutex::new(pools),
-            pools_running: tokio::sync::watch::Sender::new(false),
+            pool_tasks,
             proxy,
             tls_listeners,
             restart_only: RestartOnly::of(config),
@@ -95,28 +95,13 @@ impl Reloader {
             &mut running,
             &self.proxy,
             &self.tls_listeners,
-            |pool| self.keep_current(pool),
+            |pool| self.pool_tasks.spawn(pool),
         );
         Ok(Reloaded {
             backends: config.backends.len(),
             certificates,
             needs_restart,
         })
-    }
-
-    /// Runs the service that keeps a pool added by a reload current.
-    fn keep_current(&self, pool: &Arc<Pool>) {
-        let service = PoolService::of(pool);
-        let shutdown = self.pools_running.subscribe();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { service.run(shutdown).await });
-            }
-            Err(e) => log::error!(
-                "reload: no runtime to run the checks of pool {}: {e}",
-                pool.name()
-            ),
-        }
     }
 }
 

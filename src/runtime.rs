@@ -53,6 +53,9 @@ pub enum BuildError {
         #[source]
         source: pingora::BError,
     },
+    /// The new pools' backends could not be resolved (no runtime to do it).
+    #[error("cannot resolve the backends of the new pools")]
+    Resolve(#[source] pingora::BError),
     /// Routes or certificates are wrong: each problem names its key.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
@@ -169,6 +172,7 @@ impl BuiltPools {
             };
             built.pools.push(pool);
         }
+        Pool::resolve_all(&built.added).map_err(BuildError::Resolve)?;
         Ok(built)
     }
 }

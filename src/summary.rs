@@ -275,6 +275,13 @@ impl Summary<'_> {
         rows.push(("threads".into(), s.threads.to_string()));
         rows.push(("runtime".into(), crate::config::runtime_name(s)));
         rows.push((
+            "backend idle pool".into(),
+            format!(
+                "at most {} idle connections to backends",
+                s.upstream_keepalive_pool_size
+            ),
+        ));
+        rows.push((
             "grace period".into(),
             format!(
                 "{}s, then {}s to shut down",

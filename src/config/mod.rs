@@ -333,7 +333,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut errors = Problems::default();
         let top_balancing = pools::BalancingFile::take_top(&mut file);
-        let mut server = server::build(file.server.take().unwrap_or_default(), &mut errors);
+        let server_file = file.server.take().unwrap_or_default();
+        let pool_size_written = server_file.contains_key("upstream_keepalive_pool_size");
+        let mut server = server::build(server_file, &mut errors);
         overrides.server_paths(&mut server);
         let listeners = overrides.listeners(file.listeners.take(), &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
@@ -384,6 +386,10 @@ impl Config {
 
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.into_vec()));
+        }
+        if !pool_size_written {
+            let backends = pools.iter().map(|p| p.backends.len()).sum();
+            server.upstream_keepalive_pool_size = server::keepalive_pool_size_for(backends);
         }
         Ok(Config {
             server,

@@ -75,6 +75,20 @@ pub fn work_stealing_for(threads: usize) -> bool {
     threads > 1
 }
 
+/// The idle upstream connections lb keeps when
+/// `server.upstream_keepalive_pool_size` is not written: Pingora's 128, or
+/// two for each backend entry of every pool when that is more. Pingora
+/// keeps one pool of idle connections for all backends and drops the
+/// least recently used when it is full, so a pool walked round robin
+/// needs at least one idle connection a backend to reuse any: with 1,000
+/// backends and 128, nearly every request opened a new connection
+/// (bench/RESULTS.md, "Thousands of pools"). Fixed at start, like every
+/// `server:` setting: a reload that adds backends does not resize it.
+pub fn keepalive_pool_size_for(backends: usize) -> usize {
+    const PINGORA_DEFAULT: usize = 128;
+    PINGORA_DEFAULT.max(backends.saturating_mul(2))
+}
+
 /// What `lb -t` says of the runtime.
 pub fn runtime_name(server: &ServerConf) -> String {
     if server.work_stealing {
@@ -181,6 +195,13 @@ mod tests {
             assert!(errors.is_empty());
             assert_eq!(conf.work_stealing, stealing, "{yaml}");
         }
+    }
+
+    #[test]
+    fn the_idle_connection_pool_grows_with_the_backends() {
+        assert_eq!(keepalive_pool_size_for(3), 128);
+        assert_eq!(keepalive_pool_size_for(64), 128);
+        assert_eq!(keepalive_pool_size_for(1_000), 2_000);
     }
 
     #[test]

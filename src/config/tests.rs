@@ -326,3 +326,20 @@ fn resilience_sections_default_when_absent() {
     assert!(config.routes.is_empty());
     assert_eq!(config.pools.len(), 1);
 }
+
+#[test]
+fn the_idle_connection_pool_is_sized_by_the_backends_unless_written() {
+    let backends: Vec<String> = (0..300)
+        .map(|i| format!("127.0.0.1:{}", 9000 + i))
+        .collect();
+    let yaml = format!("backends: [{}]\n", backends.join(", "));
+    let config = load_str(&yaml).expect("300 backends");
+    assert_eq!(config.server.upstream_keepalive_pool_size, 600);
+    let written = load_str(&format!(
+        "{yaml}server: {{upstream_keepalive_pool_size: 50}}\n"
+    ))
+    .expect("a written size");
+    assert_eq!(written.server.upstream_keepalive_pool_size, 50);
+    let few = load_str("backends: [127.0.0.1:9000]\n").expect("one backend");
+    assert_eq!(few.server.upstream_keepalive_pool_size, 128);
+}

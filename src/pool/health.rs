@@ -27,8 +27,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector as HttpConnector;
-use pingora::connectors::TransportConnector;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
 use pingora::prelude::*;
@@ -36,7 +34,7 @@ use pingora::protocols::http::client::HttpSession;
 
 use super::members::{CheckRecord, Members};
 use super::outlier::OutlierDetector;
-use super::transport::PeerTemplate;
+use super::transport::{probe_connectors, PeerTemplate};
 use crate::config::{BackendTransport, HealthCheckConfig, HealthCheckKind};
 
 /// The path of the gRPC health-checking protocol's one unary method.
@@ -67,17 +65,12 @@ struct ProbeSettings {
     unhealthy_threshold: usize,
 }
 
-/// The probe of the pool's backends.
 /// A probe's new settings, built and checked, not yet applied.
 pub struct PreparedProbe(Arc<ProbeSettings>);
 
+/// The probe of the pool's backends.
 pub struct Probe {
     settings: ArcSwap<ProbeSettings>,
-    /// For `http` and `grpc` probes; never reuses a connection, since no
-    /// session is given back to it.
-    http: HttpConnector,
-    /// For `tcp` probes.
-    transport: TransportConnector,
     members: Arc<Members>,
     /// Passive health, told when a backend passes its checks again.
     outliers: Arc<OutlierDetector>,
@@ -94,8 +87,6 @@ impl Probe {
     ) -> Result<Self> {
         Ok(Probe {
             settings: ArcSwap::from_pointee(build_settings(config, transport)?),
-            http: HttpConnector::new(None),
-            transport: TransportConnector::new(None),
             members,
             outliers,
         })
@@ -153,9 +144,13 @@ impl Probe {
         peer.options.read_timeout = Some(settings.timeout);
         peer.options.write_timeout = Some(settings.timeout);
         match settings.kind {
-            HealthCheckKind::Tcp => self.transport.new_stream(&peer).await.map(drop),
+            HealthCheckKind::Tcp => probe_connectors()
+                .transport
+                .new_stream(&peer)
+                .await
+                .map(drop),
             HealthCheckKind::Http => {
-                let (mut session, _) = self.http.get_http_session(&peer).await?;
+                let (mut session, _) = probe_connectors().http.get_http_session(&peer).await?;
                 session.set_write_timeout(peer.options.write_timeout);
                 session.set_read_timeout(peer.options.read_timeout);
                 let request = match session {
@@ -180,7 +175,7 @@ impl Probe {
                 Ok(())
             }
             HealthCheckKind::Grpc => {
-                let (session, _) = self.http.get_http_session(&peer).await?;
+                let (session, _) = probe_connectors().http.get_http_session(&peer).await?;
                 grpc_check(session, &settings.request_h2, settings.timeout).await
             }
         }

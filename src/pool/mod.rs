@@ -8,10 +8,10 @@
 //! from the random ring and take the one that costs less; slow start
 //! thins a returning backend's share during its ramp. The rings' service
 //! discovery is [`members::Members`]: configured entries, resolved
-//! again every `discovery.interval`. [`PoolService`], a Pingora background
-//! service, runs discovery and the active health checks ([`health::Probe`])
-//! on their intervals, and at once when a reload or the admin API changes
-//! the pool. Passive health ([`outlier`]) and draining are checked per
+//! again every `discovery.interval`. [`PoolService`], a task on the one
+//! background service of every pool ([`PoolsService`]), runs discovery
+//! and the active health checks ([`health::Probe`]) on their intervals,
+//! and at once when a reload or the admin API changes the pool. Passive health ([`outlier`]) and draining are checked per
 //! candidate during selection. Requests and health checks reach backends
 //! over the same transport (TLS, SNI, HTTP/2), built once per config by
 //! [`transport::PeerTemplate`].
@@ -23,7 +23,10 @@ pub mod health;
 pub mod members;
 pub mod outlier;
 pub mod resolve;
+mod service;
 pub mod transport;
+
+pub use service::{PoolService, PoolTasks, PoolsService};
 
 /// The `User-Agent` of every health check probe, so a backend can tell
 /// lb's checks from its users' requests (and log them apart, as `be` does).
@@ -31,17 +34,13 @@ pub const PROBE_USER_AGENT: &str = "lb-health-check";
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora::lb::{Backend, Backends};
 use pingora::prelude::*;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::config::{Balance, Config, PoolConfig, WhenAllUnhealthy};
 use crate::telemetry::metrics::{metrics, BackendMetrics};
@@ -101,8 +100,7 @@ pub enum Selection {
 }
 
 impl Pool {
-    /// Builds the pool and resolves its backends, so it can select before
-    /// its background service starts.
+    /// Builds the pool; [`Pool::resolve_all`] resolves its backends.
     pub fn new(config: &Config, upstream: &PoolConfig) -> Result<Arc<Pool>> {
         let members = Arc::new(Members::new(
             &upstream.name,
@@ -132,7 +130,16 @@ impl Pool {
             refresh: Notify::new(),
             unanswered: metrics().for_backend(&upstream.name, "none"),
         });
-        // Resolve once now, on a runtime of its own: Pingora's runtimes start later.
+        Ok(pool)
+    }
+
+    /// Resolves the backends of `pools` and builds their rings, all at
+    /// once on one runtime of its own (Pingora's runtimes start later), so
+    /// that they can select before their tasks start.
+    pub fn resolve_all(pools: &[Arc<Pool>]) -> Result<()> {
+        if pools.is_empty() {
+            return Ok(());
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -140,8 +147,8 @@ impl Pool {
                 ErrorType::InternalError,
                 "cannot start a runtime to resolve backends",
             )?;
-        runtime.block_on(pool.update());
-        Ok(pool)
+        runtime.block_on(futures::future::join_all(pools.iter().map(|p| p.update())));
+        Ok(())
     }
 
     /// Checks what a reloaded config would change in this pool and builds
@@ -439,59 +446,5 @@ fn settings_of(config: &Config, upstream: &PoolConfig) -> PoolSettings {
         balance: upstream.balancing.balance,
         slow_start: upstream.balancing.slow_start,
         ewma_decay: upstream.balancing.ewma_decay,
-    }
-}
-
-/// The Pingora background service that keeps a pool current: discovery
-/// every `discovery.interval`, health checks every `health_check.interval`,
-/// both at once after a reload or an admin change. It holds the pool
-/// weakly and ends once a reload removed the pool and its last request
-/// finished.
-pub struct PoolService(Weak<Pool>);
-
-impl PoolService {
-    /// The service keeping `pool` current.
-    pub fn of(pool: &Arc<Pool>) -> Self {
-        PoolService(Arc::downgrade(pool))
-    }
-
-    /// Runs until `shutdown`, or until the pool is gone.
-    pub async fn run(&self, mut shutdown: ShutdownWatch) {
-        let Some(discovery_interval) = self
-            .0
-            .upgrade()
-            .map(|p| p.settings.load().discovery_interval)
-        else {
-            return;
-        };
-        let mut next_check = Instant::now();
-        let mut next_discovery = Instant::now() + discovery_interval;
-        loop {
-            let Some(pool) = self.0.upgrade() else {
-                return;
-            };
-            let refreshed = tokio::select! {
-                _ = tokio::time::sleep_until(next_check.min(next_discovery)) => false,
-                _ = pool.refresh.notified() => true,
-                _ = shutdown.changed() => return,
-            };
-            let now = Instant::now();
-            let settings = pool.settings.load_full();
-            if refreshed || now >= next_discovery {
-                pool.update().await;
-                next_discovery = now + settings.discovery_interval;
-            }
-            if refreshed || now >= next_check {
-                pool.balancer.backends().run_health_check(true).await;
-                next_check = now + settings.health_check_interval;
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for PoolService {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.run(shutdown).await
     }
 }

@@ -11,6 +11,8 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pingora::connectors::http::Connector as HttpConnector;
+use pingora::connectors::TransportConnector;
 use pingora::protocols::tls::CaType;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -110,6 +112,24 @@ impl PeerTemplate {
         options.max_h2_streams = self.max_h2_streams;
         peer
     }
+}
+
+/// The connectors of every probe of every pool. Each Pingora connector
+/// reads the system's CA certificates when it is made, and holds its own
+/// idle connections: one per pool made a thousand pools read the CA bundle
+/// two thousand times. What differs between pools (TLS, SNI, CA, ALPN) is
+/// in each probe's peer, not in the connector.
+pub(super) struct Connectors {
+    pub http: HttpConnector,
+    pub transport: TransportConnector,
+}
+
+pub(super) fn probe_connectors() -> &'static Connectors {
+    static CONNECTORS: std::sync::OnceLock<Connectors> = std::sync::OnceLock::new();
+    CONNECTORS.get_or_init(|| Connectors {
+        http: HttpConnector::new(None),
+        transport: TransportConnector::new(None),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! Keeping pools current: each pool's discovery and health checks run as a
+//! task ([`PoolService`]), and every task runs on the one runtime of one
+//! Pingora background service ([`PoolsService`]), so a thousand pools cost
+//! a thousand tasks, not a thousand threads. Pools a reload adds join the
+//! same runtime through [`PoolTasks`].
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::time::Instant;
+
+use super::Pool;
+use crate::sync::lock;
+
+/// The task that keeps a pool current: discovery every
+/// `discovery.interval`, health checks every `health_check.interval`, both
+/// at once after a reload or an admin change. It holds the pool weakly and
+/// ends once a reload removed the pool and its last request finished.
+pub struct PoolService(Weak<Pool>);
+
+impl PoolService {
+    /// The service keeping `pool` current.
+    pub fn of(pool: &Arc<Pool>) -> Self {
+        PoolService(Arc::downgrade(pool))
+    }
+
+    /// Runs until `shutdown`, or until the pool is gone.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let Some(discovery_interval) = self
+            .0
+            .upgrade()
+            .map(|p| p.settings.load().discovery_interval)
+        else {
+            return;
+        };
+        let mut next_check = Instant::now();
+        let mut next_discovery = Instant::now() + discovery_interval;
+        loop {
+            let Some(pool) = self.0.upgrade() else {
+                return;
+            };
+            let refreshed = tokio::select! {
+                _ = tokio::time::sleep_until(next_check.min(next_discovery)) => false,
+                _ = pool.refresh.notified() => true,
+                _ = shutdown.changed() => return,
+            };
+            let now = Instant::now();
+            let settings = pool.settings.load_full();
+            if refreshed || now >= next_discovery {
+                pool.update().await;
+                next_discovery = now + settings.discovery_interval;
+            }
+            if refreshed || now >= next_check {
+                pool.balancer.backends().run_health_check(true).await;
+                next_check = now + settings.health_check_interval;
+            }
+        }
+    }
+}
+
+/// Where pool tasks run: the runtime of [`PoolsService`] and its shutdown
+/// watch, known once it has started.
+pub struct PoolTasks {
+    started: OnceLock<(tokio::runtime::Handle, ShutdownWatch)>,
+    /// Never sent: the shutdown watch of tasks spawned before that (their
+    /// runtime's end stops them).
+    unstarted: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for PoolTasks {
+    fn default() -> Self {
+        PoolTasks {
+            started: OnceLock::new(),
+            unstarted: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl PoolTasks {
+    /// Runs `pool`'s task beside the others; before [`PoolsService`] has
+    /// started (or without it, in tests), on the caller's runtime, until
+    /// the pool is gone.
+    pub fn spawn(&self, pool: &Arc<Pool>) {
+        let task = PoolService::of(pool);
+        match self.started.get() {
+            Some((runtime, shutdown)) => {
+                let shutdown = shutdown.clone();
+                runtime.spawn(async move { task.run(shutdown).await });
+            }
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let shutdown = self.unstarted.subscribe();
+                    runtime.spawn(async move { task.run(shutdown).await });
+                }
+                Err(e) => log::error!("no runtime to run the checks of pool {}: {e}", pool.name()),
+            },
+        }
+    }
+}
+
+/// The one background service under every pool's task.
+pub struct PoolsService {
+    /// The pools of the config lb started with, taken at start.
+    pools: Mutex<Vec<PoolService>>,
+    tasks: Arc<PoolTasks>,
+}
+
+impl PoolsService {
+    /// The service for `pools`; `tasks` learns its runtime when it starts.
+    pub fn new(pools: &[Arc<Pool>], tasks: Arc<PoolTasks>) -> Self {
+        PoolsService {
+            pools: Mutex::new(pools.iter().map(PoolService::of).collect()),
+            tasks,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for PoolsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let runtime = tokio::runtime::Handle::current();
+        let _ = self.tasks.started.set((runtime.clone(), shutdown.clone()));
+        for task in std::mem::take(&mut *lock(&self.pools)) {
+            let shutdown = shutdown.clone();
+            runtime.spawn(async move { task.run(shutdown).await });
+        }
+        let _ = shutdown.changed().await;
+    }
+}

@@ -6,6 +6,8 @@
 # over the 1-pool run, and `lb -t` and reload times.
 #
 #   bench/scale.sh [N...]          (default: 1 100 1000 10000)
+#   SHARED_POOLS=3 bench/scale.sh 1000 100000
+#                                  N host routes over 3 pools instead
 #
 # Uses target/release/lb and be (cargo build --release --bins). Loopback
 # only; each lb is stopped before the next starts; a start is given 300 s.
@@ -32,14 +34,15 @@ config() {
     echo "listeners: [127.0.0.1:$2]"
     echo "server: {threads: 1, pid_file: $work/lb.pid, upgrade_sock: $work/up.sock}"
     echo "health_check: {path: /health, interval: 2s}"
+    local pools=${SHARED_POOLS:-$1}
     echo "upstreams:"
-    for i in $(seq 0 $(($1 - 1))); do echo "  p$i: {backends: [127.0.0.1:$backend]}"; done
+    for i in $(seq 0 $((pools - 1))); do echo "  p$i: {backends: [127.0.0.1:$backend]}"; done
     echo "routes:"
-    for i in $(seq 0 $(($1 - 1))); do echo "  - {match: {host: h$i.test}, upstream: p$i}"; done
+    awk -v n="$1" -v p="$pools" 'BEGIN { for (i = 0; i < n; i++) printf "  - {match: {host: h%d.test}, upstream: p%d}\n", i, i % p }'
   } > "$3"
 }
 
-printf '%8s %10s %10s %8s %12s %8s %8s\n' pools start_s rss_mb threads kib_per_pool lb_t_s reload_s
+printf '%8s %10s %10s %8s %12s %8s %8s\n' routes start_s rss_mb threads kib_per_pool lb_t_s reload_s
 base_kib=
 for n in "${counts[@]}"; do
   port=$(free_port)
@@ -64,7 +67,8 @@ for n in "${counts[@]}"; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
   [ -n "$base_kib" ] || base_kib=$rss
-  per_pool=$(( n > 1 ? (rss - base_kib) / (n - 1) : 0 ))
+  per_pool=0
+  if [ "$n" -gt 1 ] && [ -z "${SHARED_POOLS:-}" ]; then per_pool=$(( (rss - base_kib) / (n - 1) )); fi
   lines=$(grep -c "reloaded" "$work/lb.log" || true)
   t0=$(now)
   kill -HUP "$pid"

@@ -15,6 +15,7 @@
 //! runtime, the admin listener) is not here: see [`crate::app`], and
 //! [`RestartOnly`] for what a reload says needs a restart.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,11 +129,14 @@ impl Runtime {
                 replaced += 1;
             }
         }
-        for old in running.iter() {
-            if !self.pools.iter().any(|new| Arc::ptr_eq(new, old)) {
-                let successor = self.pools.iter().find(|n| n.name() == old.name());
-                forget_backends(old, successor.map(|n| &**n));
-            }
+        let kept: HashSet<*const Pool> = self.pools.iter().map(Arc::as_ptr).collect();
+        let by_name: HashMap<&str, &Arc<Pool>> = self.pools.iter().map(|p| (p.name(), p)).collect();
+        for old in running
+            .iter()
+            .filter(|old| !kept.contains(&Arc::as_ptr(old)))
+        {
+            let successor = by_name.get(old.name());
+            forget_backends(old, successor.map(|n| &***n));
         }
         *running = self.pools;
         replaced
@@ -150,14 +154,15 @@ struct BuiltPools {
 impl BuiltPools {
     fn build(config: &Config, running: &[Arc<Pool>]) -> Result<Self, BuildError> {
         let mut built = BuiltPools::default();
+        let running: HashMap<&str, &Arc<Pool>> = running.iter().map(|p| (p.name(), p)).collect();
         for pool_config in &config.pools {
             let failed = |source| BuildError::Pool {
                 name: pool_config.name.clone(),
                 source,
             };
             let same = running
-                .iter()
-                .find(|p| p.name() == pool_config.name && p.fits(pool_config));
+                .get(pool_config.name.as_str())
+                .filter(|p| p.fits(pool_config));
             let pool = match same {
                 Some(pool) => {
                     let update = pool.prepare(config, pool_config).map_err(failed)?;
@@ -185,8 +190,10 @@ fn invalid(problems: impl Iterator<Item = Problem>) -> BuildError {
 /// Logs each pool a reload adds, rebuilds (a balance that needs another
 /// ring) or removes.
 fn log_pool_changes(running: &[Arc<Pool>], pools: &[Arc<Pool>], added: &[Arc<Pool>]) {
+    let running_names: HashSet<&str> = running.iter().map(|p| p.name()).collect();
+    let names: HashSet<&str> = pools.iter().map(|p| p.name()).collect();
     for pool in added {
-        if running.iter().any(|p| p.name() == pool.name()) {
+        if running_names.contains(pool.name()) {
             log::info!(
                 "reload: pool {} rebuilt: its new balance needs another ring",
                 pool.name()
@@ -195,10 +202,7 @@ fn log_pool_changes(running: &[Arc<Pool>], pools: &[Arc<Pool>], added: &[Arc<Poo
             log::info!("reload: pool {} added", pool.name());
         }
     }
-    for gone in running
-        .iter()
-        .filter(|p| !pools.iter().any(|n| n.name() == p.name()))
-    {
+    for gone in running.iter().filter(|p| !names.contains(p.name())) {
         log::info!("reload: pool {} removed", gone.name());
     }
 }

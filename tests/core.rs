@@ -86,6 +86,41 @@ fn a_hundred_concurrent_requests_all_succeed() {
     assert_eq!(served.len(), 3, "not every backend served: {served:?}");
 }
 
+/// A pool of 200 backends of which two answer: once the health checks
+/// have found the others down, every request is served by the two, in
+/// turn, whatever the balance, and none waits on a down one.
+#[test]
+fn a_large_pool_mostly_down_serves_every_request_from_the_healthy_ones() {
+    let (mut ports, _backends) = backends_named_after_their_ports(2);
+    let healthy: Vec<String> = ports.iter().map(u16::to_string).collect();
+    // Ports nothing listens on, each once: each refuses its health checks.
+    let mut down = std::collections::BTreeSet::new();
+    while down.len() < 198 {
+        let port = free_port();
+        if !ports.contains(&port) {
+            down.insert(port);
+        }
+    }
+    ports.extend(down);
+    for balance in ["round_robin", "least_request", "consistent_hash"] {
+        let lb = spawn_lb(&ports, &format!("balance: {balance}\n"));
+        let all_healthy = |n: usize| (0..n).all(|_| lb.get("/").status == 200);
+        assert!(
+            wait_until(Duration::from_secs(20), || all_healthy(20)),
+            "{balance}: the down backends were never taken out:\n{}",
+            lb.log()
+        );
+        let served: Vec<String> = (0..100).map(|_| served_by(&lb.get("/"))).collect();
+        assert!(
+            served.iter().all(|s| healthy.contains(s)),
+            "{balance}: {served:?}"
+        );
+        if balance == "round_robin" {
+            assert!(healthy.iter().all(|h| served.contains(h)), "{served:?}");
+        }
+    }
+}
+
 /// Starts lb in front of `ports` with health checks too rare to notice
 /// anything during a test: every backend stays "healthy" to lb.
 fn spawn_lb_without_timely_checks(ports: &[u16]) -> Lb {

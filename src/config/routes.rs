@@ -98,10 +98,12 @@ fn parse_routes(
     errors: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut routes = Vec::with_capacity(written.len());
+    let names: std::collections::HashSet<&str> =
+        upstreams.iter().map(|u| u.name.as_str()).collect();
     for (i, route) in written.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         let matches = route.matches.unwrap_or_default();
-        if !upstreams.iter().any(|u| u.name == route.upstream) {
+        if !names.contains(route.upstream.as_str()) {
             if written_pools.contains(&route.upstream) {
                 continue;
             }

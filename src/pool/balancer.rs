@@ -4,6 +4,12 @@
 //! hashing (`consistent_hash`). All share lb's discovery and health check;
 //! only the ring and how it is walked differ.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::consistent::KetamaHashing;
 use pingora::lb::selection::{BackendSelection, Random, RoundRobin};
@@ -52,7 +58,43 @@ where
     balancer
 }
 
+/// The backends a pool's usable ring holds: those healthy and not draining
+/// when it was last refreshed.
+#[derive(Default)]
+pub(super) struct UsableSet(ArcSwap<BTreeSet<Backend>>);
+
+impl UsableSet {
+    /// Replaces the set; false when it was the same.
+    pub(super) fn replace(&self, usable: BTreeSet<Backend>) -> bool {
+        if **self.0.load() == usable {
+            return false;
+        }
+        self.0.store(Arc::new(usable));
+        true
+    }
+}
+
+/// The usable ring's discovery: the set as it is.
+pub(super) struct UsableDiscovery(pub Arc<UsableSet>);
+
+#[async_trait]
+impl ServiceDiscovery for UsableDiscovery {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok(((**self.0 .0.load()).clone(), HashMap::new()))
+    }
+}
+
 impl Balancer {
+    /// A ring of `kind` over `backends` with no health check of its own:
+    /// the usable ring, whose backends were healthy when it was built.
+    pub(super) fn unchecked(kind: RingKind, backends: Backends) -> Self {
+        match kind {
+            RingKind::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
+            RingKind::Random => Balancer::Random(LoadBalancer::from_backends(backends)),
+            RingKind::Hash => Balancer::Hash(LoadBalancer::from_backends(backends)),
+        }
+    }
+
     /// A ring of `kind` over `backends`, checked by `health_check`.
     pub(super) fn new(
         kind: RingKind,

@@ -54,6 +54,7 @@ impl PoolService {
             }
             if refreshed || now >= next_check {
                 pool.balancer.backends().run_health_check(true).await;
+                pool.refresh_usable().await;
                 next_check = now + settings.health_check_interval;
             }
         }

@@ -4,6 +4,7 @@
 //! in the middle of it never mixes an old route with a new pool list.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,16 +58,19 @@ impl Routing {
     /// The routing of `config` over `pools`, one for each of
     /// `config.pools`, found by name.
     pub fn new(config: &Config, pools: &[Arc<Pool>]) -> Result<Routing, Vec<RouteError>> {
+        let by_name: HashMap<&str, &Arc<Pool>> = pools.iter().map(|p| (p.name(), p)).collect();
         let handles: Vec<Arc<PoolHandle>> = config
             .pools
             .iter()
             .filter_map(|c| {
-                let pool = pools.iter().find(|p| p.name() == c.name)?;
+                let pool = by_name.get(c.name.as_str())?;
                 Some(Arc::new(PoolHandle::new(Arc::clone(pool), c)))
             })
             .collect();
+        let handle_named: HashMap<&str, &Arc<PoolHandle>> =
+            handles.iter().map(|h| (h.pool.name(), h)).collect();
         let routes = RouteTable::new(&config.routes, |route| {
-            let pool = handles.iter().find(|h| h.pool.name() == route.pool)?;
+            let pool = handle_named.get(route.pool.as_str())?;
             Some(RouteTarget {
                 pool: Arc::clone(pool),
                 requests: metrics().protocols.route_counter(&route.name),

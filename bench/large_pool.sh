@@ -9,6 +9,8 @@
 #   bench/large_pool.sh [N:D ...]     (default: 3:0 100:0 1000:0 3:997)
 #
 # HC_INTERVAL: the health checks' interval (default 1s).
+# CHECKS_ONLY=1: no traffic; lb's CPU a health check instead (1 s interval).
+# LB_HC_EXTRA: more keys of lb's health_check (e.g. `reuse_connection: false`).
 # PROXY=haproxy: HAProxy (one thread, http-reuse always, round robin,
 #   httpchk every HC_INTERVAL) in lb's place, for the floor; its connection
 #   count is not read (shown as 0).
@@ -57,7 +59,7 @@ for row in "${rows[@]}"; do
     echo "listeners: [127.0.0.1:$port]"
     echo "admin: {listen: 127.0.0.1:$admin}"
     echo "server: {threads: 1, pid_file: $work/lb.pid, upgrade_sock: $work/up.sock${LB_SERVER_EXTRA:+, $LB_SERVER_EXTRA}}"
-    echo "health_check: {path: /, interval: ${HC_INTERVAL:-1s}, timeout: 1s}"
+    echo "health_check: {path: /, interval: ${HC_INTERVAL:-1s}, timeout: 1s${LB_HC_EXTRA:+, $LB_HC_EXTRA}}"
     echo "backends:"
     for p in "${live[@]}" ${dead[@]+"${dead[@]}"}; do echo "  - 127.0.0.1:$p"; done
   } > "$work/lb.yaml"
@@ -79,6 +81,17 @@ for row in "${rows[@]}"; do
   for _ in $(seq 1200); do accepts "$port" && break; sleep 0.05; done
   accepts "$port" || { echo "lb did not start:"; tail -5 "$work/lb.log"; exit 1; }
   sleep 3 # two health rounds: the refusing backends are down
+  if [ -n "${CHECKS_ONLY:-}" ]; then
+    # No traffic: lb's CPU over 10 s is its health checks'.
+    c0=$(cpu_ticks "$pid"); sleep 10; c1=$(cpu_ticks "$pid")
+    checks=$(( (up + down) * 10 ))
+    printf '%6s %6s   checks: %.1f us CPU a check (%s checks), %.1f%% of a core\n' "$up" "$down" \
+      "$(echo "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $checks" | bc -l)" "$checks" \
+      "$(echo "($c1 - $c0) * 100 / $(getconf CLK_TCK) / 10" | bc -l)"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    kill "$(cat "$work/nginx.pid")"; sleep 0.3
+    continue
+  fi
   wrk -t1 -c50 -d3s "http://127.0.0.1:$port/" >/dev/null
   c0=$(cpu_ticks "$pid"); n0=$(new_connections "$admin"); r0=$(requests "$admin")
   out=$(wrk -t1 -c50 -d10s "http://127.0.0.1:$port/")

@@ -73,11 +73,16 @@ impl Summary<'_> {
         rows.push((
             "health check".into(),
             format!(
-                "{probe}, every {}, timeout {}, up after {}, down after {}",
+                "{probe}, every {}, timeout {}, up after {}, down after {}{}",
                 d(hc.interval),
                 d(hc.timeout),
                 hc.healthy_threshold,
-                hc.unhealthy_threshold
+                hc.unhealthy_threshold,
+                match (hc.kind, hc.reuse_connection) {
+                    (HealthCheckKind::Http, true) => ", reusing its connection",
+                    (HealthCheckKind::Http, false) => ", a new connection each",
+                    _ => "",
+                }
             ),
         ));
     }

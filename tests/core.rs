@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -117,6 +120,63 @@ fn a_large_pool_mostly_down_serves_every_request_from_the_healthy_ones() {
         );
         if balance == "round_robin" {
             assert!(healthy.iter().all(|h| served.contains(h)), "{served:?}");
+        }
+    }
+}
+
+/// A backend that answers every request `200 ok` on kept-alive
+/// connections, counting the connections it accepted and the requests.
+fn counting_backend() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("its address").port();
+    let (accepted, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (accepts, answers) = (Arc::clone(&accepted), Arc::clone(&answered));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            accepts.fetch_add(1, SeqCst);
+            let answers = Arc::clone(&answers);
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        answers.fetch_add(1, SeqCst);
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if (&stream).write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, accepted, answered)
+}
+
+/// `reuse_connection` (the default) makes every check of a backend after
+/// the first go over the first one's connection; off, each connects.
+#[test]
+fn http_health_checks_reuse_their_connection_unless_told_not_to() {
+    for reuse in [true, false] {
+        let (port, accepted, answered) = counting_backend();
+        let _lb = spawn_lb_edited(
+            &[port],
+            move |base| {
+                base.health_check.interval = "100ms".into();
+                base.health_check.reuse_connection = Some(reuse);
+            },
+            "",
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || answered.load(SeqCst) >= 5),
+            "reuse {reuse}: fewer than 5 checks"
+        );
+        let (connections, checks) = (accepted.load(SeqCst), answered.load(SeqCst));
+        if reuse {
+            assert_eq!(connections, 1, "{checks} checks");
+        } else {
+            assert!(connections >= checks, "{connections} connections, {checks} checks");
         }
     }
 }

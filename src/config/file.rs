@@ -175,6 +175,8 @@ pub struct HealthCheckFile {
     pub healthy_threshold: Option<i64>,
     /// Consecutive failures for a healthy backend to go out.
     pub unhealthy_threshold: Option<i64>,
+    /// Whether an HTTP check keeps its connection for the next one.
+    pub reuse_connection: Option<bool>,
 }
 
 /// The `retry:` section.

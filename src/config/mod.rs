@@ -163,6 +163,10 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: NonZeroUsize,
     /// Consecutive failures before a healthy backend stops getting traffic.
     pub unhealthy_threshold: NonZeroUsize,
+    /// An `http` check keeps its connection for the next check of the same
+    /// backend (Envoy's `reuse_connection`); off, each check connects anew
+    /// (HAProxy's way).
+    pub reuse_connection: bool,
 }
 
 /// Settings given on the command line; each replaces the file's value.

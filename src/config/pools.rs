@@ -458,5 +458,6 @@ fn merged_health(own: HealthCheckFile, top: &HealthCheckFile) -> HealthCheckFile
         expected_status: own.expected_status.or_else(|| top.expected_status.clone()),
         healthy_threshold: own.healthy_threshold.or(top.healthy_threshold),
         unhealthy_threshold: own.unhealthy_threshold.or(top.unhealthy_threshold),
+        reuse_connection: own.reuse_connection.or(top.reuse_connection),
     }
 }

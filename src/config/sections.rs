@@ -79,6 +79,7 @@ pub(super) fn parse_health_check(
         expected_status,
         healthy_threshold,
         unhealthy_threshold,
+        reuse_connection: written.reuse_connection.unwrap_or(true),
     }
 }
 

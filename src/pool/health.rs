@@ -63,6 +63,9 @@ struct ProbeSettings {
     timeout: Duration,
     healthy_threshold: usize,
     unhealthy_threshold: usize,
+    /// How long a passed `http` check's connection is kept for the next
+    /// check; None: each check connects anew.
+    keep_for: Option<Duration>,
 }
 
 /// A probe's new settings, built and checked, not yet applied.
@@ -172,6 +175,12 @@ impl Probe {
                     );
                 }
                 while session.read_response_body().await?.is_some() {}
+                if settings.keep_for.is_some() {
+                    probe_connectors()
+                        .http
+                        .release_http_session(session, &peer, settings.keep_for)
+                        .await;
+                }
                 Ok(())
             }
             HealthCheckKind::Grpc => {
@@ -355,9 +364,11 @@ fn build_settings(
         request_h2.insert_header("TE", "trailers")?;
     }
     let mut peer = PeerTemplate::new(transport);
-    // One stream a connection, and the connection never handed back: every
-    // check makes a connection of its own, as Pingora's checks do by default,
-    // so a check sees a backend that stopped accepting.
+    // One stream a connection. A passed `http` check hands its connection
+    // back when `reuse_connection` is on (the default, as Envoy's): the next
+    // check of that backend costs a request, not a connect (Pingora checks
+    // that a reused connection is still open). Off, every check connects,
+    // as HAProxy's do, and so sees a backend that stopped accepting.
     peer.set_max_h2_streams(1);
     Ok(ProbeSettings {
         kind: config.kind,
@@ -368,6 +379,10 @@ fn build_settings(
         timeout: config.timeout,
         healthy_threshold: config.healthy_threshold.get(),
         unhealthy_threshold: config.unhealthy_threshold.get(),
+        // Kept past the next check's start, so that it is there to reuse.
+        keep_for: config
+            .reuse_connection
+            .then(|| config.interval + config.timeout),
     })
 }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::connectors::http::Connector as HttpConnector;
-use pingora::connectors::TransportConnector;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::tls::CaType;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -124,10 +124,14 @@ pub(super) struct Connectors {
     pub transport: TransportConnector,
 }
 
+/// Idle connections the probes may keep, all pools together.
+const PROBE_IDLE_CONNECTIONS: usize = 65_536;
+
 pub(super) fn probe_connectors() -> &'static Connectors {
     static CONNECTORS: std::sync::OnceLock<Connectors> = std::sync::OnceLock::new();
     CONNECTORS.get_or_init(|| Connectors {
-        http: HttpConnector::new(None),
+        // Room for a kept connection to every backend of every pool.
+        http: HttpConnector::new(Some(ConnectorOptions::new(PROBE_IDLE_CONNECTIONS))),
         transport: TransportConnector::new(None),
     })
 }

@@ -120,12 +120,50 @@ impl Drop for Proc {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and that no other test process
+/// of this run was given.
+///
+/// The kernel may give the same free port to two test processes that ask
+/// at once (nextest runs each test in its own process); Pingora binds its
+/// listeners with `SO_REUSEPORT`, so two lb processes on one port would
+/// split its connections between them without an error. Each port handed
+/// out is claimed with a file named after it holding the claiming
+/// process's pid; a claim whose process has exited is free again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    let claims = std::env::temp_dir().join("lb-test-ports");
+    std::fs::create_dir_all(&claims).expect("create the port claims directory");
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        if claim(&claims.join(port.to_string())) {
+            return port;
+        }
+    }
+}
+
+/// Claims `path` for this process: made anew, or taken over from a process
+/// that has exited.
+fn claim(path: &Path) -> bool {
+    let pid = std::process::id().to_string();
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    match made {
+        Ok(mut file) => file.write_all(pid.as_bytes()).is_ok(),
+        Err(_) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            let alive = holder == pid || Path::new("/proc").join(holder.trim()).exists();
+            if alive || holder.trim().is_empty() {
+                return false;
+            }
+            // Its process has exited: take it over, unless another process
+            // took it over first.
+            std::fs::remove_file(path).is_ok() && claim(path)
+        }
+    }
 }
 
 /// Waits until `port` on 127.0.0.1 accepts a connection.
@@ -346,6 +384,8 @@ pub struct HealthCheckSection {
     pub timeout: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_status: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_connection: Option<bool>,
 }
 
 impl BaseConfig {
@@ -366,6 +406,7 @@ impl BaseConfig {
                 interval: "200ms".into(),
                 timeout: "500ms".into(),
                 expected_status: None,
+                reuse_connection: None,
             },
         }
     }

@@ -176,7 +176,10 @@ fn http_health_checks_reuse_their_connection_unless_told_not_to() {
         if reuse {
             assert_eq!(connections, 1, "{checks} checks");
         } else {
-            assert!(connections >= checks, "{connections} connections, {checks} checks");
+            assert!(
+                connections >= checks,
+                "{connections} connections, {checks} checks"
+            );
         }
     }
 }

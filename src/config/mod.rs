@@ -337,9 +337,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut errors = Problems::default();
         let top_balancing = pools::BalancingFile::take_top(&mut file);
-        let server_file = file.server.take().unwrap_or_default();
-        let pool_size_written = server_file.contains_key("upstream_keepalive_pool_size");
-        let mut server = server::build(server_file, &mut errors);
+        let (mut server, pool_size_written) =
+            server::build_section(file.server.take(), &mut errors);
         overrides.server_paths(&mut server);
         let listeners = overrides.listeners(file.listeners.take(), &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
@@ -387,14 +386,10 @@ impl Config {
             &mut errors,
             &mut warnings,
         );
-
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.into_vec()));
         }
-        if !pool_size_written {
-            let backends = pools.iter().map(|p| p.backends.len()).sum();
-            server.upstream_keepalive_pool_size = server::keepalive_pool_size_for(backends);
-        }
+        server::size_keepalive_pool(&mut server, pool_size_written, &pools);
         Ok(Config {
             server,
             listeners,

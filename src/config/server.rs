@@ -11,6 +11,7 @@ use pingora::server::configuration::ServerConf;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::checks::Problems;
+use super::PoolConfig;
 
 /// Grace period after a shutdown or upgrade signal before connections are
 /// closed. Pingora's default is 300 s, longer than Docker's 10 s stop timeout.
@@ -87,6 +88,23 @@ pub fn work_stealing_for(threads: usize) -> bool {
 pub fn keepalive_pool_size_for(backends: usize) -> usize {
     const PINGORA_DEFAULT: usize = 128;
     PINGORA_DEFAULT.max(backends.saturating_mul(2))
+}
+
+/// Reads the `server:` section; with it, whether it writes
+/// `upstream_keepalive_pool_size` (else [`size_keepalive_pool`] sizes it).
+pub(super) fn build_section(written: Option<Mapping>, errors: &mut Problems) -> (ServerConf, bool) {
+    let written = written.unwrap_or_default();
+    let pool_size_written = written.contains_key("upstream_keepalive_pool_size");
+    (build(written, errors), pool_size_written)
+}
+
+/// Sizes the idle backend connections by `pools`' backend entries when
+/// the file did not.
+pub(super) fn size_keepalive_pool(server: &mut ServerConf, written: bool, pools: &[PoolConfig]) {
+    if !written {
+        let backends = pools.iter().map(|p| p.backends.len()).sum();
+        server.upstream_keepalive_pool_size = keepalive_pool_size_for(backends);
+    }
 }
 
 /// What `lb -t` says of the runtime.

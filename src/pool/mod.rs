@@ -79,11 +79,15 @@ pub struct Pool {
     name: String,
     /// Every backend, healthy or not; health checks run over it.
     balancer: Balancer,
-    /// The same ring over the backends that were usable (healthy, not
-    /// draining) at the last health round or discovery: selection walks it
-    /// first, so a down backend costs a request nothing.
+    /// The same ring over the backends that are usable (healthy, not
+    /// draining), rebuilt at each change of health, after each discovery
+    /// and health round: selection walks it first, so a down backend costs
+    /// a request nothing, and a returning one gets traffic at once.
     usable: Balancer,
     usable_set: Arc<UsableSet>,
+    /// One rebuild of the usable ring at a time (Pingora's rule for
+    /// updates of one view); health changes may come at once.
+    usable_rebuild: tokio::sync::Mutex<()>,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
     probe: Arc<Probe>,
@@ -145,7 +149,9 @@ impl Pool {
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
             unanswered: metrics().for_backend(&upstream.name, "none"),
+            usable_rebuild: tokio::sync::Mutex::new(()),
         });
+        let _ = pool.probe.pool.set(Arc::downgrade(&pool));
         Ok(pool)
     }
 
@@ -254,6 +260,7 @@ impl Pool {
     /// Rebuilds the usable ring when the backends that are healthy and not
     /// draining changed.
     async fn refresh_usable(&self) {
+        let _one_at_a_time = self.usable_rebuild.lock().await;
         let states = self.members.states();
         let checked = self.balancer.backends();
         let usable = checked

@@ -300,7 +300,7 @@ impl HealthCheck for Probe {
             state.health_changed_now();
         }
         if let Some(pool) = self.pool.get().and_then(std::sync::Weak::upgrade) {
-            pool.refresh_usable().await;
+            pool.health_changed().await;
         }
         if healthy {
             // One line per return, also when it ends an ejection.

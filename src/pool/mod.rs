@@ -88,6 +88,8 @@ pub struct Pool {
     /// One rebuild of the usable ring at a time (Pingora's rule for
     /// updates of one view); health changes may come at once.
     usable_rebuild: tokio::sync::Mutex<()>,
+    /// A change of health the usable ring has not followed yet.
+    usable_stale: std::sync::atomic::AtomicBool,
     members: Arc<Members>,
     outliers: Arc<OutlierDetector>,
     probe: Arc<Probe>,
@@ -150,6 +152,7 @@ impl Pool {
             refresh: Notify::new(),
             unanswered: metrics().for_backend(&upstream.name, "none"),
             usable_rebuild: tokio::sync::Mutex::new(()),
+            usable_stale: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = pool.probe.pool.set(Arc::downgrade(&pool));
         Ok(pool)
@@ -257,10 +260,30 @@ impl Pool {
         self.refresh_usable().await;
     }
 
-    /// Rebuilds the usable ring when the backends that are healthy and not
-    /// draining changed.
+    /// Follows a change of health in the usable ring. Changes that come
+    /// together (a whole rack going down: a thousand flips in one round)
+    /// make a few rebuilds, not one each: whoever holds the rebuild goes
+    /// on while changes keep coming; the others leave it to them.
+    async fn health_changed(&self) {
+        self.usable_stale.store(true, Relaxed);
+        while self.usable_stale.load(Relaxed) {
+            let Ok(_one_at_a_time) = self.usable_rebuild.try_lock() else {
+                return;
+            };
+            self.usable_stale.store(false, Relaxed);
+            self.rebuild_usable().await;
+        }
+    }
+
+    /// Brings the usable ring up to date (after a discovery or a round).
     async fn refresh_usable(&self) {
         let _one_at_a_time = self.usable_rebuild.lock().await;
+        self.rebuild_usable().await;
+    }
+
+    /// Rebuilds the usable ring when the backends that are healthy and not
+    /// draining changed; the caller holds `usable_rebuild`.
+    async fn rebuild_usable(&self) {
         let states = self.members.states();
         let checked = self.balancer.backends();
         let usable = checked

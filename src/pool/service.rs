@@ -5,6 +5,7 @@
 //! same runtime through [`PoolTasks`].
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -55,10 +56,19 @@ impl PoolService {
             if refreshed || now >= next_check {
                 pool.balancer.backends().run_health_check(true).await;
                 pool.refresh_usable().await;
-                next_check = now + settings.health_check_interval;
+                next_check = now + spread(settings.health_check_interval, rand::random());
             }
         }
     }
+}
+
+/// The time to the next round of checks: `interval` shortened by up to a
+/// tenth, at random (`draw` in [0, 1)), as HAProxy's `spread-checks` does,
+/// so that pools started together drift apart instead of probing all their
+/// backends in the same instant every interval. Never longer than
+/// configured: a backend going down is found no later than before.
+fn spread(interval: Duration, draw: f64) -> Duration {
+    interval.mul_f64(1.0 - draw.clamp(0.0, 1.0) / 10.0)
 }
 
 /// Where pool tasks run: the runtime of [`PoolsService`] and its shutdown
@@ -128,5 +138,23 @@ impl BackgroundService for PoolsService {
             runtime.spawn(async move { task.run(shutdown).await });
         }
         let _ = shutdown.changed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_are_spread_over_the_last_tenth_of_the_interval() {
+        let interval = Duration::from_secs(10);
+        assert_eq!(spread(interval, 0.0), interval);
+        assert_eq!(spread(interval, 0.5), Duration::from_millis(9_500));
+        assert!(spread(interval, 0.999_999) > Duration::from_secs(9));
+        assert_eq!(
+            spread(interval, 7.0),
+            Duration::from_secs(9),
+            "draws are clamped"
+        );
     }
 }

@@ -55,7 +55,7 @@ pub(super) fn entry<'a>(
             .route
             .and_then(|id| ctx.routing.route(id))
             .map(|r| r.name.as_str()),
-        upstream_name: ctx.route.and(ctx.pool.as_deref()).map(|p| p.pool().name()),
+        upstream_name: ctx.route.and(ctx.pool()).map(|p| p.pool().name()),
         status,
         bytes_sent: session.body_bytes_sent(),
         backend: ctx.backend.as_ref().map(|b| b.0.addr),

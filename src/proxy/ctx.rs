@@ -55,9 +55,10 @@ pub struct RequestCtx {
     pub(super) upgrade: bool,
     /// A body was announced and has not been received whole yet.
     pub(super) body_pending: bool,
-    /// The pool serving this request: the route's, else the first; None
-    /// when the config has no pool.
-    pub(super) pool: Option<Arc<super::PoolHandle>>,
+    /// The pool the request's route chose, when routes chose one; else
+    /// [`RequestCtx::pool`] is the routing's first, with no reference
+    /// counted per request.
+    pub(super) route_pool: Option<Arc<super::PoolHandle>>,
     /// The sticky backend id to give the client in a cookie, when its
     /// cookie named none or another backend than the one that served.
     pub(super) set_sticky: Option<u64>,
@@ -78,6 +79,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The pool serving this request: its route's, else the routing's
+    /// first; None when the config has no pool.
+    pub(super) fn pool(&self) -> Option<&super::PoolHandle> {
+        match &self.route_pool {
+            Some(pool) => Some(pool),
+            None => self.routing.unrouted().map(|pool| &**pool),
+        }
+    }
+
     /// The current attempt was refused before the backend processed it (an
     /// HTTP/2 connection closing): the request goes out again, to any
     /// backend, the same one included.

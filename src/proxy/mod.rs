@@ -99,11 +99,9 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        let routing = self.routing.load_full();
-        let pool = routing.unrouted().cloned();
         RequestCtx {
             ticket: self.budget.admit(),
-            routing,
+            routing: self.routing.load_full(),
             body_bytes: 0,
             received: Instant::now(),
             backend: None,
@@ -116,7 +114,7 @@ impl ProxyHttp for Proxy {
             upgrade: false,
             body_pending: false,
             grpc_timeout: None,
-            pool,
+            route_pool: None,
             route: None,
             set_sticky: None,
             client_fault: None,
@@ -195,7 +193,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.pool_reached = true;
-        let Some(pool) = ctx.pool.as_deref() else {
+        let Some(pool) = ctx.pool() else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool to serve from");
         };
         let key = pool.hash_input(session);
@@ -261,7 +259,7 @@ impl ProxyHttp for Proxy {
                 "; no attempt left"
             }
         );
-        if let (Some(attempt), Some(pool)) = (&ctx.backend, &ctx.pool) {
+        if let (Some(attempt), Some(pool)) = (&ctx.backend, ctx.pool()) {
             pool.pool().record_failure(&attempt.0, &e.etype().as_str());
         }
         if retry {
@@ -300,7 +298,7 @@ impl ProxyHttp for Proxy {
         let from_backend = ctx.client_fault.is_none()
             && (e.esource() == &ErrorSource::Upstream
                 || ClientFault::of(&e) == Some(ClientFault::UpgradeResponseTimeout));
-        if let (Some(attempt), Some(pool), true) = (&ctx.backend, &ctx.pool, from_backend) {
+        if let (Some(attempt), Some(pool), true) = (&ctx.backend, ctx.pool(), from_backend) {
             pool.pool().record_failure(&attempt.0, &e.etype().as_str());
         }
         let retry = from_backend && retry::may_retry(session, &e, ctx, client_reused, attempts);
@@ -358,8 +356,7 @@ impl ProxyHttp for Proxy {
         // HTTP/2 backends only: an HTTP/1.1 one would promise trailers that
         // lb's HTTP/1.1 client side does not pass on.
         if ctx
-            .pool
-            .as_ref()
+            .pool()
             .is_some_and(|p| p.transport().protocol().is_http2())
             && hop_by_hop::asks_for_trailers(session.req_header())
         {
@@ -381,7 +378,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|started| started.elapsed());
-        let Some(handle) = ctx.pool.as_deref() else {
+        let Some(handle) = ctx.pool() else {
             return Ok(());
         };
         if let (Some(elapsed), Some(InFlight(backend))) = (ctx.upstream_elapsed, &ctx.backend) {
@@ -459,7 +456,7 @@ impl ProxyHttp for Proxy {
         let (status, logged_status) = access::final_status(session, ctx, e);
         let total = ctx.received.elapsed();
         let upstream = ctx.upstream_elapsed.map(|d| d.as_secs_f64());
-        let reached = ctx.pool.as_deref().filter(|_| ctx.pool_reached);
+        let reached = ctx.pool().filter(|_| ctx.pool_reached);
         match (&ctx.backend, reached) {
             (Some(attempt), _) => attempt
                 .0

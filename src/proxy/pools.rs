@@ -39,7 +39,7 @@ pub struct PoolHandle {
 /// Where a route sends its requests, and its request counter.
 pub struct RouteTarget {
     /// The pool that serves the route.
-    pub pool: Arc<PoolHandle>,
+    pub handle: Arc<PoolHandle>,
     /// `lb_route_requests_total` of the route.
     requests: IntCounter,
 }
@@ -72,7 +72,7 @@ impl Routing {
         let routes = RouteTable::new(&config.routes, |route| {
             let pool = handle_named.get(route.pool.as_str())?;
             Some(RouteTarget {
-                pool: Arc::clone(pool),
+                handle: Arc::clone(pool),
                 requests: metrics().protocols.route_counter(&route.name),
             })
         })?;
@@ -225,7 +225,7 @@ pub(super) fn route(session: &Session, ctx: &mut RequestCtx) -> bool {
     let Some(route) = ctx.routing.find(host, request.uri.path()) else {
         return false;
     };
-    ctx.pool = Some(Arc::clone(&route.pool.pool));
+    ctx.route_pool = Some(Arc::clone(&route.pool.handle));
     ctx.route = Some(route.id);
     true
 }

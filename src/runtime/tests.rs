@@ -112,9 +112,9 @@ fn a_pool_added_by_a_reload_is_started_once() {
     assert_eq!(*started.borrow(), ["web"]);
     let routing = control.routing().load_full();
     let route = routing.find(Some("api.test"), "/").expect("the api route");
-    assert_eq!(route.pool.pool.pool().name(), "api");
+    assert_eq!(route.pool.handle.pool().name(), "api");
     let route = routing.find(Some("www.test"), "/").expect("the catch-all");
-    assert_eq!(route.pool.pool.pool().name(), "web");
+    assert_eq!(route.pool.handle.pool().name(), "web");
 }
 
 #[test]

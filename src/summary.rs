@@ -233,12 +233,13 @@ impl Summary<'_> {
         rows.push((
             "discovery".into(),
             format!(
-                "every {} by {}",
+                "every {} by {}; a missing name is held {}",
                 d(self.config.discovery.interval),
                 self.config.discovery.resolver.map_or_else(
                     || "the system resolver".to_string(),
                     |r| format!("DNS server {r}")
-                )
+                ),
+                d(self.config.discovery.hold_missing)
             ),
         ));
         rows.push((

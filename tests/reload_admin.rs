@@ -180,6 +180,86 @@ fn dns_discovery_follows_the_records() {
     wait_until_no_series(admin_port, &format!("127.0.0.2:{port}"));
 }
 
+/// A name that stops existing keeps its last address for
+/// `discovery.hold_missing`, then loses it; a resolver that does not answer
+/// changes nothing. Each change is logged once.
+#[test]
+fn a_missing_name_keeps_its_address_for_the_hold_and_an_unanswered_one_for_ever() {
+    let two_ip = Ipv4Addr::new(127, 0, 0, 2);
+    let (_two, port) = BeBuilder::named("two").bind(two_ip).start();
+    let dns = FakeDns::start();
+    dns.set("app.test", &[two_ip]);
+    let dir = tempfile::tempdir().unwrap();
+    let lb_port = free_port();
+    let config = format!(
+        "{}backends:\n  - app.test:{port}\n\
+         discovery: {{interval: 100ms, hold_missing: 5s, resolver: 127.0.0.1:{}}}\n",
+        base_config(dir.path(), lb_port),
+        dns.port
+    );
+    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    assert!(
+        wait_until_served_by(lb_port, "/", "two", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+
+    dns.go_silent(true);
+    assert!(
+        lb.wait_for_log("cannot resolve", Duration::from_secs(30)),
+        "{}",
+        lb.log()
+    );
+    let answer = lb.get("/");
+    assert_eq!(answer.status, 200, "{}", lb.log());
+    assert_eq!(served_by(&answer), "two");
+    dns.go_silent(false);
+    assert!(
+        lb.wait_for_log("resolves again", Duration::from_secs(30)),
+        "{}",
+        lb.log()
+    );
+
+    dns.remove("app.test");
+    assert!(
+        lb.wait_for_log(
+            "1 last address(es) stay in the pool",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(
+        served_by(&lb.get("/")),
+        "two",
+        "within the hold: {}",
+        lb.log()
+    );
+    assert!(
+        lb.wait_for_log("leave the pool", Duration::from_secs(20)),
+        "{}",
+        lb.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lb.get("/").status == 503),
+        "{}",
+        lb.log()
+    );
+    let log = lb.log();
+    assert_eq!(log.matches("cannot resolve").count(), 1, "{log}");
+    assert_eq!(log.matches("stay in the pool").count(), 1, "{log}");
+
+    dns.set("app.test", &[two_ip]);
+    let back = wait_until(Duration::from_secs(10), || lb.get("/").status == 200);
+    assert!(back, "{}", lb.log());
+    assert_eq!(
+        lb.log().matches("resolves again").count(),
+        2,
+        "{}",
+        lb.log()
+    );
+}
+
 /// The series of `/metrics` on `admin_port` labelled with `backend`.
 fn series_of(admin_port: u16, backend: &str) -> Vec<String> {
     let label = format!("backend=\"{backend}\"");

@@ -119,6 +119,9 @@ pub struct DiscoveryFile {
     pub interval: Option<Duration>,
     /// A DNS server (`ip:port`) to ask instead of the system resolver.
     pub resolver: Option<String>,
+    /// How long a name that no longer exists keeps its last addresses.
+    #[serde(default, with = "humantime_serde")]
+    pub hold_missing: Option<Duration>,
 }
 
 /// The `admin:` section.

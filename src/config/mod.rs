@@ -120,6 +120,9 @@ pub struct DiscoveryConfig {
     pub interval: Duration,
     /// A DNS server to ask instead of the system resolver.
     pub resolver: Option<SocketAddr>,
+    /// How long a name that no longer exists (NXDOMAIN, no address record)
+    /// keeps its last addresses in the pool before they are dropped.
+    pub hold_missing: Duration,
 }
 
 /// The admin API.

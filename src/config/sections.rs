@@ -19,6 +19,8 @@ const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_HEALTH_STATUS: u16 = 200;
 /// How often backend host names are resolved again.
 const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// HAProxy's resolvers hold an NXDOMAIN answer's last addresses 30 s by default.
+const DEFAULT_HOLD_MISSING: Duration = Duration::from_secs(30);
 
 pub(super) fn parse_health_check(
     written: HealthCheckFile,
@@ -102,7 +104,11 @@ pub(super) fn parse_discovery(written: DiscoveryFile, errors: &mut Problems) -> 
                 None
             }
         });
-    DiscoveryConfig { interval, resolver }
+    DiscoveryConfig {
+        interval,
+        resolver,
+        hold_missing: written.hold_missing.unwrap_or(DEFAULT_HOLD_MISSING),
+    }
 }
 
 /// The admin section; `env_token` is `LB_ADMIN_TOKEN`, used when the file

@@ -9,10 +9,10 @@
 //! of addresses changes; requests only read it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,8 +20,8 @@ use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::{Backend, Extensions};
 
 use super::clock::now_ms;
-use super::resolve::Resolver;
-use crate::config::BackendConfig;
+use super::resolve::{Change, NameState, Resolver, Verdict};
+use crate::config::{BackendConfig, DiscoveryConfig};
 use crate::sync::lock;
 use crate::telemetry::metrics::{metrics, BackendMetrics};
 
@@ -194,10 +194,12 @@ pub struct Members {
     /// The pool's name: the `upstream` label of its backends' metrics.
     upstream: String,
     entries: Mutex<Vec<Entry>>,
-    /// `discovery.resolver`: the DNS server to ask, or the system resolver.
-    /// A resolver is made for each round so it always lives on the runtime
-    /// that uses it.
-    dns_server: ArcSwap<Option<SocketAddr>>,
+    /// `discovery`: the DNS server to ask (or the system's) and the hold of
+    /// a missing name. A resolver is made for each round so it always lives
+    /// on the runtime that uses it.
+    discovery: ArcSwap<DiscoveryConfig>,
+    /// What each name (`host:port` as written) did in the last rounds.
+    names: Mutex<HashMap<String, NameState>>,
     states: ArcSwap<StateMap>,
     /// Whether the first resolution is done: addresses that appear later
     /// were added, and slow start ramps them.
@@ -205,9 +207,9 @@ pub struct Members {
 }
 
 impl Members {
-    /// Members of the pool `upstream` for `backends`, resolved through
-    /// `dns_server` (or the system).
-    pub fn new(upstream: &str, backends: &[BackendConfig], dns_server: Option<SocketAddr>) -> Self {
+    /// Members of the pool `upstream` for `backends`, resolved as
+    /// `discovery` says.
+    pub fn new(upstream: &str, backends: &[BackendConfig], discovery: &DiscoveryConfig) -> Self {
         let entries = backends
             .iter()
             .map(|b| Entry {
@@ -218,7 +220,8 @@ impl Members {
         Members {
             upstream: upstream.to_string(),
             entries: Mutex::new(entries),
-            dns_server: ArcSwap::from_pointee(dns_server),
+            discovery: ArcSwap::from_pointee(discovery.clone()),
+            names: Mutex::new(HashMap::new()),
             states: ArcSwap::from_pointee(HashMap::new()),
             resolved_once: AtomicBool::new(false),
         }
@@ -245,7 +248,7 @@ impl Members {
 
     /// Replaces the configured entries (a reload); entries added through the
     /// admin API are dropped, as the README says.
-    pub fn set_config(&self, backends: &[BackendConfig], dns_server: Option<SocketAddr>) {
+    pub fn set_config(&self, backends: &[BackendConfig], discovery: &DiscoveryConfig) {
         *self.lock_entries() = backends
             .iter()
             .map(|b| Entry {
@@ -253,7 +256,7 @@ impl Members {
                 origin: Origin::Config,
             })
             .collect();
-        self.dns_server.store(Arc::new(dns_server));
+        self.discovery.store(Arc::new(discovery.clone()));
     }
 
     /// Adds an entry; false when it is already there.
@@ -297,24 +300,41 @@ impl Members {
     /// Resolves every entry; keeps existing states and makes new ones.
     async fn resolve(&self) -> BTreeSet<Backend> {
         let entries = self.entries();
-        let resolver = Resolver::new(**self.dns_server.load());
+        let discovery = self.discovery.load_full();
+        let needs_dns = entries
+            .iter()
+            .any(|e| e.backend.host.parse::<IpAddr>().is_err());
+        let resolver = if needs_dns {
+            Resolver::new(discovery.resolver)
+        } else {
+            Resolver::System // addresses only: nothing is looked up
+        };
+        // All at once: a round waits one resolver timeout at most.
+        let lookups = futures::future::join_all(
+            entries
+                .iter()
+                .map(|e| resolver.lookup(&e.backend.host, e.backend.port)),
+        )
+        .await;
         let old = self.states.load_full();
         let added_later = self.resolved_once.swap(true, Relaxed);
         let mut states: StateMap = HashMap::with_capacity(entries.len());
         let mut backends = BTreeSet::new();
-        for entry in &entries {
+        let mut names = HashMap::new();
+        for (entry, lookup) in entries.iter().zip(lookups) {
             let b = &entry.backend;
             let label = format!("{}:{}", b.host, b.port);
-            let addrs = match resolver.lookup(&b.host, b.port).await {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    log::warn!("backend {label}: cannot resolve {}: {e}", b.host);
-                    // Keep what it resolved to before rather than drop it on a DNS hiccup.
-                    old.values()
-                        .filter(|s| s.entry == label)
-                        .map(|s| s.addr)
-                        .collect()
-                }
+            let mut name = self.name_state(&label);
+            let (verdict, change) = name.after(lookup, Instant::now(), discovery.hold_missing);
+            names.insert(label.clone(), name);
+            let last = || old.values().filter(|s| s.entry == label).map(|s| s.addr);
+            if let Some(change) = change {
+                log_name_change(&label, &change, last().count(), &discovery);
+            }
+            let addrs: Vec<SocketAddr> = match verdict {
+                Verdict::Use(addrs) => addrs,
+                Verdict::KeepLast => last().collect(),
+                Verdict::Drop => Vec::new(),
             };
             for addr in addrs {
                 if states.contains_key(&addr) {
@@ -346,12 +366,40 @@ impl Members {
                 });
             }
         }
+        *lock(&self.names) = names;
         log_changes(&old, &states);
         for addr in old.keys().filter(|a| !states.contains_key(a)) {
             metrics().remove_backend(&self.upstream, &addr.to_string());
         }
         self.states.store(Arc::new(states));
         backends
+    }
+}
+
+impl Members {
+    /// What `label` did in the last rounds (nothing for a new entry).
+    fn name_state(&self, label: &str) -> NameState {
+        lock(&self.names).get(label).cloned().unwrap_or_default()
+    }
+}
+
+/// One line for a name whose resolution changed; `last` addresses held.
+fn log_name_change(label: &str, change: &Change, last: usize, discovery: &DiscoveryConfig) {
+    let hold = humantime::format_duration(discovery.hold_missing);
+    match change {
+        Change::ResolvesAgain => log::info!("backend {label}: resolves again"),
+        Change::Missing => log::warn!(
+            "backend {label}: no such name; its {last} last address(es) stay in the pool \
+             for discovery.hold_missing ({hold})"
+        ),
+        Change::Failed(why) => log::warn!(
+            "backend {label}: cannot resolve ({why}); its {last} last address(es) stay \
+             until the resolver answers"
+        ),
+        Change::Dropped => log::warn!(
+            "backend {label}: no such name for discovery.hold_missing ({hold}); \
+             its {last} address(es) leave the pool"
+        ),
     }
 }
 

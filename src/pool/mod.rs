@@ -69,7 +69,7 @@ pub struct PoolUpdate {
     probe: health::PreparedProbe,
     passive_health: crate::config::PassiveHealthConfig,
     backends: Vec<crate::config::BackendConfig>,
-    resolver: Option<SocketAddr>,
+    discovery: crate::config::DiscoveryConfig,
     settings: PoolSettings,
 }
 
@@ -99,6 +99,8 @@ pub struct Pool {
     max_steps: AtomicUsize,
     /// Wakes [`PoolService`] to resolve and rebuild the ring now.
     refresh: Notify,
+    /// Wakes [`PoolService`]'s checks after an asked-for resolution.
+    recheck: Notify,
     /// The series of requests it answered with no backend (`backend="none"`).
     unanswered: BackendMetrics,
 }
@@ -119,7 +121,7 @@ impl Pool {
         let members = Arc::new(Members::new(
             &upstream.name,
             &upstream.backends,
-            config.discovery.resolver,
+            &config.discovery,
         ));
         let outliers = Arc::new(OutlierDetector::new(config.passive_health.clone()));
         let probe = Arc::new(Probe::new(
@@ -150,6 +152,7 @@ impl Pool {
             settings: ArcSwap::from_pointee(settings_of(config, upstream)),
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
+            recheck: Notify::new(),
             unanswered: metrics().for_backend(&upstream.name, "none"),
             usable_rebuild: tokio::sync::Mutex::new(()),
             usable_stale: std::sync::atomic::AtomicBool::new(false),
@@ -183,7 +186,7 @@ impl Pool {
             probe: Probe::prepare(&pool.health_check, &pool.backend_transport)?,
             passive_health: config.passive_health.clone(),
             backends: pool.backends.clone(),
-            resolver: config.discovery.resolver,
+            discovery: config.discovery.clone(),
             settings: settings_of(config, pool),
         })
     }
@@ -194,7 +197,7 @@ impl Pool {
     pub fn apply(&self, update: PoolUpdate) {
         self.probe.apply(update.probe);
         self.outliers.set_config(update.passive_health);
-        self.members.set_config(&update.backends, update.resolver);
+        self.members.set_config(&update.backends, &update.discovery);
         // Runtime changes last until the next reload: drained backends come back.
         for state in self.members.states().values() {
             state.draining.store(false, Relaxed);

@@ -17,8 +17,10 @@ use crate::sync::lock;
 
 /// The task that keeps a pool current: discovery every
 /// `discovery.interval`, health checks every `health_check.interval`, both
-/// at once after a reload or an admin change. It holds the pool weakly and
-/// ends once a reload removed the pool and its last request finished.
+/// at once after a reload or an admin change. The two run side by side, so
+/// a resolver that takes its time does not hold the checks back. It holds
+/// the pool weakly and ends once a reload removed the pool and its last
+/// request finished.
 pub struct PoolService(Weak<Pool>);
 
 impl PoolService {
@@ -28,36 +30,47 @@ impl PoolService {
     }
 
     /// Runs until `shutdown`, or until the pool is gone.
-    pub async fn run(&self, mut shutdown: ShutdownWatch) {
-        let Some(discovery_interval) = self
-            .0
-            .upgrade()
-            .map(|p| p.settings.load().discovery_interval)
-        else {
-            return;
-        };
-        let mut next_check = Instant::now();
-        let mut next_discovery = Instant::now() + discovery_interval;
+    pub async fn run(&self, shutdown: ShutdownWatch) {
+        tokio::join!(self.discover(shutdown.clone()), self.check(shutdown));
+    }
+
+    /// Resolves the backends every interval, or when asked to; after an
+    /// asked-for round, the checks run at once.
+    async fn discover(&self, mut shutdown: ShutdownWatch) {
         loop {
             let Some(pool) = self.0.upgrade() else {
                 return;
             };
-            let refreshed = tokio::select! {
-                _ = tokio::time::sleep_until(next_check.min(next_discovery)) => false,
+            let interval = pool.settings.load().discovery_interval;
+            let asked = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
                 _ = pool.refresh.notified() => true,
                 _ = shutdown.changed() => return,
             };
-            let now = Instant::now();
-            let settings = pool.settings.load_full();
-            if refreshed || now >= next_discovery {
-                pool.update().await;
-                next_discovery = now + settings.discovery_interval;
+            pool.update().await;
+            if asked {
+                pool.recheck.notify_one();
             }
-            if refreshed || now >= next_check {
-                pool.balancer.backends().run_health_check(true).await;
-                pool.refresh_usable().await;
-                next_check = now + spread(settings.health_check_interval, rand::random());
+        }
+    }
+
+    /// Checks every backend at once, then every interval (spread), or when
+    /// discovery asks.
+    async fn check(&self, mut shutdown: ShutdownWatch) {
+        let mut next_check = Instant::now();
+        loop {
+            let Some(pool) = self.0.upgrade() else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_check) => {}
+                _ = pool.recheck.notified() => {}
+                _ = shutdown.changed() => return,
             }
+            pool.balancer.backends().run_health_check(true).await;
+            pool.refresh_usable().await;
+            let interval = pool.settings.load().health_check_interval;
+            next_check = Instant::now() + spread(interval, rand::random());
         }
     }
 }

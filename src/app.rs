@@ -316,7 +316,8 @@ fn proxy_services(
 /// the handshake cap lowered with it.
 fn admission(config: &Config) -> Arc<Admission> {
     let limits = &config.limits;
-    let budget = descriptors::raise_and_fit(limits.max_connections);
+    let budget =
+        descriptors::raise_and_fit(limits.max_connections, config.descriptors_per_connection());
     if let Some(warning) = &budget.lowered {
         log::warn!("{warning}");
     }

@@ -177,6 +177,41 @@ fn a_hung_backend_gives_504_and_the_others_keep_serving() {
     }
 }
 
+/// A backend that goes dark (its process stopped: connections hang, they
+/// are not reset) with requests in flight: with `on_marked_down: close`
+/// they end when health checks mark it down and go to the other backend,
+/// long before `upstream_response` (60 s, beyond the client's 10 s).
+#[test]
+fn on_marked_down_close_sends_the_requests_of_a_backend_gone_dark_elsewhere() {
+    let (ports, procs) = backends_named_after_their_ports(2);
+    let lb = spawn_lb_edited(
+        &ports,
+        |base| base.health_check.on_marked_down = Some("close".into()),
+        "timeouts: {upstream_response: 60s}\n",
+    );
+    // Both serve, and lb keeps a connection to each.
+    let warm: Vec<String> = (0..4).map(|_| served_by(&lb.get("/"))).collect();
+    assert!(warm.contains(&ports[1].to_string()), "{warm:?}");
+
+    procs[1].signal("STOP");
+    let port = lb.port;
+    let clients: Vec<_> = (0..6)
+        .map(|i| std::thread::spawn(move || get(port, &format!("/dark{i}"))))
+        .collect();
+    let served: Vec<String> = clients
+        .into_iter()
+        .map(|c| served_by(&c.join().expect("a client thread")))
+        .collect();
+    procs[1].signal("CONT");
+    assert!(
+        served.iter().all(|s| *s == ports[0].to_string()),
+        "{served:?}\n{}",
+        lb.log()
+    );
+    let down = lb.wait_for_log_line(&format!(":{} down: ", ports[1]));
+    assert!(down.contains("shut down (on_marked_down: close)"), "{down}");
+}
+
 #[test]
 fn passive_health_ejects_a_backend_answering_5xx() {
     let dir = tempfile::tempdir().unwrap();

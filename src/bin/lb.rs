@@ -52,7 +52,7 @@ fn open_files(config: &lb::config::Config) -> String {
     let requested = config.limits.max_connections;
     match descriptors::hard_limit() {
         None => "open files: no limit in this shell".to_string(),
-        Some(limit) => match descriptors::fit(limit, requested).lowered {
+        Some(limit) => match descriptors::fit(limit, requested, config.descriptors_per_connection()).lowered {
             None => format!(
                 "open files: this shell's hard limit {limit} fits limits.max_connections {requested}"
             ),

@@ -145,6 +145,19 @@ pub enum WhenAllUnhealthy {
     TryAll,
 }
 
+/// What happens to the requests in flight to a backend that health checks
+/// mark down (HAProxy's `on-marked-down`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMarkedDown {
+    /// They go on until they end or time out.
+    #[default]
+    Keep,
+    /// Their connections are shut down at once; the retry rules decide
+    /// which go to another backend (`shutdown-sessions`).
+    Close,
+}
+
 /// The long form of a backend entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +193,8 @@ pub struct HealthCheckFile {
     pub unhealthy_threshold: Option<i64>,
     /// Whether an HTTP check keeps its connection for the next one.
     pub reuse_connection: Option<bool>,
+    /// What happens to the requests in flight to a backend marked down.
+    pub on_marked_down: Option<OnMarkedDown>,
 }
 
 /// The `retry:` section.

@@ -32,7 +32,7 @@ use listeners::{exposed_keys, parse_listeners, tls_flag_entries};
 use pingora::server::configuration::ServerConf;
 use sections::{parse_admin, parse_discovery, parse_health_check};
 
-pub use file::{AccessLogFormat, WhenAllUnhealthy};
+pub use file::{AccessLogFormat, OnMarkedDown, WhenAllUnhealthy};
 pub use listeners::{
     CertificateFiles, ListenerConfig, ListenerKind, MinTlsVersion, TlsListenerConfig,
 };
@@ -170,6 +170,9 @@ pub struct HealthCheckConfig {
     /// backend (Envoy's `reuse_connection`); off, each check connects anew
     /// (HAProxy's way).
     pub reuse_connection: bool,
+    /// `close`: a backend marked down has its requests' connections shut
+    /// down at once (retried where the retry rules allow).
+    pub on_marked_down: OnMarkedDown,
 }
 
 /// Settings given on the command line; each replaces the file's value.

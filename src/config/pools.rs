@@ -459,5 +459,23 @@ fn merged_health(own: HealthCheckFile, top: &HealthCheckFile) -> HealthCheckFile
         healthy_threshold: own.healthy_threshold.or(top.healthy_threshold),
         unhealthy_threshold: own.unhealthy_threshold.or(top.unhealthy_threshold),
         reuse_connection: own.reuse_connection.or(top.reuse_connection),
+        on_marked_down: own.on_marked_down.or(top.on_marked_down),
+    }
+}
+
+impl super::Config {
+    /// Open files a client connection can take: its own and its backend's,
+    /// and a second one of the backend's when a pool closes the connections
+    /// of a backend marked down (`health_check.on_marked_down: close`).
+    pub fn descriptors_per_connection(&self) -> u64 {
+        let closes = self
+            .pools
+            .iter()
+            .any(|p| p.health_check.on_marked_down == super::OnMarkedDown::Close);
+        if closes {
+            3
+        } else {
+            2
+        }
     }
 }

@@ -82,6 +82,7 @@ pub(super) fn parse_health_check(
         healthy_threshold,
         unhealthy_threshold,
         reuse_connection: written.reuse_connection.unwrap_or(true),
+        on_marked_down: written.on_marked_down.unwrap_or_default(),
     }
 }
 

@@ -343,3 +343,31 @@ fn the_idle_connection_pool_is_sized_by_the_backends_unless_written() {
     let few = load_str("backends: [127.0.0.1:9000]\n").expect("one backend");
     assert_eq!(few.server.upstream_keepalive_pool_size, 128);
 }
+
+#[test]
+fn on_marked_down_is_keep_by_default_and_a_pool_may_close() {
+    let config = load_str(
+        "backends: [127.0.0.1:8080]\n\
+         upstreams:\n  api: {backends: [127.0.0.1:8081], health_check: {on_marked_down: close}}\n\
+         routes: [{match: {path_prefix: /api/}, upstream: api}, {upstream: default}]\n\
+         discovery: {hold_missing: 0s}\n",
+    )
+    .unwrap();
+    assert_eq!(config.health_check.on_marked_down, OnMarkedDown::Keep);
+    let api = config.pools.iter().find(|p| p.name == "api").unwrap();
+    assert_eq!(api.health_check.on_marked_down, OnMarkedDown::Close);
+    assert_eq!(config.descriptors_per_connection(), 3);
+    assert_eq!(config.discovery.hold_missing, Duration::ZERO);
+    let default = load_str("backends: [127.0.0.1:8080]\n").unwrap();
+    assert_eq!(default.descriptors_per_connection(), 2);
+    assert_eq!(default.discovery.hold_missing, Duration::from_secs(30));
+}
+
+#[test]
+fn an_unknown_on_marked_down_names_its_key_and_value() {
+    let text = error_text("backends: [127.0.0.1:8080]\nhealth_check: {on_marked_down: shutdown}\n");
+    assert!(
+        text.contains("on_marked_down") && text.contains("shutdown"),
+        "{text}"
+    );
+}

@@ -1,8 +1,9 @@
 //! Open-file headroom. A client connection can need two descriptors (the
-//! client's and the backend's), and lb needs its own beside them
+//! client's and the backend's; three when lb keeps a second one of the
+//! backend's for `on_marked_down: close`), and lb needs its own beside them
 //! (listeners, health checks, logs, the admin API). At start lb raises its
 //! soft open-file limit to the hard one, and when `2 × max_connections +
-//! 256` still does not fit, it lowers the connection limit to fit and warns
+//! 256` (or 3 ×) still does not fit, it lowers the connection limit to fit and warns
 //! once: a client flood then meets the connection limit, never the
 //! open-file limit, so the health checker can always open its sockets.
 
@@ -23,9 +24,9 @@ pub struct DescriptorBudget {
 }
 
 /// How many client connections fit in `limit` open files, given the
-/// `requested` `limits.max_connections`.
-pub fn fit(limit: u64, requested: usize) -> DescriptorBudget {
-    let needed = 2 * requested as u64 + RESERVED;
+/// `requested` `limits.max_connections` and the descriptors each takes.
+pub fn fit(limit: u64, requested: usize, per_connection: u64) -> DescriptorBudget {
+    let needed = per_connection * requested as u64 + RESERVED;
     if needed <= limit {
         return DescriptorBudget {
             limit,
@@ -33,13 +34,13 @@ pub fn fit(limit: u64, requested: usize) -> DescriptorBudget {
             lowered: None,
         };
     }
-    let fits = (limit.saturating_sub(RESERVED) / 2).max(1) as usize;
+    let fits = (limit.saturating_sub(RESERVED) / per_connection).max(1) as usize;
     DescriptorBudget {
         limit,
         max_connections: fits,
         lowered: Some(format!(
             "limits.max_connections: {requested} needs {needed} open files \
-             (2 per connection + {RESERVED}), but the limit is {limit}: \
+             ({per_connection} per connection + {RESERVED}), but the limit is {limit}: \
              lb takes at most {fits} connections (raise `ulimit -n`, or LimitNOFILE in systemd)"
         )),
     }
@@ -54,9 +55,9 @@ pub fn hard_limit() -> Option<u64> {
 
 /// Raises the soft open-file limit to the hard one, and returns what the
 /// limit leaves for `requested` client connections.
-pub fn raise_and_fit(requested: usize) -> DescriptorBudget {
+pub fn raise_and_fit(requested: usize, per_connection: u64) -> DescriptorBudget {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return fit(u64::MAX, requested);
+        return fit(u64::MAX, requested, per_connection);
     };
     let limit = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => hard,
@@ -66,9 +67,9 @@ pub fn raise_and_fit(requested: usize) -> DescriptorBudget {
         }
     };
     if limit == RLIM_INFINITY {
-        return fit(u64::MAX, requested);
+        return fit(u64::MAX, requested, per_connection);
     }
-    fit(limit, requested)
+    fit(limit, requested, per_connection)
 }
 
 #[cfg(test)]
@@ -77,14 +78,14 @@ mod tests {
 
     #[test]
     fn a_limit_that_fits_is_kept() {
-        let budget = fit(20_000, 9_872);
+        let budget = fit(20_000, 9_872, 2);
         assert_eq!(budget.max_connections, 9_872);
         assert_eq!(budget.lowered, None);
     }
 
     #[test]
     fn a_limit_that_does_not_fit_is_lowered_and_said() {
-        let budget = fit(1_024, 10_000);
+        let budget = fit(1_024, 10_000, 2);
         assert_eq!(budget.max_connections, 384);
         let warning = budget.lowered.expect("a warning");
         assert!(
@@ -96,6 +97,6 @@ mod tests {
 
     #[test]
     fn a_tiny_limit_still_leaves_one_connection() {
-        assert_eq!(fit(100, 10).max_connections, 1);
+        assert_eq!(fit(100, 10, 2).max_connections, 1);
     }
 }

@@ -299,7 +299,8 @@ impl HealthCheck for Probe {
         if let Some(state) = &state {
             state.health_changed_now();
         }
-        if let Some(pool) = self.pool.get().and_then(std::sync::Weak::upgrade) {
+        let pool = self.pool.get().and_then(std::sync::Weak::upgrade);
+        if let Some(pool) = &pool {
             pool.health_changed().await;
         }
         if healthy {
@@ -311,8 +312,15 @@ impl HealthCheck for Probe {
                 state.start_ramp();
             }
         } else {
+            let closed = match (&pool, target.addr.as_inet()) {
+                (Some(pool), Some(addr)) => pool.marked_down(*addr),
+                _ => None,
+            };
+            let closed = closed.map_or(String::new(), |n| {
+                format!("; {n} connection(s) of requests in flight to it shut down (on_marked_down: close)")
+            });
             log::warn!(
-                "backend {} down: {}",
+                "backend {} down: {}{closed}",
                 target.addr,
                 self.last_failure(target)
             );

@@ -19,6 +19,7 @@
 mod balancer;
 mod candidates;
 mod clock;
+pub mod cutoff;
 pub mod ewma;
 pub mod health;
 pub mod members;
@@ -43,10 +44,11 @@ use pingora::lb::{Backend, Backends};
 use pingora::prelude::*;
 use tokio::sync::Notify;
 
-use crate::config::{Balance, Config, PoolConfig, WhenAllUnhealthy};
+use crate::config::{Balance, Config, OnMarkedDown, PoolConfig, WhenAllUnhealthy};
 use crate::telemetry::metrics::{metrics, BackendMetrics};
 use balancer::{Balancer, RingKind, UsableDiscovery, UsableSet};
 use candidates::Candidates;
+use cutoff::{BackendConnections, TrackedConnect};
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
@@ -59,6 +61,9 @@ struct PoolSettings {
     slow_start: Option<Duration>,
     /// `peak_ewma`'s decay time.
     ewma_decay: Option<Duration>,
+    /// With `health_check.on_marked_down: close`: how requests connect, so
+    /// that their connections can be shut down.
+    tracked_connect: Option<Arc<TrackedConnect>>,
     health_check_interval: Duration,
     discovery_interval: Duration,
 }
@@ -97,6 +102,8 @@ pub struct Pool {
     /// How many ring steps a selection may take before giving up; enough to
     /// visit every backend even when the weights repeat some of them.
     max_steps: AtomicUsize,
+    /// The connections of requests in flight, when `on_marked_down: close`.
+    connections: Arc<BackendConnections>,
     /// Wakes [`PoolService`] to resolve and rebuild the ring now.
     refresh: Notify,
     /// Wakes [`PoolService`]'s checks after an asked-for resolution.
@@ -137,6 +144,7 @@ impl Pool {
             Box::new(SharedProbe(Arc::clone(&probe))),
         );
         let usable_set = Arc::new(UsableSet::default());
+        let connections = Arc::<BackendConnections>::default();
         let usable = Balancer::unchecked(
             kind,
             Backends::new(Box::new(UsableDiscovery(Arc::clone(&usable_set)))),
@@ -149,7 +157,8 @@ impl Pool {
             members,
             outliers,
             probe,
-            settings: ArcSwap::from_pointee(settings_of(config, upstream)),
+            settings: ArcSwap::from_pointee(settings_of(config, upstream, &connections)),
+            connections,
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
             recheck: Notify::new(),
@@ -187,7 +196,7 @@ impl Pool {
             passive_health: config.passive_health.clone(),
             backends: pool.backends.clone(),
             discovery: config.discovery.clone(),
-            settings: settings_of(config, pool),
+            settings: settings_of(config, pool, &self.connections),
         })
     }
 
@@ -204,6 +213,20 @@ impl Pool {
         }
         self.settings.store(Arc::new(update.settings));
         self.refresh.notify_one();
+    }
+
+    /// How a request's backend connection is opened: by lb, when a
+    /// backend marked down has its connections shut down; else by Pingora.
+    pub fn tracked_connect(&self) -> Option<Arc<dyn pingora::connectors::L4Connect + Send + Sync>> {
+        let connect = self.settings.load().tracked_connect.clone()?;
+        Some(connect)
+    }
+
+    /// A backend was marked down: with `on_marked_down: close`, shuts down
+    /// the connections of its requests in flight and says how many.
+    fn marked_down(&self, addr: SocketAddr) -> Option<usize> {
+        self.settings.load().tracked_connect.as_ref()?;
+        Some(self.connections.shut_down(addr))
     }
 
     /// Asks the background service to resolve and rebuild the ring now.
@@ -391,8 +414,19 @@ fn backend_at(addr: SocketAddr, weight: usize) -> Backend {
     }
 }
 
-fn settings_of(config: &Config, upstream: &PoolConfig) -> PoolSettings {
+fn settings_of(
+    config: &Config,
+    upstream: &PoolConfig,
+    connections: &Arc<BackendConnections>,
+) -> PoolSettings {
+    let close = upstream.health_check.on_marked_down == OnMarkedDown::Close;
     PoolSettings {
+        tracked_connect: close.then(|| {
+            Arc::new(TrackedConnect {
+                connections: Arc::clone(connections),
+                timeout: config.timeouts.connect,
+            })
+        }),
         when_all_unhealthy: config.when_all_unhealthy,
         health_check_interval: upstream.health_check.interval,
         discovery_interval: config.discovery.interval,

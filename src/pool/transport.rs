@@ -24,6 +24,40 @@ use crate::config::{BackendProtocol, BackendTransport};
 /// own connection and gives up HTTP/2's multiplexing.
 pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
+/// Connects to `inet` (`addr` as Pingora names it) within `timeout`, with
+/// the error types of Pingora's own connect, which lb's retries and
+/// passive health read. For the connections lb opens itself
+/// (`PeerOptions.custom_l4`).
+pub async fn connect_tcp(
+    addr: &pingora::protocols::l4::socket::SocketAddr,
+    inet: SocketAddr,
+    timeout: std::time::Duration,
+) -> pingora::Result<tokio::net::TcpStream> {
+    use pingora::{Error, ErrorType};
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(inet)).await {
+        Ok(Ok(tcp)) => Ok(tcp),
+        Ok(Err(e)) => {
+            let etype = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+                std::io::ErrorKind::TimedOut => ErrorType::ConnectTimedout,
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+                    ErrorType::ConnectNoRoute
+                }
+                _ => ErrorType::ConnectError,
+            };
+            Err(Error::because(
+                etype,
+                format!("Fail to connect to {addr}"),
+                e,
+            ))
+        }
+        Err(_) => Error::e_explain(
+            ErrorType::ConnectTimedout,
+            format!("timeout {timeout:?} connecting to server {addr}"),
+        ),
+    }
+}
+
 /// What every peer of a pool shares.
 #[derive(Clone)]
 pub struct PeerTemplate {

@@ -226,6 +226,7 @@ impl ProxyHttp for Proxy {
         } else {
             peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
             peer.options.write_timeout = Some(t.upstream_response);
+            peer.options.custom_l4 = pool.pool().tracked_connect();
         }
         peer.options.idle_timeout = Some(t.upstream_idle);
         // lb removes the hop-by-hop fields itself, in a pass it can skip

@@ -41,6 +41,8 @@ use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::pool::transport::connect_tcp;
+
 /// Tells an upgrade request's peer apart in Pingora's connection pool, so
 /// that it neither takes a plain connection (which does not yield) nor
 /// leaves its own to other requests.
@@ -62,32 +64,7 @@ impl L4Connect for TunnelConnect {
                 format!("an upgrade request's backend {addr} is not a TCP address"),
             );
         };
-        let tcp = match tokio::time::timeout(self.timeout, TcpStream::connect(*inet)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                // The same types as Pingora's own connect, which lb's
-                // retries and passive health checks read.
-                let etype = match e.kind() {
-                    io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
-                    io::ErrorKind::TimedOut => ErrorType::ConnectTimedout,
-                    io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
-                        ErrorType::ConnectNoRoute
-                    }
-                    _ => ErrorType::ConnectError,
-                };
-                return Err(Error::because(
-                    etype,
-                    format!("Fail to connect to {addr}"),
-                    e,
-                ));
-            }
-            Err(_) => {
-                return Error::e_explain(
-                    ErrorType::ConnectTimedout,
-                    format!("timeout {:?} connecting to server {addr}", self.timeout),
-                )
-            }
-        };
+        let tcp = connect_tcp(addr, *inet, self.timeout).await?;
         let socket = YieldAfterWrite {
             tcp,
             yield_next_read: false,

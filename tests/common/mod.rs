@@ -386,6 +386,8 @@ pub struct HealthCheckSection {
     pub expected_status: Option<Vec<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reuse_connection: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_marked_down: Option<String>,
 }
 
 impl BaseConfig {
@@ -407,6 +409,7 @@ impl BaseConfig {
                 timeout: "500ms".into(),
                 expected_status: None,
                 reuse_connection: None,
+                on_marked_down: None,
             },
         }
     }

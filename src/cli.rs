@@ -35,8 +35,9 @@ pub struct Cli {
     #[arg(long = "key", value_name = "FILE")]
     pub key: Vec<PathBuf>,
 
-    /// Backend `host:port` or `http://host:port` (repeatable); replaces the file's `backends`.
-    #[arg(long = "backend", value_name = "ADDR")]
+    /// Backend `host:port` or `http://host:port` (repeatable, or several
+    /// separated by commas); replaces the file's `backends`.
+    #[arg(long = "backend", value_name = "ADDR", env = "LB_BACKENDS", value_delimiter = ',')]
     pub backend: Vec<String>,
 
     /// Path of the health-check request, e.g. `/health`.

@@ -369,6 +369,30 @@ fn command_line_flags_work_without_a_file() {
     assert_eq!(served, expected);
 }
 
+/// `LB_BACKENDS` (what a container is given) replaces the file's backends,
+/// as `--backend` does, in lb and in `lb -t`.
+#[test]
+fn the_lb_backends_variable_replaces_the_files_backends() {
+    let (ports, _backends) = three_backends();
+    let given = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let lb = LbBuilder::default()
+        .backends(&ports[2..])
+        .env("LB_BACKENDS", &given)
+        .start();
+    let mut served: Vec<String> = (0..4).map(|_| served_by(&lb.get("/"))).collect();
+    served.sort();
+    served.dedup();
+    assert_eq!(served, [ports[0].to_string(), ports[1].to_string()]);
+    let summary = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", &lb.config_path().display().to_string()])
+        .env("LB_BACKENDS", &given)
+        .output()
+        .expect("run lb -t");
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(text.contains(&format!("127.0.0.1:{}", ports[1])), "{text}");
+    assert!(!text.contains(&format!("127.0.0.1:{}", ports[2])), "{text}");
+}
+
 #[test]
 fn http_1_0_backends_such_as_python_http_server_work() {
     if std::process::Command::new("python3")

@@ -452,6 +452,7 @@ pub struct LbBuilder {
     backends: Vec<u16>,
     rest: String,
     rust_log: String,
+    env: Vec<(String, String)>,
     /// The whole file, instead of the base sections and the rest.
     config: Option<String>,
 }
@@ -467,6 +468,7 @@ impl Default for LbBuilder {
             backends: Vec::new(),
             rest: String::new(),
             rust_log: "info".into(),
+            env: Vec::new(),
             config: None,
         }
     }
@@ -525,6 +527,12 @@ impl LbBuilder {
         self
     }
 
+    /// One more environment variable of the lb process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// The whole config file, written as given.
     pub fn config(mut self, yaml: &str) -> Self {
         self.config = Some(yaml.to_string());
@@ -556,6 +564,7 @@ impl LbBuilder {
                 .arg("-c")
                 .arg(&config_path)
                 .env("RUST_LOG", &self.rust_log)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(log.try_clone().expect("clone log"))
                 .stderr(log),
         );

@@ -37,7 +37,12 @@ pub struct Cli {
 
     /// Backend `host:port` or `http://host:port` (repeatable, or several
     /// separated by commas); replaces the file's `backends`.
-    #[arg(long = "backend", value_name = "ADDR", env = "LB_BACKENDS", value_delimiter = ',')]
+    #[arg(
+        long = "backend",
+        value_name = "ADDR",
+        env = "LB_BACKENDS",
+        value_delimiter = ','
+    )]
     pub backend: Vec<String>,
 
     /// Path of the health-check request, e.g. `/health`.

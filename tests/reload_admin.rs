@@ -260,6 +260,55 @@ fn a_missing_name_keeps_its_address_for_the_hold_and_an_unanswered_one_for_ever(
     );
 }
 
+/// With `on_marked_down: close`, a backend that leaves the pool (its DNS
+/// record gone, as a partitioned container's) while requests wait on it
+/// and that does not answer its checks any more (stopped) has them shut
+/// down and retried elsewhere, not left to wait out `upstream_response`.
+#[test]
+fn requests_to_a_backend_gone_dark_and_out_of_dns_are_retried_with_on_marked_down_close() {
+    let (two_ip, three_ip) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let (_two, port) = BeBuilder::named("two").bind(two_ip).start();
+    let three = BeBuilder::named("three").bind(three_ip).start_on(port);
+    let dns = FakeDns::start();
+    dns.set("app.test", &[two_ip, three_ip]);
+    let dir = tempfile::tempdir().unwrap();
+    let lb_port = free_port();
+    let mut base = BaseConfig::new(dir.path(), lb_port);
+    base.health_check.on_marked_down = Some("close".into());
+    base.health_check.unhealthy_threshold = Some(3);
+    let config = format!(
+        "{}backends:\n  - app.test:{port}\n\
+         discovery: {{interval: 100ms, resolver: 127.0.0.1:{}}}\n\
+         timeouts: {{upstream_response: 60s}}\n",
+        base.yaml(),
+        dns.port
+    );
+    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    assert!(
+        wait_until_served_by(lb_port, "/", "three", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+
+    three.signal("STOP");
+    let clients: Vec<_> = (0..6)
+        .map(|i| std::thread::spawn(move || get(lb_port, &format!("/gone{i}"))))
+        .collect();
+    dns.set("app.test", &[two_ip]);
+    let served: Vec<String> = clients
+        .into_iter()
+        .map(|c| served_by(&c.join().expect("a client thread")))
+        .collect();
+    three.signal("CONT");
+    assert!(
+        served.iter().all(|s| s == "two"),
+        "{served:?}\n{}",
+        lb.log()
+    );
+    let left = lb.wait_for_log_line("which left the pool, does not answer");
+    assert!(left.contains("127.0.0.3"), "{left}");
+}
+
 /// The series of `/metrics` on `admin_port` labelled with `backend`.
 fn series_of(admin_port: u16, backend: &str) -> Vec<String> {
     let label = format!("backend=\"{backend}\"");

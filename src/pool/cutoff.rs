@@ -12,8 +12,17 @@
 //! Pingora's pending read ends, as after a reset, and the request takes the
 //! error path lb already handles. The duplicate is lb's own descriptor, so
 //! it can never name a socket reused by something else.
+//!
+//! A backend can also leave the pool before health checks find it dark: a
+//! partitioned container's name stops resolving to it within one discovery
+//! interval, and health checks stop with it. Its requests in flight drain,
+//! as they should from a backend scaled down; so that they do not wait on
+//! a backend that will never answer, [`watch_departed`] goes on checking it
+//! (the pool's own health check, every interval) while it has connections
+//! open, and shuts them down after `unhealthy_threshold` failures, as the
+//! health checks would have marked it down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +45,8 @@ use crate::sync::lock;
 pub struct BackendConnections {
     open: Mutex<HashMap<SocketAddr, HashMap<u64, OwnedFd>>>,
     next_id: AtomicU64,
+    /// Backends that left the pool with connections open, being watched.
+    watched: Mutex<HashSet<SocketAddr>>,
 }
 
 impl BackendConnections {
@@ -77,6 +88,53 @@ impl BackendConnections {
     pub fn open_to(&self, addr: SocketAddr) -> usize {
         lock(&self.open).get(&addr).map_or(0, HashMap::len)
     }
+
+    /// The backends with connections open.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        lock(&self.open).keys().copied().collect()
+    }
+}
+
+/// How often a backend that left the pool is checked, and how many failed
+/// checks in a row end its connections: the pool's health-check interval
+/// and unhealthy threshold.
+#[derive(Debug, Clone, Copy)]
+pub struct DepartedWatch {
+    pub interval: Duration,
+    pub unhealthy_threshold: usize,
+}
+
+/// Checks `addr` (`check` says whether it passed), which left the pool with
+/// connections open, until they are all closed or it is back in the pool
+/// (`in_pool`); after `unhealthy_threshold` failed checks in a row, shuts
+/// them down. One watch per address at a time.
+pub async fn watch_departed<F: std::future::Future<Output = bool>>(
+    connections: Arc<BackendConnections>,
+    addr: SocketAddr,
+    watch: DepartedWatch,
+    in_pool: impl Fn() -> bool,
+    check: impl Fn() -> F,
+) {
+    if !lock(&connections.watched).insert(addr) {
+        return;
+    }
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(watch.interval).await;
+        if connections.open_to(addr) == 0 || in_pool() {
+            break;
+        }
+        failures = if check().await { 0 } else { failures + 1 };
+        if failures >= watch.unhealthy_threshold {
+            let closed = connections.shut_down(addr);
+            log::warn!(
+                "backend {addr}, which left the pool, does not answer: {closed} connection(s) \
+                 of requests in flight to it shut down (on_marked_down: close)"
+            );
+            break;
+        }
+    }
+    lock(&connections.watched).remove(&addr);
 }
 
 /// One registered connection; Pingora calls it when the stream is dropped.
@@ -167,6 +225,50 @@ mod tests {
         drop(stream);
         assert_eq!(connect.connections.open_to(addr), 0);
         assert_eq!(connect.connections.shut_down(addr), 0);
+    }
+
+    #[tokio::test]
+    async fn a_departed_backend_that_does_not_answer_has_its_connections_shut_down() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = TrackedConnect {
+            connections: Arc::default(),
+            timeout: Duration::from_secs(5),
+        };
+        let peer = PeerAddr::Inet(addr);
+        let (stream, accepted) = tokio::join!(connect.connect(&peer), listener.accept());
+        let (mut stream, _backend) = (stream.unwrap(), accepted.unwrap());
+        // It stops answering: each check fails.
+        drop(listener);
+        let watch = DepartedWatch {
+            interval: Duration::from_millis(10),
+            unhealthy_threshold: 2,
+        };
+        let connections = Arc::clone(&connect.connections);
+        watch_departed(connections, addr, watch, || false, || async { false }).await;
+        let mut answer = [0u8; 16];
+        assert_eq!(stream.read(&mut answer).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_departed_backend_back_in_the_pool_is_left_alone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = TrackedConnect {
+            connections: Arc::default(),
+            timeout: Duration::from_secs(5),
+        };
+        let peer = PeerAddr::Inet(addr);
+        let (stream, _accepted) = tokio::join!(connect.connect(&peer), listener.accept());
+        drop(listener);
+        let watch = DepartedWatch {
+            interval: Duration::from_millis(10),
+            unhealthy_threshold: 1,
+        };
+        let connections = Arc::clone(&connect.connections);
+        watch_departed(connections, addr, watch, || true, || async { false }).await;
+        assert_eq!(connect.connections.open_to(addr), 1);
+        drop(stream);
     }
 
     #[tokio::test]

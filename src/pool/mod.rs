@@ -48,7 +48,7 @@ use crate::config::{Balance, Config, OnMarkedDown, PoolConfig, WhenAllUnhealthy}
 use crate::telemetry::metrics::{metrics, BackendMetrics};
 use balancer::{Balancer, RingKind, UsableDiscovery, UsableSet};
 use candidates::Candidates;
-use cutoff::{BackendConnections, TrackedConnect};
+use cutoff::{BackendConnections, DepartedWatch, TrackedConnect};
 use health::{Probe, SharedProbe};
 use members::{BackendState, Discovery, Members};
 use outlier::OutlierDetector;
@@ -62,8 +62,9 @@ struct PoolSettings {
     /// `peak_ewma`'s decay time.
     ewma_decay: Option<Duration>,
     /// With `health_check.on_marked_down: close`: how requests connect, so
-    /// that their connections can be shut down.
-    tracked_connect: Option<Arc<TrackedConnect>>,
+    /// that their connections can be shut down, and how a backend that left
+    /// the pool with connections open is watched.
+    tracked_connect: Option<(Arc<TrackedConnect>, DepartedWatch)>,
     health_check_interval: Duration,
     discovery_interval: Duration,
 }
@@ -218,7 +219,7 @@ impl Pool {
     /// How a request's backend connection is opened: by lb, when a
     /// backend marked down has its connections shut down; else by Pingora.
     pub fn tracked_connect(&self) -> Option<Arc<dyn pingora::connectors::L4Connect + Send + Sync>> {
-        let connect = self.settings.load().tracked_connect.clone()?;
+        let (connect, _) = self.settings.load().tracked_connect.clone()?;
         Some(connect)
     }
 
@@ -227,6 +228,34 @@ impl Pool {
     fn marked_down(&self, addr: SocketAddr) -> Option<usize> {
         self.settings.load().tracked_connect.as_ref()?;
         Some(self.connections.shut_down(addr))
+    }
+
+    /// With `on_marked_down: close`, watches each backend that left the pool
+    /// with connections open ([`cutoff::watch_departed`]).
+    fn watch_departed(&self) {
+        let Some((_, watch)) = self.settings.load().tracked_connect.clone() else {
+            return;
+        };
+        for addr in self.connections.addresses() {
+            if self.members.state(&addr).is_some() {
+                continue;
+            }
+            let members = Arc::clone(&self.members);
+            let probe = Arc::clone(&self.probe);
+            tokio::spawn(cutoff::watch_departed(
+                Arc::clone(&self.connections),
+                addr,
+                watch,
+                move || members.state(&addr).is_some(),
+                move || {
+                    let probe = Arc::clone(&probe);
+                    async move {
+                        use pingora::lb::health_check::HealthCheck;
+                        probe.check(&backend_at(addr, 1)).await.is_ok()
+                    }
+                },
+            ));
+        }
     }
 
     /// Asks the background service to resolve and rebuild the ring now.
@@ -278,6 +307,7 @@ impl Pool {
         if let Err(e) = self.balancer.update().await {
             log::warn!("cannot update the backend pool: {e}");
         }
+        self.watch_departed();
         let states = self.members.states();
         let total_weight: usize = states.values().map(|s| s.weight).sum();
         self.max_steps
@@ -422,10 +452,15 @@ fn settings_of(
     let close = upstream.health_check.on_marked_down == OnMarkedDown::Close;
     PoolSettings {
         tracked_connect: close.then(|| {
-            Arc::new(TrackedConnect {
+            let connect = TrackedConnect {
                 connections: Arc::clone(connections),
                 timeout: config.timeouts.connect,
-            })
+            };
+            let watch = DepartedWatch {
+                interval: upstream.health_check.interval,
+                unhealthy_threshold: upstream.health_check.unhealthy_threshold.get(),
+            };
+            (Arc::new(connect), watch)
         }),
         when_all_unhealthy: config.when_all_unhealthy,
         health_check_interval: upstream.health_check.interval,

@@ -388,6 +388,8 @@ pub struct HealthCheckSection {
     pub reuse_connection: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_marked_down: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<usize>,
 }
 
 impl BaseConfig {
@@ -410,6 +412,7 @@ impl BaseConfig {
                 expected_status: None,
                 reuse_connection: None,
                 on_marked_down: None,
+                unhealthy_threshold: None,
             },
         }
     }

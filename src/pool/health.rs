@@ -58,6 +58,10 @@ struct ProbeSettings {
     /// How long a passed `http` check's connection is kept for the next
     /// check; None: each check connects anew.
     keep_for: Option<Duration>,
+    /// Each backend's check starts this far into a round at most, at a
+    /// point of its own ([`phase_of`]), so that a round's checks are spread
+    /// over the interval instead of leaving together.
+    phase_window: Duration,
 }
 
 /// A probe's new settings, built and checked, not yet applied.
@@ -240,7 +244,27 @@ fn build_settings(
         keep_for: config
             .reuse_connection
             .then(|| config.interval + config.timeout),
+        // So that the last check of a round ends within the interval.
+        phase_window: config.interval.saturating_sub(config.timeout),
     })
+}
+
+/// Where in `window` the check of `addr` starts: a point of its own, the
+/// same every round (a hash of the address), so that each backend is
+/// checked once an interval and a pool's checks are spread evenly, as
+/// HAProxy spreads its servers' checks.
+fn phase_of(addr: SocketAddr, window: Duration) -> Duration {
+    if window.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut bytes = [0u8; 18];
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => bytes[..4].copy_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => bytes[..16].copy_from_slice(&ip.octets()),
+    }
+    bytes[16..].copy_from_slice(&addr.port().to_be_bytes());
+    let point = super::members::fnv1a(&bytes) as f64 / u64::MAX as f64;
+    window.mul_f64(point)
 }
 
 /// A short reason for a failed probe: `status 500`, `timeout after 2s`,
@@ -275,6 +299,10 @@ impl HealthCheck for Probe {
         let Some(addr) = target.addr.as_inet().copied() else {
             return Err(failed("not an IP backend"));
         };
+        let phase = phase_of(addr, settings.phase_window);
+        if !phase.is_zero() {
+            tokio::time::sleep(phase).await;
+        }
         let outcome =
             match tokio::time::timeout(settings.timeout, self.probe(&settings, addr)).await {
                 Ok(outcome) => outcome,

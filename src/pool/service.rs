@@ -67,10 +67,14 @@ impl PoolService {
                 _ = pool.recheck.notified() => {}
                 _ = shutdown.changed() => return,
             }
+            // Each check of the round starts at its backend's own point of
+            // the interval (`health::phase_of`); the next round is counted
+            // from this one's start, so a backend is checked once an interval.
+            let round_started = Instant::now();
             pool.balancer.backends().run_health_check(true).await;
             pool.refresh_usable().await;
             let interval = pool.settings.load().health_check_interval;
-            next_check = Instant::now() + spread(interval, rand::random());
+            next_check = round_started + spread(interval, rand::random());
         }
     }
 }

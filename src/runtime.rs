@@ -212,6 +212,9 @@ fn log_pool_changes(running: &[Arc<Pool>], pools: &[Arc<Pool>], added: &[Arc<Poo
 /// (the pool of the same name, rebuilt) does not have, whose series its
 /// own handles share.
 fn forget_backends(old: &Pool, successor: Option<&Pool>) {
+    if successor.is_none() {
+        metrics().remove_backend(old.name(), "none");
+    }
     let kept = successor.map(|pool| pool.members().states());
     for addr in old.members().states().keys() {
         if !kept.as_ref().is_some_and(|kept| kept.contains_key(addr)) {

@@ -109,8 +109,10 @@ pub struct Pool {
     refresh: Notify,
     /// Wakes [`PoolService`]'s checks after an asked-for resolution.
     recheck: Notify,
-    /// The series of requests it answered with no backend (`backend="none"`).
-    unanswered: BackendMetrics,
+    /// The series of requests it answered with no backend (`backend="none"`),
+    /// made at the first such request: a pool that a failed reload built
+    /// and dropped leaves no series behind.
+    unanswered: std::sync::OnceLock<BackendMetrics>,
 }
 
 /// The outcome of [`Pool::select`].
@@ -163,7 +165,7 @@ impl Pool {
             max_steps: AtomicUsize::new(0),
             refresh: Notify::new(),
             recheck: Notify::new(),
-            unanswered: metrics().for_backend(&upstream.name, "none"),
+            unanswered: std::sync::OnceLock::new(),
             usable_rebuild: tokio::sync::Mutex::new(()),
             usable_stale: std::sync::atomic::AtomicBool::new(false),
         });
@@ -407,7 +409,8 @@ impl Pool {
 
     /// The metrics of the requests it could give no backend (503, 502).
     pub fn unanswered(&self) -> &BackendMetrics {
-        &self.unanswered
+        self.unanswered
+            .get_or_init(|| metrics().for_backend(&self.name, "none"))
     }
 
     /// The upstream's name.

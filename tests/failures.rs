@@ -466,6 +466,41 @@ fn killing_and_restarting_a_backend_under_keep_alive_load_costs_no_request() {
     );
 }
 
+/// A scale-down stopping three of four backends at once, more than
+/// `retry.attempts` (1): the requests on their kept-alive connections and
+/// the connects that find them gone go on to the one left, as nginx's
+/// `proxy_next_upstream` does.
+#[test]
+fn three_backends_killed_at_once_cost_no_request_with_one_retry_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, mut procs, _records) = backends(dir.path(), &["none", "none", "none", "none"]);
+    let lb = spawn_lb(&ports, "retry: {attempts: 1}\n");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = keep_alive_load(lb.port, 16, stop.clone());
+    load.wait_for_answers(300);
+    for proc in &mut procs[1..] {
+        proc.kill();
+    }
+    for port in &ports[1..] {
+        lb.wait_for_log_line(&format!("backend 127.0.0.1:{port} down"));
+    }
+    load.wait_for_answers(300);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (total, errors) = load.join().unwrap();
+    assert!(total > 600, "too little load to test anything: {total}");
+    assert!(
+        errors.is_empty(),
+        "{} client-visible errors: {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(10)],
+        lb.log()
+            .lines()
+            .filter(|l| !l.contains("lb::access") || !l.contains("\" 200 "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// Reads from `stream` until lb closes it; false if `limit` passes first.
 fn closed_by_lb_within(stream: &mut TcpStream, limit: Duration) -> bool {
     stream

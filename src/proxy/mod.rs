@@ -248,8 +248,13 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the backend, so any request may go to another one.
-        // Such a retry adds no load to any backend: the budget does not apply.
-        let retry = ctx.retries < self.settings.load().attempts;
+        // Such a retry adds no load to any backend: neither the budget nor
+        // `retry.attempts` applies (0 still turns retries off), and it goes
+        // on to every backend not yet tried, as nginx's proxy_next_upstream
+        // does: several backends that went away at once (a scale-down) cost
+        // no request. Selection ends it once all were tried (502), and
+        // Pingora after `max_retries` (16).
+        let retry = self.settings.load().attempts > 0;
         log::warn!(
             "cannot connect to backend {}: {}{}",
             peer._address,

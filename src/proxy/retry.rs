@@ -12,10 +12,12 @@ use super::RequestCtx;
 /// and, for a connection opened for this request, the budget allows it.
 ///
 /// A kept-alive connection found dead (`reused`) is retried outside the
-/// budget, as every HTTP client does (RFC 9110 9.2.2): it says the
-/// backend went away, not that it is overloaded, and a killed backend
+/// budget and `retry.attempts` (0 still turns retries off), as every HTTP
+/// client does (RFC 9110 9.2.2), on every backend not yet tried: it says
+/// the backend went away, not that it is overloaded; a killed backend
 /// takes all its pooled connections with it at once, more than the budget
-/// admits at 16 clients.
+/// admits at 16 clients, and a scale-down can take several backends at
+/// once, more than `attempts`.
 pub(super) fn may_retry(
     session: &Session,
     e: &Error,
@@ -31,7 +33,7 @@ pub(super) fn may_retry(
         && session.response_written().is_none()
         && session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated();
-    safe && ctx.retries < attempts && (reused || ctx.ticket.try_retry())
+    safe && attempts > 0 && (reused || (ctx.retries < attempts && ctx.ticket.try_retry()))
 }
 
 /// Whether an HTTP/2 backend refused the request before processing any of

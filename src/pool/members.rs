@@ -388,6 +388,8 @@ fn log_name_change(label: &str, change: &Change, last: usize, discovery: &Discov
     let hold = humantime::format_duration(discovery.hold_missing);
     match change {
         Change::ResolvesAgain => log::info!("backend {label}: resolves again"),
+        // A name that never resolved: the start's warning said so.
+        Change::Missing | Change::Dropped if last == 0 => {}
         Change::Missing => log::warn!(
             "backend {label}: no such name; its {last} last address(es) stay in the pool \
              for discovery.hold_missing ({hold})"

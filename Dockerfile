@@ -32,7 +32,7 @@ FROM debian:bookworm-slim
 # curl: the HEALTHCHECK. procps: pgrep and pkill, for lb-entrypoint.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini curl procps ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 lb \
     && useradd --uid 10001 --gid lb --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin lb

@@ -40,6 +40,11 @@ use pingora::{Error, ErrorType, Result};
 use super::transport::connect_tcp;
 use crate::sync::lock;
 
+/// Tells a tracked connection apart in Pingora's connection pool, so that a
+/// request that must be cut off at mark-down never reuses one made before
+/// `close` was turned on, which lb does not hold.
+pub const GROUP_KEY_SALT: u64 = 0x6375_746f_6666_0001;
+
 /// The open connections of a pool's requests, by backend address.
 #[derive(Debug, Default)]
 pub struct BackendConnections {

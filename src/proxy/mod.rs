@@ -226,7 +226,12 @@ impl ProxyHttp for Proxy {
         } else {
             peer.options.read_timeout = Some(settings.upstream_read_timeout(ctx));
             peer.options.write_timeout = Some(t.upstream_response);
-            peer.options.custom_l4 = pool.pool().tracked_connect();
+            if let Some(connect) = pool.pool().tracked_connect() {
+                peer.options.custom_l4 = Some(connect);
+                // Only connections lb tracks: a pooled one made before a
+                // reload turned `close` on could not be shut down.
+                peer.group_key ^= crate::pool::cutoff::GROUP_KEY_SALT;
+            }
         }
         peer.options.idle_timeout = Some(t.upstream_idle);
         // lb removes the hop-by-hop fields itself, in a pass it can skip

@@ -8,6 +8,9 @@ until S seconds pass or the stop file exists, then one JSON line goes to
 stdout: requests answered 200, errors by kind, and answers by the `be` that
 gave them (the last word of its hello message).
 
+A connection that cannot be opened counts as `connect <error>` (nothing was
+sent); any other failure is named by its exception alone.
+
 A request that fails before any byte of its answer on a connection that had
 already carried one (the server closed it idle as the request left) is sent
 once more on a new connection, as browsers, curl and RFC 9110 section 9.2.2
@@ -61,6 +64,12 @@ def worker(url, deadline, stop_file, timeout, tally):
     while time.monotonic() < deadline and not os.path.exists(stop_file):
         if conn is None:
             conn, used = http.client.HTTPConnection(host, port, timeout=timeout), False
+            try:
+                conn.connect()
+            except OSError as e:
+                tally.error(f"connect {type(e).__name__}")
+                conn = None
+                continue
         try:
             status, body, connection = one_request(conn, path)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
@@ -71,6 +80,12 @@ def worker(url, deadline, stop_file, timeout, tally):
                 continue
             tally.retry()
             conn, used = http.client.HTTPConnection(host, port, timeout=timeout), False
+            try:
+                conn.connect()
+            except OSError as e:
+                tally.error(f"connect {type(e).__name__}")
+                conn = None
+                continue
             try:
                 status, body, connection = one_request(conn, path)
             except Exception as e:  # noqa: BLE001: every failure is counted

@@ -8,12 +8,17 @@
 #
 #   bench/large_pool.sh [N:D ...]     (default: 3:0 100:0 1000:0 3:997)
 #
-# HC_INTERVAL: the health checks' interval (default 1s).
+# HC_INTERVAL, HC_TIMEOUT: the health checks' interval and timeout (default
+#   1s and 1s; lb spreads a round's checks over interval - timeout).
 # CHECKS_ONLY=1: no traffic; lb's CPU a health check instead (1 s interval).
 # LB_HC_EXTRA: more keys of lb's health_check (e.g. `reuse_connection: false`).
 # PROXY=haproxy: HAProxy (one thread, http-reuse always, round robin,
 #   httpchk every HC_INTERVAL) in lb's place, for the floor; its connection
 #   count is not read (shown as 0).
+# PROXY=bare: bare Pingora (examples/bare_pingora: one thread, round robin,
+#   HTTP checks every 2 s, no work stealing, an idle pool of
+#   max(128, 2 x backends) as lb sizes it), for Pingora's own floor; its
+#   connection count is not read either.
 # LB_SERVER_EXTRA: one more line of lb's server: section (e.g.
 # `upstream_keepalive_pool_size: 128` to see Pingora's default).
 set -euo pipefail
@@ -35,9 +40,9 @@ EOF
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 new_connections() {
-  curl -s "http://127.0.0.1:$1/metrics" | awk '/^lb_upstream_connections_total\{reused="false"\}/ {print $2}'
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^lb_upstream_connections_total\{reused="false"\}/ {print $2}' || true
 }
-requests() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^lb_requests_total/ {s += $2} END {print s + 0}'; }
+requests() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^lb_requests_total/ {s += $2} END {print s + 0}' || true; }
 
 printf '%6s %6s %10s %12s %14s\n' up down req_per_s cpu_us_req new_conn_per_1k
 for row in "${rows[@]}"; do
@@ -59,7 +64,7 @@ for row in "${rows[@]}"; do
     echo "listeners: [127.0.0.1:$port]"
     echo "admin: {listen: 127.0.0.1:$admin}"
     echo "server: {threads: 1, pid_file: $work/lb.pid, upgrade_sock: $work/up.sock${LB_SERVER_EXTRA:+, $LB_SERVER_EXTRA}}"
-    echo "health_check: {path: /, interval: ${HC_INTERVAL:-1s}, timeout: 1s${LB_HC_EXTRA:+, $LB_HC_EXTRA}}"
+    echo "health_check: {path: /, interval: ${HC_INTERVAL:-1s}, timeout: ${HC_TIMEOUT:-1s}${LB_HC_EXTRA:+, $LB_HC_EXTRA}}"
     echo "backends:"
     for p in "${live[@]}" ${dead[@]+"${dead[@]}"}; do echo "  - 127.0.0.1:$p"; done
   } > "$work/lb.yaml"
@@ -74,6 +79,11 @@ for row in "${rows[@]}"; do
       for p in "${live[@]}" ${dead[@]+"${dead[@]}"}; do echo "  server s$p 127.0.0.1:$p check inter ${HC_INTERVAL:-1s}"; done
     } > "$work/haproxy.cfg"
     haproxy -f "$work/haproxy.cfg" >"$work/lb.log" 2>&1 &
+  elif [ "${PROXY:-lb}" = bare ]; then
+    keepalive=$(( 2 * (up + down) > 128 ? 2 * (up + down) : 128 ))
+    addrs=(); for p in "${live[@]}" ${dead[@]+"${dead[@]}"}; do addrs+=("127.0.0.1:$p"); done
+    target/release/examples/bare_pingora --threads 1 --no-steal --keepalive "$keepalive" \
+      "127.0.0.1:$port" "${addrs[@]}" >"$work/lb.log" 2>&1 &
   else
     "$LB" -c "$work/lb.yaml" >"$work/lb.log" 2>&1 &
   fi
@@ -84,7 +94,9 @@ for row in "${rows[@]}"; do
   if [ -n "${CHECKS_ONLY:-}" ]; then
     # No traffic: lb's CPU over 10 s is its health checks'.
     c0=$(cpu_ticks "$pid"); sleep 10; c1=$(cpu_ticks "$pid")
-    checks=$(( (up + down) * 10 ))
+    # One check a backend an interval (whole seconds).
+    interval_s=$(echo "${HC_INTERVAL:-1s}" | tr -dc '0-9')
+    checks=$(( (up + down) * 10 / interval_s ))
     printf '%6s %6s   checks: %.1f us CPU a check (%s checks), %.1f%% of a core\n' "$up" "$down" \
       "$(echo "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $checks" | bc -l)" "$checks" \
       "$(echo "($c1 - $c0) * 100 / $(getconf CLK_TCK) / 10" | bc -l)"
@@ -98,8 +110,9 @@ for row in "${rows[@]}"; do
   c1=$(cpu_ticks "$pid"); n1=$(new_connections "$admin"); r1=$(requests "$admin")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   reqs=$((r1 - r0))
-  if [ "${PROXY:-lb}" = haproxy ]; then
-    # HAProxy has no lb metrics: wrk's count, and no connection count.
+  if [ "${PROXY:-lb}" != lb ]; then
+    # HAProxy and bare Pingora have no lb metrics: wrk's count, and no
+    # connection count.
     reqs=$(echo "$out" | awk '/requests in/ {print $1}'); n0=0; n1=0
   fi
   hz=$(getconf CLK_TCK)

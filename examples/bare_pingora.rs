@@ -3,7 +3,9 @@
 //! request ids, the header deadline) add to. One worker thread, HTTP
 //! health checks every 2 s, nothing else.
 //!
-//!     bare_pingora [--threads N] [--no-steal] LISTEN BACKEND...
+//!     bare_pingora [--threads N] [--no-steal] [--keepalive N] LISTEN BACKEND...
+//!
+//! `--keepalive N`: Pingora's idle upstream connection pool size (default 128).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +53,18 @@ fn main() {
                     .expect("--threads takes a number")
             }
             "--no-steal" => conf.work_stealing = false,
+            "--keepalive" => {
+                conf.upstream_keepalive_pool_size = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--keepalive takes a number")
+            }
             _ => panic!("unknown flag {flag}"),
         }
     }
     let listen = args
         .next()
-        .expect("usage: bare_pingora [--threads N] [--no-steal] LISTEN BACKEND...");
+        .expect("usage: bare_pingora [--threads N] [--no-steal] [--keepalive N] LISTEN BACKEND...");
     let backends: Vec<String> = args.collect();
     let opt = pingora::server::configuration::Opt::default();
     let mut server = Server::new_with_opt_and_conf(opt, conf);

@@ -198,18 +198,24 @@ impl L4Connect for TrackedConnect {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
-    #[tokio::test]
-    async fn a_shut_down_connection_ends_its_pending_read_and_leaves_the_set_when_dropped() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// A tracked connection to a listener of the test's, and its other end.
+    async fn tracked() -> (TrackedConnect, TcpListener, Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let connect = TrackedConnect {
             connections: Arc::default(),
             timeout: Duration::from_secs(5),
         };
-        let peer = PeerAddr::Inet(addr);
+        let peer = PeerAddr::Inet(listener.local_addr().unwrap());
         let (stream, accepted) = tokio::join!(connect.connect(&peer), listener.accept());
-        let (mut stream, (mut backend, _)) = (stream.unwrap(), accepted.unwrap());
+        (connect, listener, stream.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_shut_down_connection_ends_its_pending_read_and_leaves_the_set_when_dropped() {
+        let (connect, listener, mut stream, mut backend) = tracked().await;
+        let addr = listener.local_addr().unwrap();
         stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut request = [0u8; 18];
         backend.read_exact(&mut request).await.unwrap();
@@ -234,15 +240,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_departed_backend_that_does_not_answer_has_its_connections_shut_down() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (connect, listener, mut stream, _backend) = tracked().await;
         let addr = listener.local_addr().unwrap();
-        let connect = TrackedConnect {
-            connections: Arc::default(),
-            timeout: Duration::from_secs(5),
-        };
-        let peer = PeerAddr::Inet(addr);
-        let (stream, accepted) = tokio::join!(connect.connect(&peer), listener.accept());
-        let (mut stream, _backend) = (stream.unwrap(), accepted.unwrap());
         // It stops answering: each check fails.
         drop(listener);
         let watch = DepartedWatch {
@@ -257,14 +256,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_departed_backend_back_in_the_pool_is_left_alone() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (connect, listener, stream, _backend) = tracked().await;
         let addr = listener.local_addr().unwrap();
-        let connect = TrackedConnect {
-            connections: Arc::default(),
-            timeout: Duration::from_secs(5),
-        };
-        let peer = PeerAddr::Inet(addr);
-        let (stream, _accepted) = tokio::join!(connect.connect(&peer), listener.accept());
         drop(listener);
         let watch = DepartedWatch {
             interval: Duration::from_millis(10),

@@ -58,46 +58,59 @@ def one_request(conn, path):
     return response.status, response.read(), response.getheader("connection", "")
 
 
+def connect(host, port, timeout, tally):
+    """A new connection, or None (counted as `connect <error>`)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.connect()
+        return conn
+    except OSError as e:
+        tally.error(f"connect {type(e).__name__}")
+        return None
+
+
+def exchange(conn, path, tally):
+    """One request on `conn`: its answer, or None with the error counted."""
+    try:
+        return one_request(conn, path)
+    except Exception as e:  # noqa: BLE001: every failure is counted
+        tally.error(type(e).__name__)
+        conn.close()
+        return None
+
+
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 def worker(url, deadline, stop_file, timeout, tally):
     host, port, path = url.hostname, url.port or 80, url.path or "/"
     conn, used = None, False
     while time.monotonic() < deadline and not os.path.exists(stop_file):
         if conn is None:
-            conn, used = http.client.HTTPConnection(host, port, timeout=timeout), False
-            try:
-                conn.connect()
-            except OSError as e:
-                tally.error(f"connect {type(e).__name__}")
-                conn = None
+            conn, used = connect(host, port, timeout, tally), False
+            if conn is None:
                 continue
         try:
-            status, body, connection = one_request(conn, path)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+            answer = one_request(conn, path)
+        except STALE as e:
             conn.close()
             conn = None
             if not used:
                 tally.error(type(e).__name__)
                 continue
+            # A reused connection the server had closed: once more, anew.
             tally.retry()
-            conn, used = http.client.HTTPConnection(host, port, timeout=timeout), False
-            try:
-                conn.connect()
-            except OSError as e:
-                tally.error(f"connect {type(e).__name__}")
-                conn = None
-                continue
-            try:
-                status, body, connection = one_request(conn, path)
-            except Exception as e:  # noqa: BLE001: every failure is counted
-                tally.error(type(e).__name__)
-                conn.close()
-                conn = None
-                continue
+            conn = connect(host, port, timeout, tally)
+            answer = conn and exchange(conn, path, tally)
         except Exception as e:  # noqa: BLE001: every failure is counted
             tally.error(type(e).__name__)
             conn.close()
             conn = None
             continue
+        if answer is None:
+            conn = None
+            continue
+        status, body, connection = answer
         tally.answer(status, body)
         used = True
         if connection.lower() == "close":

@@ -17,24 +17,13 @@ haproxy_ip=$prefix.20
 work=$(mktemp -d)
 trap 'touch "$work/stop"; docker rm -f lbtest-a lbtest-b lbtest-haproxy >/dev/null 2>&1; rm -rf "$work"' EXIT
 
-say() { echo "docker-test: $*"; }
-figure() { echo "figure: $*" | tee -a "$report"; }
+# shellcheck source=tests/docker/lib.sh
+. tests/docker/lib.sh
 fail() {
   echo "docker-test: FAIL: $*" >&2
   docker logs --tail 30 lbtest-haproxy >&2 2>&1 || true
   exit 1
 }
-wait_for() {
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
-is_healthy() { [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$1" 2>/dev/null)" = healthy ]; }
-load_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
 say "7. two lb containers behind HAProxy (TCP), replaced one after the other under load"
 mkdir -p "$work/haproxy"

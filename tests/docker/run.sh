@@ -27,8 +27,8 @@ export LB_TEST_SUBNET=$subnet LB_TEST_LB_IP=$net_prefix.10 LB_TEST_CONFIG=$work/
 lb_url=http://$LB_TEST_LB_IP:8000
 network=${project}_default
 
-say() { echo "docker-test: $*"; }
-figure() { echo "figure: $*" | tee -a "$report"; }
+# shellcheck source=tests/docker/lib.sh
+. tests/docker/lib.sh
 fail() {
   echo "docker-test: FAIL: $*" >&2
   # lb's own lines, and the access lines of requests that failed.
@@ -59,19 +59,6 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 
-# Waits up to $1 seconds for the command after it to succeed.
-wait_for() {
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
-
-health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$1" 2>/dev/null; }
-is_healthy() { [ "$(health_of "$1")" = healthy ]; }
 
 # The names of the `be` that answer N requests to lb, one per line, counted.
 spread() {
@@ -100,8 +87,7 @@ load_stop() {
   until [ -s "$work/load.$1.json" ] || [ "$SECONDS" -ge "$deadline" ]; do sleep 0.2; done
   cat "$work/load.$1.json"
 }
-# A load's JSON ($1) summed up in one phrase, or one of its fields ($2).
-load_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+# A load's JSON ($1) summed up in one phrase.
 load_summary() {
   python3 - "$1" <<'PY'
 import json, sys

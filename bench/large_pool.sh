@@ -18,7 +18,8 @@
 # PROXY=bare: bare Pingora (examples/bare_pingora: one thread, round robin,
 #   HTTP checks every 2 s, no work stealing, an idle pool of
 #   max(128, 2 x backends) as lb sizes it), for Pingora's own floor; its
-#   connection count is not read either.
+#   connection count is not read either. BARE_EXTRA: more flags of it
+#   (`--check-reuse`: checks keep their connection, as lb's do).
 # LB_SERVER_EXTRA: one more line of lb's server: section (e.g.
 # `upstream_keepalive_pool_size: 128` to see Pingora's default).
 set -euo pipefail
@@ -82,7 +83,7 @@ for row in "${rows[@]}"; do
   elif [ "${PROXY:-lb}" = bare ]; then
     keepalive=$(( 2 * (up + down) > 128 ? 2 * (up + down) : 128 ))
     addrs=(); for p in "${live[@]}" ${dead[@]+"${dead[@]}"}; do addrs+=("127.0.0.1:$p"); done
-    target/release/examples/bare_pingora --threads 1 --no-steal --keepalive "$keepalive" \
+    target/release/examples/bare_pingora --threads 1 --no-steal --keepalive "$keepalive" ${BARE_EXTRA:-} \
       "127.0.0.1:$port" "${addrs[@]}" >"$work/lb.log" 2>&1 &
   else
     "$LB" -c "$work/lb.yaml" >"$work/lb.log" 2>&1 &

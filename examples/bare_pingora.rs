@@ -3,9 +3,11 @@
 //! request ids, the header deadline) add to. One worker thread, HTTP
 //! health checks every 2 s, nothing else.
 //!
-//!     bare_pingora [--threads N] [--no-steal] [--keepalive N] LISTEN BACKEND...
+//!     bare_pingora [--threads N] [--no-steal] [--keepalive N] [--check-reuse] LISTEN BACKEND...
 //!
 //! `--keepalive N`: Pingora's idle upstream connection pool size (default 128).
+//! `--check-reuse`: health checks keep their connection for the next
+//! (`HttpHealthCheck::reuse_connection`; default: a new one each).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ impl ProxyHttp for Bare {
 
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
+    let mut check_reuse = false;
     let mut conf = pingora::server::configuration::ServerConf {
         // A benchmark's SIGTERM ends it at once (Pingora waits 300 s by default).
         grace_period_seconds: Some(0),
@@ -53,6 +56,7 @@ fn main() {
                     .expect("--threads takes a number")
             }
             "--no-steal" => conf.work_stealing = false,
+            "--check-reuse" => check_reuse = true,
             "--keepalive" => {
                 conf.upstream_keepalive_pool_size = args
                     .next()
@@ -64,13 +68,15 @@ fn main() {
     }
     let listen = args
         .next()
-        .expect("usage: bare_pingora [--threads N] [--no-steal] [--keepalive N] LISTEN BACKEND...");
+        .expect("usage: bare_pingora [--threads N] [--no-steal] [--keepalive N] [--check-reuse] LISTEN BACKEND...");
     let backends: Vec<String> = args.collect();
     let opt = pingora::server::configuration::Opt::default();
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let mut balancer = LoadBalancer::try_from_iter(backends).expect("backend addresses");
-    balancer.set_health_check(Box::new(HttpHealthCheck::new("localhost", false)));
+    let mut check = HttpHealthCheck::new("localhost", false);
+    check.reuse_connection = check_reuse;
+    balancer.set_health_check(Box::new(check));
     balancer.health_check_frequency = Some(Duration::from_secs(2));
     let health = background_service("health check", balancer);
     let mut proxy = http_proxy_service(&server.configuration, Bare(health.task()));

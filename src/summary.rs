@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{AccessLogTarget, Config, HealthCheckKind, WhenAllUnhealthy, DEFAULT_POOL};
+use crate::config::{
+    AccessLogTarget, Config, HealthCheckKind, OnMarkedDown, WhenAllUnhealthy, DEFAULT_POOL,
+};
 use crate::routing::RouteTable;
 use crate::tls::ListenerCertificates;
 
@@ -73,7 +75,7 @@ impl Summary<'_> {
         rows.push((
             "health check".into(),
             format!(
-                "{probe}, every {}, timeout {}, up after {}, down after {}{}",
+                "{probe}, every {}, timeout {}, up after {}, down after {}{}{}",
                 d(hc.interval),
                 d(hc.timeout),
                 hc.healthy_threshold,
@@ -82,7 +84,8 @@ impl Summary<'_> {
                     (HealthCheckKind::Http, true) => ", reusing its connection",
                     (HealthCheckKind::Http, false) => ", a new connection each",
                     _ => "",
-                }
+                },
+                marked_down(hc.on_marked_down)
             ),
         ));
     }
@@ -120,12 +123,13 @@ impl Summary<'_> {
             rows.push((
                 "upstream".into(),
                 format!(
-                    "{}: {}, {}; health check {} every {}",
+                    "{}: {}, {}; health check {} every {}{}",
                     upstream.name,
                     upstream.balancing.describe(),
                     backends.join(", "),
                     hc.path,
-                    d(hc.interval)
+                    d(hc.interval),
+                    marked_down(hc.on_marked_down)
                 ),
             ));
         }
@@ -320,5 +324,15 @@ impl fmt::Display for Summary<'_> {
             write!(f, "{key:width$}  {value}")?;
         }
         Ok(())
+    }
+}
+
+/// What `lb -t` says of `on_marked_down`: nothing for the default.
+fn marked_down(on_marked_down: OnMarkedDown) -> &'static str {
+    match on_marked_down {
+        OnMarkedDown::Keep => "",
+        OnMarkedDown::Close => {
+            "; requests in flight to a backend marked down are cut off and retried"
+        }
     }
 }

@@ -580,7 +580,8 @@ fn test_mode_prints_the_configuration_as_a_table() {
     std::fs::write(
         &path,
         "listeners: [127.0.0.1:8000]\nbackends: [127.0.0.1:8080, {address: 127.0.0.1:8081, weight: 3}]\n\
-         admin: {listen: 127.0.0.1:9000}\nretry: {attempts: 1}\ntimeouts: {connect: 1s}\n",
+         admin: {listen: 127.0.0.1:9000}\nretry: {attempts: 1}\ntimeouts: {connect: 1s}\n\
+         health_check: {on_marked_down: close}\ndiscovery: {hold_missing: 1m}\n",
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_lb"))
@@ -595,6 +596,8 @@ fn test_mode_prints_the_configuration_as_a_table() {
         "health check        http: GET /",
         "timeouts            connect 1s",
         "retry               1 attempt(s)",
+        "requests in flight to a backend marked down are cut off and retried",
+        "a missing name is held 1m",
         "admin               http://127.0.0.1:9000",
     ] {
         assert!(table.contains(expected), "{expected:?} not in:\n{table}");

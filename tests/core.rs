@@ -382,7 +382,9 @@ fn the_lb_backends_variable_replaces_the_files_backends() {
     let mut served: Vec<String> = (0..4).map(|_| served_by(&lb.get("/"))).collect();
     served.sort();
     served.dedup();
-    assert_eq!(served, [ports[0].to_string(), ports[1].to_string()]);
+    let mut given_ports = vec![ports[0].to_string(), ports[1].to_string()];
+    given_ports.sort();
+    assert_eq!(served, given_ports);
     let summary = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
         .args(["-t", "-c", &lb.config_path().display().to_string()])
         .env("LB_BACKENDS", &given)

@@ -68,15 +68,26 @@ impl Runtime {
     /// others are made anew. Nothing running changes.
     pub fn build(config: &Config, running: &[Arc<Pool>]) -> Result<Runtime, BuildError> {
         let pools = BuiltPools::build(config, running)?;
-        let routing = Routing::new(config, &pools.pools).map_err(|errors| {
-            invalid(errors.into_iter().map(|e| Problem {
-                key: "routes".into(),
-                message: e.to_string(),
-            }))
-        })?;
-        // The last step: a failure here must leave everything as it was.
-        let certificates = ListenerCertificates::load(&config.listeners)
-            .map_err(|problems| invalid(problems.into_iter()))?;
+        let routing_and_certificates = Routing::new(config, &pools.pools)
+            .map_err(|errors| {
+                invalid(errors.into_iter().map(|e| Problem {
+                    key: "routes".into(),
+                    message: e.to_string(),
+                }))
+            })
+            .and_then(|routing| {
+                // The last step: a failure here must leave everything as it was.
+                let certificates = ListenerCertificates::load(&config.listeners)
+                    .map_err(|problems| invalid(problems.into_iter()))?;
+                Ok((routing, certificates))
+            });
+        let (routing, certificates) = match routing_and_certificates {
+            Ok(built) => built,
+            Err(e) => {
+                pools.forget_added(running);
+                return Err(e);
+            }
+        };
         Ok(Runtime {
             routing,
             warnings: certificates.expired(),
@@ -152,9 +163,10 @@ struct BuiltPools {
 }
 
 impl BuiltPools {
-    fn build(config: &Config, running: &[Arc<Pool>]) -> Result<Self, BuildError> {
+    fn build(config: &Config, running_pools: &[Arc<Pool>]) -> Result<Self, BuildError> {
         let mut built = BuiltPools::default();
-        let running: HashMap<&str, &Arc<Pool>> = running.iter().map(|p| (p.name(), p)).collect();
+        let running: HashMap<&str, &Arc<Pool>> =
+            running_pools.iter().map(|p| (p.name(), p)).collect();
         for pool_config in &config.pools {
             let failed = |source| BuildError::Pool {
                 name: pool_config.name.clone(),
@@ -177,8 +189,21 @@ impl BuiltPools {
             };
             built.pools.push(pool);
         }
-        Pool::resolve_all(&built.added).map_err(BuildError::Resolve)?;
+        if let Err(e) = Pool::resolve_all(&built.added) {
+            built.forget_added(running_pools);
+            return Err(BuildError::Resolve(e));
+        }
         Ok(built)
+    }
+
+    /// Removes the metric series of the pools this build made, for a build
+    /// that failed: it leaves nothing in `/metrics`. A pool rebuilt under a
+    /// running pool's name shares that pool's series, which stay.
+    fn forget_added(&self, running: &[Arc<Pool>]) {
+        for pool in &self.added {
+            let namesake = running.iter().find(|p| p.name() == pool.name());
+            forget_backends(pool, namesake.map(|p| &**p));
+        }
     }
 }
 

@@ -85,13 +85,14 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
 
 /// The last step of a reload's build is reading the certificates; one that
 /// cannot be read must leave everything the earlier steps built unused:
-/// the old backends serve on, and the TLS listener keeps its certificate.
+/// the old backends serve on, the TLS listener keeps its certificate, and
+/// the pool the reload would have added leaves no series in `/metrics`.
 #[test]
 fn a_reload_that_fails_at_its_last_step_keeps_the_running_config() {
     let (ports, _backends) = backends_named_after_their_ports(2);
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = common::tls::make_cert(dir.path(), "a.test", &["a.test"]);
-    let (plain, tls) = (free_port(), free_port());
+    let (plain, tls, admin_port) = (free_port(), free_port(), free_port());
     let tls_entry = format!(
         "{{address: 127.0.0.1:{tls}, tls: {{certificates: [{{cert: {}, key: {}}}]}}}}",
         cert.display(),
@@ -101,10 +102,16 @@ fn a_reload_that_fails_at_its_last_step_keeps_the_running_config() {
         .in_dir(dir)
         .listeners(&[(plain, format!("127.0.0.1:{plain}")), (tls, tls_entry)])
         .backends(&ports[..1])
+        .rest(&format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"))
         .start();
     assert_eq!(served_by(&lb.get("/")), ports[0].to_string());
     let running = std::fs::read_to_string(lb.config_path()).unwrap();
-    let broken = running
+    let with_a_new_pool = format!(
+        "{running}upstreams:\n  extra: {{backends: [127.0.0.1:{}]}}\n\
+         routes: [{{match: {{path_prefix: /x/}}, upstream: extra}}, {{upstream: default}}]\n",
+        ports[1]
+    );
+    let broken = with_a_new_pool
         .replace(
             &format!("127.0.0.1:{}", ports[0]),
             &format!("127.0.0.1:{}", ports[1]),
@@ -133,6 +140,8 @@ fn a_reload_that_fails_at_its_last_step_keeps_the_running_config() {
     }
     let handshake = std::net::TcpStream::connect(("127.0.0.1", tls));
     assert!(handshake.is_ok(), "the TLS listener is gone");
+    let metrics = scrape(admin_port);
+    assert!(!metrics.contains("upstream=\"extra\""), "{metrics}");
 }
 
 #[test]
@@ -144,16 +153,11 @@ fn dns_discovery_follows_the_records() {
     let dns = FakeDns::start();
     dns.set("app.test", &[two_ip]);
 
-    let dir = tempfile::tempdir().unwrap();
-    let lb_port = free_port();
     let admin_port = free_port();
-    let config = format!(
-        "{}backends:\n  - app.test:{port}\ndiscovery: {{interval: 200ms, resolver: 127.0.0.1:{}}}\n\
-         admin: {{listen: 127.0.0.1:{admin_port}}}\n",
-        base_config(dir.path(), lb_port),
-        dns.port
-    );
-    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    let lb = lb_resolving_app_test(port, &dns, "interval: 200ms")
+        .rest(&format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"))
+        .start();
+    let lb_port = lb.port;
     assert!(
         wait_until_served_by(lb_port, "/", "two", Duration::from_secs(10)),
         "{}",
@@ -189,15 +193,8 @@ fn a_missing_name_keeps_its_address_for_the_hold_and_an_unanswered_one_for_ever(
     let (_two, port) = BeBuilder::named("two").bind(two_ip).start();
     let dns = FakeDns::start();
     dns.set("app.test", &[two_ip]);
-    let dir = tempfile::tempdir().unwrap();
-    let lb_port = free_port();
-    let config = format!(
-        "{}backends:\n  - app.test:{port}\n\
-         discovery: {{interval: 100ms, hold_missing: 5s, resolver: 127.0.0.1:{}}}\n",
-        base_config(dir.path(), lb_port),
-        dns.port
-    );
-    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    let lb = lb_resolving_app_test(port, &dns, "interval: 100ms, hold_missing: 5s").start();
+    let lb_port = lb.port;
     assert!(
         wait_until_served_by(lb_port, "/", "two", Duration::from_secs(10)),
         "{}",
@@ -271,19 +268,14 @@ fn requests_to_a_backend_gone_dark_and_out_of_dns_are_retried_with_on_marked_dow
     let three = BeBuilder::named("three").bind(three_ip).start_on(port);
     let dns = FakeDns::start();
     dns.set("app.test", &[two_ip, three_ip]);
-    let dir = tempfile::tempdir().unwrap();
-    let lb_port = free_port();
-    let mut base = BaseConfig::new(dir.path(), lb_port);
-    base.health_check.on_marked_down = Some("close".into());
-    base.health_check.unhealthy_threshold = Some(3);
-    let config = format!(
-        "{}backends:\n  - app.test:{port}\n\
-         discovery: {{interval: 100ms, resolver: 127.0.0.1:{}}}\n\
-         timeouts: {{upstream_response: 60s}}\n",
-        base.yaml(),
-        dns.port
-    );
-    let lb = spawn_lb_with_config(dir, lb_port, &config);
+    let lb = lb_resolving_app_test(port, &dns, "interval: 100ms")
+        .edit(|base| {
+            base.health_check.on_marked_down = Some("close".into());
+            base.health_check.unhealthy_threshold = Some(3);
+        })
+        .rest("timeouts: {upstream_response: 60s}\n")
+        .start();
+    let lb_port = lb.port;
     assert!(
         wait_until_served_by(lb_port, "/", "three", Duration::from_secs(10)),
         "{}",
@@ -307,6 +299,15 @@ fn requests_to_a_backend_gone_dark_and_out_of_dns_are_retried_with_on_marked_dow
     );
     let left = lb.wait_for_log_line("which left the pool, does not answer");
     assert!(left.contains("127.0.0.3"), "{left}");
+}
+
+/// An lb whose one backend is `app.test:{port}`, resolved by `dns` with the
+/// `discovery` keys given (flow style, without the resolver).
+fn lb_resolving_app_test(port: u16, dns: &FakeDns, discovery: &str) -> LbBuilder {
+    LbBuilder::default().rest(&format!(
+        "backends:\n  - app.test:{port}\ndiscovery: {{{discovery}, resolver: 127.0.0.1:{}}}\n",
+        dns.port
+    ))
 }
 
 /// The series of `/metrics` on `admin_port` labelled with `backend`.

@@ -518,9 +518,10 @@ impl LbBuilder {
         self
     }
 
-    /// YAML appended after the base sections and the backends.
+    /// YAML appended after the base sections and the backends (each call
+    /// appends to the last).
     pub fn rest(mut self, rest: &str) -> Self {
-        self.rest = rest.to_string();
+        self.rest.push_str(rest);
         self
     }
 

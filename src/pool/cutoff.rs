@@ -173,13 +173,7 @@ pub struct TrackedConnect {
 #[async_trait]
 impl L4Connect for TrackedConnect {
     async fn connect(&self, addr: &PeerAddr) -> Result<Stream> {
-        let Some(inet) = addr.as_inet() else {
-            return Error::e_explain(
-                ErrorType::ConnectError,
-                format!("backend {addr} is not a TCP address"),
-            );
-        };
-        let tcp = connect_tcp(addr, *inet, self.timeout).await?;
+        let (tcp, inet) = connect_tcp(addr, self.timeout).await?;
         let duplicate = nix::unistd::dup(&tcp).map_err(|e| {
             Error::because(
                 ErrorType::SocketError,
@@ -187,7 +181,7 @@ impl L4Connect for TrackedConnect {
                 e,
             )
         })?;
-        let registration = self.connections.register(*inet, duplicate);
+        let registration = self.connections.register(inet, duplicate);
         let mut stream: Stream = tcp.into();
         stream.tracer = Some(Tracer(Box::new(registration)));
         Ok(stream)

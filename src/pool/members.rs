@@ -297,6 +297,11 @@ impl Members {
         self.lock_entries().clone()
     }
 
+    /// What `label` did in the last rounds (nothing for a new entry).
+    fn name_state(&self, label: &str) -> NameState {
+        lock(&self.names).get(label).cloned().unwrap_or_default()
+    }
+
     /// Resolves every entry; keeps existing states and makes new ones.
     async fn resolve(&self) -> BTreeSet<Backend> {
         let entries = self.entries();
@@ -373,13 +378,6 @@ impl Members {
         }
         self.states.store(Arc::new(states));
         backends
-    }
-}
-
-impl Members {
-    /// What `label` did in the last rounds (nothing for a new entry).
-    fn name_state(&self, label: &str) -> NameState {
-        lock(&self.names).get(label).cloned().unwrap_or_default()
     }
 }
 

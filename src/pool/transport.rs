@@ -24,18 +24,23 @@ use crate::config::{BackendProtocol, BackendTransport};
 /// own connection and gives up HTTP/2's multiplexing.
 pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
-/// Connects to `inet` (`addr` as Pingora names it) within `timeout`, with
+/// Connects to the backend at `addr` (a TCP address) within `timeout`, with
 /// the error types of Pingora's own connect, which lb's retries and
-/// passive health read. For the connections lb opens itself
-/// (`PeerOptions.custom_l4`).
+/// passive health read; returns the stream and the address as an IP
+/// address. For the connections lb opens itself (`PeerOptions.custom_l4`).
 pub async fn connect_tcp(
     addr: &pingora::protocols::l4::socket::SocketAddr,
-    inet: SocketAddr,
     timeout: std::time::Duration,
-) -> pingora::Result<tokio::net::TcpStream> {
+) -> pingora::Result<(tokio::net::TcpStream, SocketAddr)> {
     use pingora::{Error, ErrorType};
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(inet)).await {
-        Ok(Ok(tcp)) => Ok(tcp),
+    let Some(inet) = addr.as_inet() else {
+        return Error::e_explain(
+            ErrorType::ConnectError,
+            format!("backend {addr} is not a TCP address"),
+        );
+    };
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(*inet)).await {
+        Ok(Ok(tcp)) => Ok((tcp, *inet)),
         Ok(Err(e)) => {
             let etype = match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,

@@ -37,7 +37,7 @@ use pingora::connectors::L4Connect;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::l4::stream::Stream;
 use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
-use pingora::{Error, ErrorType, Result};
+use pingora::Result;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -58,13 +58,7 @@ pub(super) struct TunnelConnect {
 #[async_trait]
 impl L4Connect for TunnelConnect {
     async fn connect(&self, addr: &SocketAddr) -> Result<Stream> {
-        let Some(inet) = addr.as_inet() else {
-            return Error::e_explain(
-                ErrorType::ConnectError,
-                format!("an upgrade request's backend {addr} is not a TCP address"),
-            );
-        };
-        let tcp = connect_tcp(addr, *inet, self.timeout).await?;
+        let (tcp, _) = connect_tcp(addr, self.timeout).await?;
         let socket = YieldAfterWrite {
             tcp,
             yield_next_read: false,
@@ -186,6 +180,6 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let e = connect.connect(&SocketAddr::Inet(addr)).await.unwrap_err();
-        assert_eq!(e.etype(), &ErrorType::ConnectRefused);
+        assert_eq!(e.etype(), &pingora::ErrorType::ConnectRefused);
     }
 }

@@ -69,7 +69,12 @@ fn request_counters_rise_by_exactly_the_requests_sent() {
             "{after}"
         );
     }
-    assert!(metric_sum(&after, "lb_health_checks_total", &[]) > 0.0);
+    // The first round of checks runs beside the requests: wait for it
+    // rather than race it.
+    let checked = wait_until(Duration::from_secs(10), || {
+        metric_sum(&scrape(admin_port), "lb_health_checks_total", &[]) > 0.0
+    });
+    assert!(checked, "no health check counted:\n{}", scrape(admin_port));
 }
 
 /// `GET path` with `Host: host` through lb.

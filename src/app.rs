@@ -84,7 +84,7 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         // plainly. An upgrading process inherits the sockets, so it skips this.
         check_listeners(&config)?;
     }
-    let runtime = Runtime::build(&config, &[])?;
+    let runtime = Runtime::build(&config, &[], &crate::policy::Policies::default())?;
     for warning in &runtime.warnings {
         log::warn!("{warning}");
     }

@@ -14,6 +14,9 @@
 //!     chunked framing, the drain at shutdown;
 //!   - [`proxy`]: the `ProxyHttp` implementation, thin hooks over the pool,
 //!     with the limits, retries and budget, headers and error pages;
+//!   - [`policy`]: the named policies listeners and routes apply (access,
+//!     rate and connection limits, auth, CORS, header rules, compression),
+//!     the real client address, rewrites and redirects;
 //!   - [`pool`]: the backends, their selection, their health checks and
 //!     the transport to them (TLS, SNI, HTTP/2).
 //! - the control plane: [`config`] (the YAML file and its checks, plain
@@ -40,6 +43,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod policy;
 pub mod pool;
 pub mod process;
 pub mod proxy;

@@ -86,7 +86,9 @@ impl Reloader {
             log::warn!("reload: {key} changed; that needs a restart and is not applied");
         }
         let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
-        let runtime = Runtime::build(&config, &running).map_err(ReloadError::Build)?;
+        let policies = self.proxy.routing().load_full();
+        let runtime = Runtime::build(&config, &running, policies.policies())
+            .map_err(ReloadError::Build)?;
         for warning in config.warnings.iter().chain(&runtime.warnings) {
             log::warn!("reload: {warning}");
         }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 
 use crate::config::{Config, ConfigError, ListenerConfig, Problem};
+use crate::policy::Policies;
 use crate::pool::{Pool, PoolUpdate};
 use crate::proxy::{ProxyControl, Routing};
 use crate::telemetry::metrics::metrics;
@@ -65,15 +66,24 @@ pub enum BuildError {
 impl Runtime {
     /// Builds what `config` serves with. A pool of `running` with the same
     /// name and a ring of the same kind is kept and given an update; the
-    /// others are made anew. Nothing running changes.
-    pub fn build(config: &Config, running: &[Arc<Pool>]) -> Result<Runtime, BuildError> {
+    /// others are made anew. A policy of `policies` (the running ones)
+    /// with the same settings is kept with its state. Nothing running
+    /// changes.
+    pub fn build(
+        config: &Config,
+        running: &[Arc<Pool>],
+        policies: &Policies,
+    ) -> Result<Runtime, BuildError> {
         let pools = BuiltPools::build(config, running)?;
-        let routing_and_certificates = Routing::new(config, &pools.pools)
-            .map_err(|errors| {
-                invalid(errors.into_iter().map(|e| Problem {
-                    key: "routes".into(),
-                    message: e.to_string(),
-                }))
+        let routing_and_certificates = Policies::build(&config.policies, policies)
+            .map_err(|problems| invalid(problems.into_iter()))
+            .and_then(|policies| {
+                Routing::new(config, &pools.pools, policies).map_err(|errors| {
+                    invalid(errors.into_iter().map(|e| Problem {
+                        key: "routes".into(),
+                        message: e.to_string(),
+                    }))
+                })
             })
             .and_then(|routing| {
                 // The last step: a failure here must leave everything as it was.
@@ -130,6 +140,11 @@ impl Runtime {
         for pool in &self.added {
             start(pool);
         }
+        control
+            .routing()
+            .load()
+            .policies()
+            .forget_removed(self.routing.policies());
         control.set_routing(self.routing);
         control.reconfigure(config);
         let mut replaced = 0;

@@ -16,6 +16,23 @@ pub struct Summary<'a> {
     pub certificates: &'a ListenerCertificates,
 }
 
+/// Where a route sends its requests, its rewrite and its policies, as
+/// `lb -t` shows them.
+fn route_target(route: &crate::config::RouteConfig) -> String {
+    let mut text = match (&route.pool, &route.redirect) {
+        (_, Some(redirect)) => format!("redirect {} to {}", redirect.status, redirect.to),
+        (Some(pool), None) => pool.clone(),
+        (None, None) => "-".to_string(),
+    };
+    if let Some(rewrite) = &route.rewrite {
+        text.push_str(&format!(", rewrite {} to {}", rewrite.path, rewrite.to));
+    }
+    if !route.policies.is_empty() {
+        text.push_str(&format!(", policies {}", route.policies.join(" -> ")));
+    }
+    text
+}
+
 /// A duration as the config file writes it (`1h 30m`).
 fn d(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -43,6 +60,7 @@ impl Summary<'_> {
                 .join(", "),
         ));
         self.certificate_rows(rows);
+        self.edge_rows(rows);
         self.routing_rows(rows);
         for b in &self.config.backends {
             rows.push((
@@ -90,10 +108,35 @@ impl Summary<'_> {
         ));
     }
 
+    /// Each listener's PROXY protocol, trusted proxies and policy chain,
+    /// then each policy's kinds.
+    fn edge_rows(&self, rows: &mut Vec<(String, String)>) {
+        for listener in &self.config.listeners {
+            let edge = &listener.edge;
+            let mut parts = Vec::new();
+            if edge.proxy_protocol {
+                parts.push("PROXY protocol required (a change needs a restart)".to_string());
+            }
+            if !edge.trusted_proxies.is_empty() {
+                let nets: Vec<String> = edge.trusted_proxies.iter().map(|n| n.to_string()).collect();
+                parts.push(format!("trusted proxies {}", nets.join(", ")));
+            }
+            if !edge.policies.is_empty() {
+                parts.push(format!("policies {}", edge.policies.join(" -> ")));
+            }
+            if !parts.is_empty() {
+                rows.push((format!("listener {}", listener.addr), parts.join("; ")));
+            }
+        }
+        for policy in &self.config.policies {
+            rows.push((format!("policy {}", policy.name), policy.kinds().join(", ")));
+        }
+    }
+
     /// The routes in the order they are matched, and each named pool.
     fn routing_rows(&self, rows: &mut Vec<(String, String)>) {
         let routes = &self.config.routes;
-        if let Ok(table) = RouteTable::new(routes, |route| Some(route.pool.clone())) {
+        if let Ok(table) = RouteTable::new(routes, |route| Some(route_target(route))) {
             for route in table.in_match_order() {
                 let config = &routes[route.id];
                 rows.push((

@@ -59,6 +59,9 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     /// Headers lb adds to requests and responses.
     pub headers: Option<HeadersFile>,
+    /// Named policies (access, limits, header rules, auth...), kept raw
+    /// so each one's error can name it.
+    pub policies: Option<serde_yaml_ng::Mapping>,
     /// `http1`, `h2` or `h2c`: the protocol spoken to backends.
     pub backend_protocol: Option<String>,
     /// TLS to backends; present means backends are reached over TLS.
@@ -87,6 +90,22 @@ pub struct HeadersFile {
     /// Pass `X-Request-Id` to the backend and back to the client, making
     /// one when the client sent none.
     pub request_id: Option<bool>,
+    /// `replace` (the default) or `append`: an untrusted client's own
+    /// `X-Forwarded-For`.
+    pub client_forwarded_for: Option<ClientForwardedFor>,
+    /// Pass on or start a W3C `traceparent`.
+    pub trace_context: Option<bool>,
+}
+
+/// What lb does with the `X-Forwarded-For` a client not in
+/// `trusted_proxies` sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientForwardedFor {
+    /// lb's own replaces it.
+    Replace,
+    /// lb appends the client's address to it (lb's behaviour before).
+    Append,
 }
 
 /// The `access_log:` section.

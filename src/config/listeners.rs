@@ -20,6 +20,21 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// What it speaks.
     pub kind: ListenerKind,
+    /// What it believes of its clients and the policies it applies.
+    pub edge: ListenerEdge,
+}
+
+/// A listener's client address rules and policy chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListenerEdge {
+    /// Each connection starts with a PROXY protocol header (v1 or v2),
+    /// required; it gives the client's address. Needs a restart to change.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` (and PROXY header) is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Names of the policies every request on it goes through, before
+    /// routing, in order.
+    pub policies: Vec<String>,
 }
 
 /// What a listener speaks.
@@ -80,6 +95,7 @@ impl ListenerConfig {
         ListenerConfig {
             addr,
             kind: ListenerKind::Http { h2c: false },
+            edge: ListenerEdge::default(),
         }
     }
 
@@ -88,13 +104,16 @@ impl ListenerConfig {
         matches!(self.kind, ListenerKind::Tls(_))
     }
 
-    /// What a reload cannot change: the address and the protocols, not the
-    /// certificate files (a reload reads those again).
+    /// What a reload cannot change: the address, the protocols and the
+    /// PROXY protocol; not the certificate files (a reload reads those
+    /// again), the trusted proxies or the policies.
     pub fn shape(&self) -> ListenerConfig {
         let mut shape = self.clone();
         if let ListenerKind::Tls(tls) = &mut shape.kind {
             tls.files.clear();
         }
+        shape.edge.trusted_proxies.clear();
+        shape.edge.policies.clear();
         shape
     }
 }
@@ -127,6 +146,11 @@ struct ListenerFile {
     http2: Option<bool>,
     h2c: Option<bool>,
     redirect_https: Option<u16>,
+    proxy_protocol: Option<bool>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    policies: Vec<String>,
 }
 
 /// A listener's `tls:` section.
@@ -226,6 +250,9 @@ fn parse_listener(
             http2: None,
             h2c: None,
             redirect_https: None,
+            proxy_protocol: None,
+            trusted_proxies: Vec::new(),
+            policies: Vec::new(),
         },
         serde_yaml_ng::Value::Mapping(_) => match super::checks::from_section(entry.clone()) {
             Ok(written) => written,
@@ -257,8 +284,23 @@ fn parse_listener(
             return None;
         }
     };
+    let edge = ListenerEdge {
+        proxy_protocol: written.proxy_protocol.unwrap_or(false),
+        trusted_proxies: super::policies::parse_nets(
+            &format!("{key}.trusted_proxies"),
+            &written.trusted_proxies,
+            errors,
+        ),
+        policies: written.policies.clone(),
+    };
     let kind = listener_kind(key, written, errors)?;
-    Some(ListenerConfig { addr, kind })
+    if edge.proxy_protocol && matches!(kind, ListenerKind::RedirectHttps { .. }) {
+        errors.add(
+            format!("{key}.proxy_protocol"),
+            "not on a redirect_https listener: put it on the listeners that serve",
+        );
+    }
+    Some(ListenerConfig { addr, kind, edge })
 }
 
 /// What the entry's keys make of the listener; the keys that exclude one
@@ -270,6 +312,7 @@ fn listener_kind(key: &str, written: ListenerFile, errors: &mut Problems) -> Opt
         http2,
         h2c,
         redirect_https,
+        ..
     } = written;
     match (tls, redirect_https) {
         (Some(_), Some(_)) => {

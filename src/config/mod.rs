@@ -11,6 +11,8 @@ mod backends;
 mod checks;
 mod file;
 mod listeners;
+mod policies;
+mod policy_kinds;
 mod pools;
 mod resilience;
 mod routes;
@@ -34,11 +36,17 @@ use sections::{parse_admin, parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, OnMarkedDown, WhenAllUnhealthy};
 pub use listeners::{
-    CertificateFiles, ListenerConfig, ListenerKind, MinTlsVersion, TlsListenerConfig,
+    CertificateFiles, ListenerConfig, ListenerEdge, ListenerKind, MinTlsVersion,
+    TlsListenerConfig,
 };
 pub use pools::{Balance, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
-pub use routes::RouteConfig;
+pub use policies::{
+    AccessConfig, BasicAuthConfig, CompressionConfig, ConnectionLimitConfig, CorsConfig,
+    ForwardAuthConfig, HeaderRules, LimitKey, PolicyConfig, RateLimitConfig,
+};
+pub use policy_kinds::{parse_rate, HEADER_PLACEHOLDERS};
+pub use routes::{RedirectConfig, RewriteConfig, RouteConfig, REDIRECT_PLACEHOLDERS};
 pub use server::{drain_window, runtime_name};
 pub use transport::{
     BackendProtocol, BackendTls, BackendTransport, CaCertificates, HealthCheckKind,
@@ -53,6 +61,11 @@ pub struct HeadersConfig {
     pub forwarded: bool,
     /// `X-Request-Id` to the backend and back to the client.
     pub request_id: bool,
+    /// What becomes of an untrusted client's own `X-Forwarded-For`:
+    /// replaced by lb's (the default), or appended to (`append`).
+    pub append_client_forwarded_for: bool,
+    /// W3C `traceparent`: passed on when valid, started when absent.
+    pub trace_context: bool,
 }
 
 /// Where lb listens when neither the file nor `--listen` says.
@@ -65,6 +78,8 @@ pub struct Config {
     pub server: ServerConf,
     /// Where clients connect, and what each listener speaks.
     pub listeners: Vec<ListenerConfig>,
+    /// The named policies listeners and routes apply.
+    pub policies: Vec<PolicyConfig>,
     /// The backend pool, in the order written.
     pub backends: Vec<BackendConfig>,
     /// How lb connects to the backends: protocol and TLS.
@@ -392,6 +407,8 @@ impl Config {
             &mut errors,
             &mut warnings,
         );
+        let policies = policies::parse_policies(file.policies.take(), &mut errors);
+        check_chains(&listeners, &routes, &policies, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.into_vec()));
         }
@@ -399,6 +416,7 @@ impl Config {
         Ok(Config {
             server,
             listeners,
+            policies,
             backends,
             backend_transport,
             pools,
@@ -415,6 +433,23 @@ impl Config {
             headers: HeadersConfig::of(file.headers.unwrap_or_default()),
             warnings,
         })
+    }
+}
+
+/// Checks every policy name the listeners and routes give.
+fn check_chains(
+    listeners: &[ListenerConfig],
+    routes: &[RouteConfig],
+    policies: &[PolicyConfig],
+    errors: &mut Problems,
+) {
+    for (i, listener) in listeners.iter().enumerate() {
+        let key = format!("listeners[{i}].policies");
+        policies::check_chain(&key, &listener.edge.policies, policies, errors);
+    }
+    for route in routes {
+        let key = format!("{}.policies", route.name);
+        policies::check_chain(&key, &route.policies, policies, errors);
     }
 }
 
@@ -463,6 +498,9 @@ impl HeadersConfig {
         HeadersConfig {
             forwarded: written.forwarded.unwrap_or(true),
             request_id: written.request_id.unwrap_or(true),
+            append_client_forwarded_for: written.client_forwarded_for
+                == Some(file::ClientForwardedFor::Append),
+            trace_context: written.trace_context.unwrap_or(false),
         }
     }
 }

@@ -239,9 +239,9 @@ fn routes_name_their_pools_and_pools_keep_the_order_written() {
     );
     assert_eq!(config.routes.len(), 2);
     assert_eq!(config.routes[0].name, "routes[0]");
-    assert_eq!(config.routes[0].pool, "api");
+    assert_eq!(config.routes[0].pool.as_deref(), Some("api"));
     assert!(config.routes[0].strip_prefix);
-    assert_eq!(config.routes[1].pool, "web");
+    assert_eq!(config.routes[1].pool.as_deref(), Some("web"));
     assert_eq!(config.routes[1].host.as_deref(), Some("*.example.com"));
 }
 
@@ -254,8 +254,8 @@ fn the_top_level_backends_are_the_default_pool_first() {
     .expect("a default pool and a named one");
     let names: Vec<&str> = config.pools.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, [DEFAULT_POOL, "api"]);
-    assert_eq!(config.routes[0].pool, "api");
-    assert_eq!(config.routes[1].pool, DEFAULT_POOL);
+    assert_eq!(config.routes[0].pool.as_deref(), Some("api"));
+    assert_eq!(config.routes[1].pool.as_deref(), Some(DEFAULT_POOL));
 }
 
 #[test]

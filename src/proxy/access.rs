@@ -98,7 +98,9 @@ fn version_name(version: http::Version) -> &'static str {
 /// The seed's debug view of a request: who sent it, its request line and headers.
 pub(super) fn log_received_request(session: &Session) {
     let req = session.req_header();
-    let client = client_ip(session);
+    let client = session
+        .client_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
     let mut text = format!(
         "Received request from {client}\n{} {} {:?}",
         req.method, req.uri, req.version
@@ -113,9 +115,14 @@ pub(super) fn log_received_request(session: &Session) {
     log::debug!("{text}");
 }
 
-pub(super) fn client_ip(session: &Session) -> String {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+/// The real client address as text: the one the policies decided
+/// (`policy::client`), else the connection's peer.
+pub(super) fn client_ip(session: &Session, ctx: &RequestCtx) -> String {
+    match ctx.client {
+        Some(ip) => ip.to_string(),
+        None => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+    }
 }

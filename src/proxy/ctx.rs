@@ -76,9 +76,46 @@ pub struct RequestCtx {
     /// The status lb answered with itself, for the access log and metrics:
     /// a gRPC call gets it as a `grpc-status` in a 200.
     pub(super) own_answer: Option<u16>,
+    /// The real client address (`policy::client`), once the request's
+    /// head is in.
+    pub(super) client: Option<std::net::IpAddr>,
+    /// The connection's peer is one of the listener's trusted proxies.
+    pub(super) trusted_peer: bool,
+    /// What the policies of the request's listener and route need from
+    /// one hook to the next; None when it has none (no allocation).
+    pub(super) edge: Option<Box<super::edge::EdgeState>>,
 }
 
 impl RequestCtx {
+    /// A request's context, before its head is read.
+    pub(super) fn new(ticket: RequestTicket, routing: Arc<super::Routing>) -> Self {
+        RequestCtx {
+            ticket,
+            routing,
+            body_bytes: 0,
+            received: Instant::now(),
+            backend: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_elapsed: None,
+            connect_elapsed: None,
+            request_id: None,
+            retries: 0,
+            upgrade: false,
+            body_pending: false,
+            grpc_timeout: None,
+            route_pool: None,
+            route: None,
+            set_sticky: None,
+            client_fault: None,
+            pool_reached: false,
+            own_answer: None,
+            client: None,
+            trusted_peer: false,
+            edge: None,
+        }
+    }
+
     /// The pool serving this request: its route's, else the routing's
     /// first; None when the config has no pool.
     pub(super) fn pool(&self) -> Option<&super::PoolHandle> {

@@ -63,15 +63,36 @@ fn write_ip(out: &mut impl std::io::Write, ip: std::net::IpAddr) -> std::io::Res
     out.write_all(&text[..len])
 }
 
+/// Forwarding headers an untrusted client may send to pass for a proxy:
+/// lb removes them (it sets `X-Forwarded-For`, `-Proto` and `-Host`
+/// itself, and replaces a `Forwarded`).
+const SPOOFABLE: [&str; 3] = ["x-real-ip", "true-client-ip", "x-forwarded-port"];
+
 /// Adds `X-Forwarded-For`, `-Proto` and `-Host` to the request for the
-/// backend (`headers.forwarded`).
+/// backend (`headers.forwarded`). From a trusted proxy, its
+/// `X-Forwarded-For` is kept and its address appended; from anyone else,
+/// lb's own replaces the client's (or is appended to it with
+/// `headers.client_forwarded_for: append`), and `X-Real-IP`,
+/// `True-Client-IP`, `X-Forwarded-Port` are removed, and a `Forwarded` is
+/// replaced by lb's own: no spoofed header reaches a backend as if lb had
+/// set it.
 pub(super) fn add_headers(
     session: &pingora::proxy::Session,
+    ctx: &super::RequestCtx,
+    settings: &crate::config::HeadersConfig,
     upstream_request: &mut pingora::http::RequestHeader,
 ) -> pingora::Result<()> {
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        let forwarded_for =
-            forwarded_for(upstream_request.headers.get("x-forwarded-for"), client.ip());
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| crate::policy::client::canonical(a.ip()));
+    let keep_chain = ctx.trusted_peer || settings.append_client_forwarded_for;
+    if let Some(peer) = peer {
+        let previous = upstream_request
+            .headers
+            .get("x-forwarded-for")
+            .filter(|_| keep_chain);
+        let forwarded_for = forwarded_for(previous, peer);
         upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
     }
     let proto = if super::access::is_tls(session) {
@@ -79,6 +100,14 @@ pub(super) fn add_headers(
     } else {
         "http"
     };
+    if !ctx.trusted_peer {
+        for name in SPOOFABLE {
+            upstream_request.remove_header(name);
+        }
+        if upstream_request.headers.contains_key(http::header::FORWARDED) {
+            replace_forwarded(upstream_request, ctx.client.or(peer), proto)?;
+        }
+    }
     upstream_request.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
     let host = upstream_request
         .headers
@@ -92,6 +121,21 @@ pub(super) fn add_headers(
         upstream_request.insert_header("X-Forwarded-Host", host)?;
     }
     Ok(())
+}
+
+/// Puts lb's own `Forwarded` (RFC 7239) in place of an untrusted client's.
+fn replace_forwarded(
+    upstream_request: &mut pingora::http::RequestHeader,
+    client: Option<std::net::IpAddr>,
+    proto: &str,
+) -> pingora::Result<()> {
+    let value = match client {
+        Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";proto={proto}"),
+        Some(ip) => format!("for={ip};proto={proto}"),
+        None => format!("for=unknown;proto={proto}"),
+    };
+    let value = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("for=unknown"));
+    upstream_request.insert_header(http::header::FORWARDED, value)
 }
 
 #[cfg(test)]

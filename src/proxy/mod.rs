@@ -24,6 +24,7 @@
 mod access;
 pub mod budget;
 mod ctx;
+mod edge;
 mod error_page;
 mod forwarded;
 mod grpc;
@@ -99,28 +100,7 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            ticket: self.budget.admit(),
-            routing: self.routing.load_full(),
-            body_bytes: 0,
-            received: Instant::now(),
-            backend: None,
-            tried: Vec::new(),
-            upstream_started: None,
-            upstream_elapsed: None,
-            connect_elapsed: None,
-            request_id: None,
-            retries: 0,
-            upgrade: false,
-            body_pending: false,
-            grpc_timeout: None,
-            route_pool: None,
-            route: None,
-            set_sticky: None,
-            client_fault: None,
-            pool_reached: false,
-            own_answer: None,
-        }
+        RequestCtx::new(self.budget.admit(), self.routing.load_full())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -134,6 +114,7 @@ impl ProxyHttp for Proxy {
             error_page::respond_error(session, ctx, status).await?;
             return Ok(true);
         }
+        edge::find_client(session, ctx);
         if ctx.routing.has_routes() && !pools::route(session, ctx) {
             error_page::respond_error(session, ctx, 404).await?;
             return Ok(true);
@@ -144,13 +125,16 @@ impl ProxyHttp for Proxy {
             error_page::respond_error(session, ctx, status).await?;
             return Ok(true);
         }
+        if settings.headers.request_id {
+            ctx.request_id = Some(request_id::of(session.req_header(), ctx.trusted_peer));
+        }
+        if edge::admit(session, ctx).await? {
+            return Ok(true);
+        }
         if ctx.upgrade {
             // A tunnel's reads wait as long as it is open; its limit is
             // `timeouts.tunnel_idle`, in the client stream.
             session.set_read_timeout(None);
-        }
-        if settings.headers.request_id {
-            ctx.request_id = Some(request_id::of(session.req_header()));
         }
         if session.is_http2() {
             ctx.grpc_timeout = grpc::timeout(&session.req_header().headers);
@@ -196,7 +180,7 @@ impl ProxyHttp for Proxy {
         let Some(pool) = ctx.pool() else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool to serve from");
         };
-        let key = pool.hash_input(session);
+        let key = pool.hash_input(session, ctx.client);
         let sticky = pool.sticky_choice(session);
         let state = match pool.pool().select(&ctx.tried, &key, sticky) {
             Selection::Backend(_, state) => state,
@@ -376,10 +360,11 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if !settings.headers.forwarded {
-            return Ok(());
+        if settings.headers.forwarded {
+            forwarded::add_headers(session, ctx, &settings.headers, upstream_request)?;
         }
-        forwarded::add_headers(session, upstream_request)
+        edge::on_upstream_request(session, ctx, upstream_request);
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -438,13 +423,14 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
+        edge::on_response(session, ctx, response);
         Ok(())
     }
 
@@ -486,11 +472,11 @@ impl ProxyHttp for Proxy {
             .protocols
             .request(access::protocol(session.req_header().version));
         if let Some(log) = access_log::access_log() {
-            let client = access::client_ip(session);
+            let client = access::client_ip(session, ctx);
             let entry = access::entry(session, ctx, logged_status, total, &client);
             log.write(entry.line(log.format()));
         } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
-            let client = access::client_ip(session);
+            let client = access::client_ip(session, ctx);
             let line = access::entry(session, ctx, logged_status, total, &client);
             let line = line.text_without_time();
             log::info!(target: "lb::access", "{line}");

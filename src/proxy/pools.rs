@@ -14,6 +14,8 @@ use super::RequestCtx;
 use crate::config::{Config, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
 use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
+use crate::policy::rewrite::{Redirect, Rewrite};
+use crate::policy::{Chain, Policies};
 use crate::pool::Pool;
 use crate::routing::{Route, RouteError, RouteTable};
 use crate::telemetry::metrics::metrics;
@@ -36,12 +38,29 @@ pub struct PoolHandle {
     ewma_decay: Option<Duration>,
 }
 
-/// Where a route sends its requests, and its request counter.
+/// Where a route sends its requests, what it does to them first, and its
+/// request counter.
 pub struct RouteTarget {
-    /// The pool that serves the route.
-    pub handle: Arc<PoolHandle>,
+    /// The pool that serves the route; None for a redirect.
+    pub handle: Option<Arc<PoolHandle>>,
+    /// Its policies, after the listener's.
+    pub policies: Option<Chain>,
+    /// Its path rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// Its redirect: lb answers, no pool.
+    pub redirect: Option<Redirect>,
     /// `lb_route_requests_total` of the route.
     requests: IntCounter,
+}
+
+/// What a listener believes of its clients and applies to their requests.
+pub struct ListenerPolicies {
+    /// The listener's address as configured (`0.0.0.0:8000`).
+    pub addr: std::net::SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Its policies, before routing.
+    pub policies: Option<Chain>,
 }
 
 /// The pools and routes of one config.
@@ -52,12 +71,20 @@ pub struct Routing {
     routes: RouteTable<RouteTarget>,
     /// `lb_route_requests_total{route="none"}`.
     unmatched: IntCounter,
+    /// The listeners that have trusted proxies or policies.
+    listeners: Vec<ListenerPolicies>,
+    /// Every policy, for the counts.
+    policies: Policies,
 }
 
 impl Routing {
     /// The routing of `config` over `pools`, one for each of
     /// `config.pools`, found by name.
-    pub fn new(config: &Config, pools: &[Arc<Pool>]) -> Result<Routing, Vec<RouteError>> {
+    pub fn new(
+        config: &Config,
+        pools: &[Arc<Pool>],
+        policies: Policies,
+    ) -> Result<Routing, Vec<RouteError>> {
         let by_name: HashMap<&str, &Arc<Pool>> = pools.iter().map(|p| (p.name(), p)).collect();
         let handles: Vec<Arc<PoolHandle>> = config
             .pools
@@ -70,17 +97,56 @@ impl Routing {
         let handle_named: HashMap<&str, &Arc<PoolHandle>> =
             handles.iter().map(|h| (h.pool.name(), h)).collect();
         let routes = RouteTable::new(&config.routes, |route| {
-            let pool = handle_named.get(route.pool.as_str())?;
+            let handle = match &route.pool {
+                Some(name) => Some(Arc::clone(handle_named.get(name.as_str())?)),
+                None => None,
+            };
             Some(RouteTarget {
-                handle: Arc::clone(pool),
+                handle,
+                policies: policies.chain(&route.policies),
+                rewrite: route.rewrite.as_ref().and_then(Rewrite::new),
+                redirect: route.redirect.as_ref().map(|r| Redirect::new(r, &route.name)),
                 requests: metrics().protocols.route_counter(&route.name),
             })
         })?;
+        let listeners = config
+            .listeners
+            .iter()
+            .filter(|l| !l.edge.trusted_proxies.is_empty() || !l.edge.policies.is_empty())
+            .map(|l| ListenerPolicies {
+                addr: l.addr,
+                trusted: l.edge.trusted_proxies.clone(),
+                policies: policies.chain(&l.edge.policies),
+            })
+            .collect();
         Ok(Routing {
             pools: handles,
             routes,
             unmatched: metrics().protocols.route_counter("none"),
+            listeners,
+            policies,
         })
+    }
+
+    /// The policies of the listener a connection reached on `local`
+    /// (its local address): by address, or by port for a listener on
+    /// an unspecified address. None when that listener has none.
+    pub fn listener(&self, local: std::net::SocketAddr) -> Option<&ListenerPolicies> {
+        let local_ip = crate::policy::client::canonical(local.ip());
+        self.listeners.iter().find(|l| {
+            l.addr.port() == local.port()
+                && (l.addr.ip().is_unspecified() || l.addr.ip() == local_ip)
+        })
+    }
+
+    /// Whether some listener has trusted proxies or policies.
+    pub fn has_listener_policies(&self) -> bool {
+        !self.listeners.is_empty()
+    }
+
+    /// Every policy.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Whether requests are routed (else the first pool serves all).
@@ -147,18 +213,19 @@ impl PoolHandle {
     /// The bytes this pool hashes for the request: empty unless it
     /// balances by consistent hashing. Borrowed from the request, except
     /// the client's address, which is hashed as its text.
-    pub fn hash_input<'s>(&self, session: &'s Session) -> Cow<'s, [u8]> {
+    pub fn hash_input<'s>(
+        &self,
+        session: &'s Session,
+        client: Option<std::net::IpAddr>,
+    ) -> Cow<'s, [u8]> {
         let Some(key) = &self.hash_key else {
             return Cow::Borrowed(&[]);
         };
         let request = session.req_header();
         match key {
-            HashKey::ClientIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map_or(Cow::Borrowed(&[][..]), |a| {
-                    Cow::Owned(a.ip().to_string().into_bytes())
-                }),
+            HashKey::ClientIp => client.map_or(Cow::Borrowed(&[][..]), |ip| {
+                Cow::Owned(ip.to_string().into_bytes())
+            }),
             HashKey::Path => Cow::Borrowed(request.uri.path().as_bytes()),
             HashKey::Uri => Cow::Borrowed(
                 request
@@ -225,7 +292,7 @@ pub(super) fn route(session: &Session, ctx: &mut RequestCtx) -> bool {
     let Some(route) = ctx.routing.find(host, request.uri.path()) else {
         return false;
     };
-    ctx.route_pool = Some(Arc::clone(&route.pool.handle));
+    ctx.route_pool = route.pool.handle.clone();
     ctx.route = Some(route.id);
     true
 }

@@ -1,5 +1,6 @@
-//! Request IDs: an incoming `X-Request-Id` is kept (when it is short and
-//! printable), otherwise lb makes one. lb passes it to the backend, returns
+//! Request IDs: an incoming `X-Request-Id` from a trusted proxy is kept
+//! (when it is short and printable), otherwise lb makes one: a client
+//! cannot choose the id lb logs and its backends see. lb passes it to the backend, returns
 //! it to the client and writes it in the access log.
 
 use std::collections::hash_map::RandomState;
@@ -16,11 +17,12 @@ pub const HEADER: &str = "x-request-id";
 /// Longest client-given ID lb keeps.
 const MAX_LEN: usize = 128;
 
-/// The request's ID: the client's if acceptable, else a new one.
-pub fn of(req: &RequestHeader) -> HeaderValue {
+/// The request's ID: the one a trusted proxy sent if acceptable, else a
+/// new one.
+pub fn of(req: &RequestHeader, from_trusted_proxy: bool) -> HeaderValue {
     req.headers
         .get(HEADER)
-        .filter(|v| acceptable(v.as_bytes()))
+        .filter(|v| from_trusted_proxy && acceptable(v.as_bytes()))
         .cloned()
         .unwrap_or_else(generate)
 }
@@ -66,11 +68,11 @@ mod tests {
     fn keeps_a_good_client_id_and_replaces_a_bad_one() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header(HEADER, "abc-123").unwrap();
-        assert_eq!(of(&req), "abc-123");
+        assert_eq!(of(&req, true), "abc-123");
         req.insert_header(HEADER, "x".repeat(300)).unwrap();
-        assert_ne!(of(&req).len(), 300);
+        assert_ne!(of(&req, true).len(), 300);
         let fresh = RequestHeader::build("GET", b"/", None).unwrap();
-        let (a, b) = (of(&fresh), of(&fresh));
+        let (a, b) = (of(&fresh, true), of(&fresh, true));
         assert_ne!(a, b, "two requests, two ids");
         assert_eq!(a.len(), 29);
         assert!(a
@@ -81,12 +83,21 @@ mod tests {
     }
 
     #[test]
+    fn an_untrusted_clients_id_is_replaced() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(HEADER, "<script>").unwrap();
+        assert_ne!(of(&req, false), "<script>");
+        req.insert_header(HEADER, "abc-123").unwrap();
+        assert_ne!(of(&req, false), "abc-123");
+    }
+
+    #[test]
     fn an_id_must_be_printable_and_at_most_128_bytes() {
         let id_of = |value: &[u8]| {
             let mut req = RequestHeader::build("GET", b"/", None).unwrap();
             req.insert_header(HEADER, HeaderValue::from_bytes(value).unwrap())
                 .unwrap();
-            of(&req)
+            of(&req, true)
         };
         let longest = "a".repeat(128);
         assert_eq!(id_of(longest.as_bytes()), longest.as_str());
@@ -100,7 +111,7 @@ mod tests {
     #[test]
     fn new_ids_share_the_process_prefix_and_count_up() {
         let fresh = RequestHeader::build("GET", b"/", None).unwrap();
-        let (a, b) = (of(&fresh), of(&fresh));
+        let (a, b) = (of(&fresh, true), of(&fresh, true));
         let split = |id: &HeaderValue| {
             let (prefix, n) = id.to_str().unwrap().split_once('-').unwrap();
             (prefix.to_string(), u64::from_str_radix(n, 16).unwrap())

@@ -109,7 +109,7 @@ impl<P> RouteTable<P> {
             let Some(pool) = pool_of(config) else {
                 errors.push(RouteError::UnknownPool {
                     route: config.name.clone(),
-                    pool: config.pool.clone(),
+                    pool: config.pool.clone().unwrap_or_default(),
                 });
                 continue;
             };
@@ -248,14 +248,17 @@ mod tests {
             name: name.into(),
             host: host.map(Into::into),
             path_prefix: prefix.map(Into::into),
-            pool: format!("pool{pool}"),
+            pool: Some(format!("pool{pool}")),
             strip_prefix: false,
+            policies: Vec::new(),
+            rewrite: None,
+            redirect: None,
         }
     }
 
     /// Pools named `pool0`, `pool1`... resolve to their number.
     fn numbered(route: &RouteConfig) -> Option<usize> {
-        route.pool.strip_prefix("pool")?.parse().ok()
+        route.pool.as_deref()?.strip_prefix("pool")?.parse().ok()
     }
 
     fn table() -> RouteTable<usize> {
@@ -328,7 +331,7 @@ mod tests {
     #[test]
     fn a_route_to_a_pool_that_is_not_there_is_an_error() {
         let errors = RouteTable::new(&[route("routes[0]", None, None, 7)], |route| {
-            (route.pool == "pool0").then_some(0)
+            (route.pool.as_deref() == Some("pool0")).then_some(0)
         })
         .unwrap_err();
         assert_eq!(
@@ -345,16 +348,16 @@ mod tests {
         let pools = [std::sync::Arc::new("api"), std::sync::Arc::new("web")];
         let configs = [
             RouteConfig {
-                pool: "api".into(),
+                pool: Some("api".into()),
                 ..route("routes[0]", Some("api.test"), None, 0)
             },
             RouteConfig {
-                pool: "web".into(),
+                pool: Some("web".into()),
                 ..route("routes[1]", None, None, 0)
             },
         ];
         let table = RouteTable::new(&configs, |route| {
-            pools.iter().find(|p| ***p == route.pool).cloned()
+            pools.iter().find(|p| Some(***p) == route.pool.as_deref()).cloned()
         })
         .unwrap();
         let api = table.find(Some("api.test"), "/").unwrap();

@@ -29,7 +29,7 @@ const TWO_POOLS: &str = "upstreams:\n  api: {backends: [127.0.0.1:9001]}\n  \
 #[test]
 fn a_build_that_fails_at_its_last_step_changes_nothing() {
     let first = config("backends: [127.0.0.1:9001]\n");
-    let running = Runtime::build(&first, &[])
+    let running = Runtime::build(&first, &[], &Policies::default())
         .expect("the first runtime")
         .pools;
     // New backends, and a TLS listener whose certificate cannot be read:
@@ -38,7 +38,7 @@ fn a_build_that_fails_at_its_last_step_changes_nothing() {
         "backends: [127.0.0.1:9002]\nlisteners:\n  - address: 127.0.0.1:8443\n    \
          tls: {certificates: [{cert: /nonexistent/lb.pem, key: /nonexistent/lb.key}]}\n",
     );
-    let error = Runtime::build(&second, &running)
+    let error = Runtime::build(&second, &running, &Policies::default())
         .err()
         .expect("an unreadable certificate fails the build");
     let text = error.to_string();
@@ -56,17 +56,17 @@ fn a_build_that_fails_at_its_last_step_changes_nothing() {
 #[test]
 fn a_pool_whose_ring_fits_is_kept_and_one_that_does_not_is_made_anew() {
     let first = config("backends: [127.0.0.1:9001]\n");
-    let running = Runtime::build(&first, &[])
+    let running = Runtime::build(&first, &[], &Policies::default())
         .expect("the first runtime")
         .pools;
-    let kept = Runtime::build(&config("backends: [127.0.0.1:9002]\n"), &running).unwrap();
+    let kept = Runtime::build(&config("backends: [127.0.0.1:9002]\n"), &running, &Policies::default()).unwrap();
     assert!(Arc::ptr_eq(&kept.pools()[0], &running[0]));
     assert_eq!(kept.added.len(), 0);
     assert_eq!(kept.updates.len(), 1);
     // A prepared update is not applied: the running pool still has 9001.
     assert_eq!(backends_of(&running[0]), ["127.0.0.1:9001"]);
     let hashed = config("backends: [127.0.0.1:9001]\nbalance: consistent_hash\n");
-    let rebuilt = Runtime::build(&hashed, &running).unwrap();
+    let rebuilt = Runtime::build(&hashed, &running, &Policies::default()).unwrap();
     assert!(!Arc::ptr_eq(&rebuilt.pools()[0], &running[0]));
     assert_eq!(rebuilt.added.len(), 1);
 }
@@ -74,11 +74,11 @@ fn a_pool_whose_ring_fits_is_kept_and_one_that_does_not_is_made_anew() {
 #[test]
 fn put_in_service_applies_the_updates_and_swaps_the_routing_whole() {
     let first = config(TWO_POOLS);
-    let runtime = Runtime::build(&first, &[]).expect("the first runtime");
+    let runtime = Runtime::build(&first, &[], &Policies::default()).expect("the first runtime");
     let mut running = runtime.pools.clone();
     let control = Proxy::new(runtime.routing, &first).control();
     let second = config("upstreams:\n  api: {backends: [127.0.0.1:9003]}\n");
-    let next = Runtime::build(&second, &running).expect("the second runtime");
+    let next = Runtime::build(&second, &running, &Policies::default()).expect("the second runtime");
     let api = Arc::clone(&running[0]);
     let started = std::cell::Cell::new(0);
     next.put_in_service(&second, &mut running, &control, &[], |_| {
@@ -100,11 +100,11 @@ fn put_in_service_applies_the_updates_and_swaps_the_routing_whole() {
 #[test]
 fn a_pool_added_by_a_reload_is_started_once() {
     let first = config("upstreams:\n  api: {backends: [127.0.0.1:9001]}\n");
-    let runtime = Runtime::build(&first, &[]).expect("the first runtime");
+    let runtime = Runtime::build(&first, &[], &Policies::default()).expect("the first runtime");
     let mut running = runtime.pools.clone();
     let control = Proxy::new(runtime.routing, &first).control();
     let second = config(TWO_POOLS);
-    let next = Runtime::build(&second, &running).expect("the second runtime");
+    let next = Runtime::build(&second, &running, &Policies::default()).expect("the second runtime");
     let started = std::cell::RefCell::new(Vec::new());
     next.put_in_service(&second, &mut running, &control, &[], |pool| {
         started.borrow_mut().push(pool.name().to_string())
@@ -112,9 +112,9 @@ fn a_pool_added_by_a_reload_is_started_once() {
     assert_eq!(*started.borrow(), ["web"]);
     let routing = control.routing().load_full();
     let route = routing.find(Some("api.test"), "/").expect("the api route");
-    assert_eq!(route.pool.handle.pool().name(), "api");
+    assert_eq!(route.pool.handle.as_ref().unwrap().pool().name(), "api");
     let route = routing.find(Some("www.test"), "/").expect("the catch-all");
-    assert_eq!(route.pool.handle.pool().name(), "web");
+    assert_eq!(route.pool.handle.as_ref().unwrap().pool().name(), "web");
 }
 
 #[test]
@@ -148,6 +148,7 @@ fn new_certificate_files_are_not_a_listener_change() {
             min_version: crate::config::MinTlsVersion::Tls12,
             http2: true,
         }),
+        edge: Default::default(),
     };
     assert_eq!(listener("a.pem").shape(), listener("b.pem").shape());
     let mut h1 = listener("a.pem");

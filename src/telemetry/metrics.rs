@@ -65,6 +65,8 @@ pub struct Metrics {
     unrouted: BackendMetrics,
     /// TLS handshakes, certificates and requests by protocol.
     pub protocols: ProtocolMetrics,
+    /// Policy decisions and PROXY protocol errors.
+    pub policies: super::policies::PolicyMetrics,
 }
 
 /// One backend's state as the scrape-time gauges show it.
@@ -233,6 +235,7 @@ impl Metrics {
             upstream_reuse_races,
             unrouted,
             protocols: ProtocolMetrics::new(&registry),
+            policies: super::policies::PolicyMetrics::new(&registry),
             registry,
         }
     }

@@ -5,5 +5,6 @@ pub mod access_log;
 pub mod connections;
 pub mod logging;
 pub mod metrics;
+pub mod policies;
 pub mod protocols;
 pub mod throttled;

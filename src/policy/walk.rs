@@ -1,0 +1,131 @@
+//! The walk over a request's policies: the listener's chain, then the
+//! route's, each policy's kinds in their fixed order. [`admit`] runs in
+//! `request_filter` and may answer; [`on_upstream_request`] and
+//! [`on_response`] apply what the admitted request carries on.
+
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use super::forward_auth::Verdict;
+use super::headers::Vars;
+use super::{Answer, Policy};
+use crate::telemetry::policies::Outcome;
+
+/// What the policies know of a request.
+pub struct Facts<'a> {
+    /// The real client address.
+    pub client: IpAddr,
+    pub req: &'a RequestHeader,
+    /// The route's name, when one matched.
+    pub route: Option<&'a str>,
+    /// Whether the client reached lb over TLS.
+    pub tls: bool,
+    /// The request's id, when lb keeps one.
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+impl Facts<'_> {
+    fn vars(&self) -> Vars<'_> {
+        Vars {
+            client_ip: self.client,
+            request_id: self.request_id,
+            host: self
+                .req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| self.req.uri.host()),
+            route: self.route,
+        }
+    }
+}
+
+/// What the policies let a request carry on with.
+#[derive(Default)]
+pub struct Admitted {
+    /// Headers forward auth copied, for the request to the backend.
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Runs the request-time kinds of every policy of `chains`, in order: the
+/// first that refuses answers. None: the request goes on.
+pub async fn admit(
+    chains: &[&[std::sync::Arc<Policy>]],
+    facts: &Facts<'_>,
+    admitted: &mut Admitted,
+) -> Option<Answer> {
+    for policy in chains.iter().flat_map(|chain| chain.iter()) {
+        match policy.admit(facts, admitted).await {
+            None => policy.counters.count(Outcome::Allowed),
+            Some((outcome, answer)) => {
+                policy.counters.count(outcome);
+                return Some(answer);
+            }
+        }
+    }
+    None
+}
+
+impl Policy {
+    async fn admit(&self, facts: &Facts<'_>, admitted: &mut Admitted) -> Option<(Outcome, Answer)> {
+        if let Some(access) = &self.access {
+            if !access.allows(facts.client) {
+                return Some((Outcome::Denied, Answer::plain(403, "403 Forbidden\n")));
+            }
+        }
+        if let Some(auth) = &self.forward_auth {
+            match auth.check(facts.req, facts.client, facts.tls).await {
+                Verdict::Allowed(headers) => admitted.upstream_headers.extend(headers),
+                Verdict::Refused(answer) => return Some((Outcome::Unauthorized, answer)),
+                Verdict::Failed(why) if auth.fails_open() => {
+                    log::warn!("policy {}: forward auth failed ({why}); on_error: allow lets the request on", self.name);
+                }
+                Verdict::Failed(why) => {
+                    log::warn!("policy {}: forward auth failed ({why}); answering 503", self.name);
+                    return Some((
+                        Outcome::Unauthorized,
+                        Answer::plain(503, "503 Service Unavailable: the auth service did not answer\n"),
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Applies the request header rules of `chains` and what forward auth
+/// copied, to the request lb sends to the backend (after lb's own
+/// headers).
+pub fn on_upstream_request(
+    chains: &[&[std::sync::Arc<Policy>]],
+    facts: &Facts<'_>,
+    admitted: Option<&Admitted>,
+    upstream: &mut RequestHeader,
+) {
+    let vars = facts.vars();
+    for policy in chains.iter().flat_map(|chain| chain.iter()) {
+        if let Some(edits) = &policy.request_headers {
+            edits.apply(upstream, &vars);
+        }
+    }
+    for (name, value) in admitted.iter().flat_map(|a| &a.upstream_headers) {
+        let _ = upstream.insert_header(name.clone(), value.clone());
+    }
+}
+
+/// Applies the response-time kinds of `chains` to the response lb sends
+/// to the client.
+pub fn on_response(
+    chains: &[&[std::sync::Arc<Policy>]],
+    facts: &Facts<'_>,
+    response: &mut ResponseHeader,
+) {
+    let vars = facts.vars();
+    for policy in chains.iter().flat_map(|chain| chain.iter()) {
+        if let Some(edits) = &policy.response_headers {
+            edits.apply(response, &vars);
+        }
+    }
+}

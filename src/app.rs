@@ -65,11 +65,13 @@ pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
     )?)
 }
 
-/// What `lb -t` checks beyond the file: the certificates it names, read
-/// as start-up would read them.
+/// What `lb -t` checks beyond the file: the certificates and the users
+/// files it names, read as start-up would read them.
 pub fn check(config: &Config) -> Result<ListenerCertificates, StartError> {
-    ListenerCertificates::load(&config.listeners)
-        .map_err(|problems| StartError::Config(crate::config::ConfigError::Invalid(problems)))
+    let invalid = |problems| StartError::Config(crate::config::ConfigError::Invalid(problems));
+    crate::policy::Policies::build(&config.policies, &crate::policy::Policies::default())
+        .map_err(invalid)?;
+    ListenerCertificates::load(&config.listeners).map_err(invalid)
 }
 
 /// Runs lb with `config` until it is told to stop. Returns only on a start
@@ -142,7 +144,9 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
 }
 
 /// The services that run beside the listeners: the pools' health checks
-/// and discovery (one service, one thread, for every pool), the reload on SIGHUP, and the return of free memory.
+/// and discovery (one service, one thread, for every pool), the reload on
+/// SIGHUP, the return of free memory and the sweep of rate limits' idle
+/// keys.
 fn add_background_services(server: &mut Server, pools: PoolsService, reloader: &Arc<Reloader>) {
     server.add_service(background_service("backend pools", pools));
     server.add_service(background_service(
@@ -152,6 +156,10 @@ fn add_background_services(server: &mut Server, pools: PoolsService, reloader: &
     server.add_service(background_service(
         "return free memory",
         crate::process::memory::ReturnFreeMemory,
+    ));
+    server.add_service(background_service(
+        "sweep rate limits",
+        crate::policy::limits::SweepRateLimits,
     ));
 }
 

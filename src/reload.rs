@@ -87,8 +87,8 @@ impl Reloader {
         }
         let mut running = self.pools.lock().map_err(|_| ReloadError::Poisoned)?;
         let policies = self.proxy.routing().load_full();
-        let runtime = Runtime::build(&config, &running, policies.policies())
-            .map_err(ReloadError::Build)?;
+        let runtime =
+            Runtime::build(&config, &running, policies.policies()).map_err(ReloadError::Build)?;
         for warning in config.warnings.iter().chain(&runtime.warnings) {
             log::warn!("reload: {warning}");
         }

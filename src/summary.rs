@@ -118,7 +118,8 @@ impl Summary<'_> {
                 parts.push("PROXY protocol required (a change needs a restart)".to_string());
             }
             if !edge.trusted_proxies.is_empty() {
-                let nets: Vec<String> = edge.trusted_proxies.iter().map(|n| n.to_string()).collect();
+                let nets: Vec<String> =
+                    edge.trusted_proxies.iter().map(|n| n.to_string()).collect();
                 parts.push(format!("trusted proxies {}", nets.join(", ")));
             }
             if !edge.policies.is_empty() {

@@ -253,13 +253,19 @@ fn forwarding_headers_are_added_and_host_kept() {
     let lb = spawn_lb(&ports, "");
     let response = request(
         lb.port,
-        "GET /headers HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
+        "GET /headers HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 203.0.113.7\r\n\
+         X-Real-IP: 203.0.113.8\r\nTrue-Client-IP: 203.0.113.9\r\nX-Forwarded-Port: 1\r\n\
+         Forwarded: for=203.0.113.10\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(response.status, 200, "{response:?}");
     let headers = response.body.to_ascii_lowercase();
+    // The client is no trusted proxy: nothing it claims about forwarding
+    // reaches the backend as if lb had said it.
+    assert!(!headers.contains("203.0.113"), "{}", response.body);
     for expected in [
         "host: example.test\n",
-        "x-forwarded-for: 203.0.113.7, 127.0.0.1\n",
+        "x-forwarded-for: 127.0.0.1\n",
+        "forwarded: for=127.0.0.1;proto=http\n",
         "x-forwarded-proto: http\n",
         "x-forwarded-host: example.test\n",
     ] {

@@ -36,16 +36,15 @@ use sections::{parse_admin, parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, OnMarkedDown, WhenAllUnhealthy};
 pub use listeners::{
-    CertificateFiles, ListenerConfig, ListenerEdge, ListenerKind, MinTlsVersion,
-    TlsListenerConfig,
+    CertificateFiles, ListenerConfig, ListenerEdge, ListenerKind, MinTlsVersion, TlsListenerConfig,
 };
-pub use pools::{Balance, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
-pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use policies::{
     AccessConfig, BasicAuthConfig, CompressionConfig, ConnectionLimitConfig, CorsConfig,
     ForwardAuthConfig, HeaderRules, LimitKey, PolicyConfig, RateLimitConfig,
 };
 pub use policy_kinds::{parse_rate, HEADER_PLACEHOLDERS};
+pub use pools::{Balance, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
+pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use routes::{RedirectConfig, RewriteConfig, RouteConfig, REDIRECT_PLACEHOLDERS};
 pub use server::{drain_window, runtime_name};
 pub use transport::{

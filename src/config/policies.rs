@@ -175,7 +175,10 @@ pub(super) fn parse_policies(
     let mut policies = Vec::new();
     for (name, value) in written.unwrap_or_default() {
         let Some(name) = name.as_str().map(str::to_string) else {
-            errors.add("policies", format!("{name:?}: a policy's name must be text"));
+            errors.add(
+                "policies",
+                format!("{name:?}: a policy's name must be text"),
+            );
             continue;
         };
         let key = format!("policies.{name}");

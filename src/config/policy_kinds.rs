@@ -156,9 +156,8 @@ pub(super) fn connection_limit(
 
 /// Parses `100/s`, `6000/m`, `5/h` or `50/10s`: requests, then the period.
 pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
-    let bad = || {
-        format!("{text:?}: write requests per period, such as 100/s, 6000/m, 5/h or 50/10s")
-    };
+    let bad =
+        || format!("{text:?}: write requests per period, such as 100/s, 6000/m, 5/h or 50/10s");
     let (count, period) = text.trim().split_once('/').ok_or_else(bad)?;
     let count: u32 = count.trim().parse().map_err(|_| bad())?;
     let period = match period.trim() {
@@ -229,7 +228,10 @@ fn header_values(
     let mut pairs = Vec::with_capacity(written.len());
     for (name, value) in written {
         let (Some(name), Some(value)) = (yaml_text(&name), yaml_text(&value)) else {
-            errors.add(key, format!("{name:?}: {value:?}: write name: value as text"));
+            errors.add(
+                key,
+                format!("{name:?}: {value:?}: write name: value as text"),
+            );
             continue;
         };
         let at = format!("{key}.{name}");
@@ -308,9 +310,15 @@ pub(super) fn compression(
         }
     };
     let types = file.types.unwrap_or_else(|| {
-        ["text/*", "application/json", "application/javascript", "application/xml", "image/svg+xml"]
-            .map(String::from)
-            .to_vec()
+        [
+            "text/*",
+            "application/json",
+            "application/javascript",
+            "application/xml",
+            "image/svg+xml",
+        ]
+        .map(String::from)
+        .to_vec()
     });
     for (i, media) in types.iter().enumerate() {
         if !media.contains('/') || media.contains(char::is_whitespace) {
@@ -411,7 +419,10 @@ fn split_http_url(url: &str) -> Result<(String, String), String> {
     if authority.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    let host = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let host = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:80")

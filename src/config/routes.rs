@@ -200,7 +200,10 @@ fn route_pool(
             Some(None)
         }
         (None, None) => {
-            errors.add(format!("{key}.upstream"), "missing: give an upstream or a redirect");
+            errors.add(
+                format!("{key}.upstream"),
+                "missing: give an upstream or a redirect",
+            );
             None
         }
         (Some(upstream), None) => {
@@ -211,7 +214,10 @@ fn route_pool(
                 let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
                 errors.add(
                     format!("{key}.upstream"),
-                    format!("no upstream named {upstream:?} (there are: {})", known.join(", ")),
+                    format!(
+                        "no upstream named {upstream:?} (there are: {})",
+                        known.join(", ")
+                    ),
                 );
             }
             None
@@ -243,7 +249,10 @@ fn parse_rewrite(key: &str, written: RewriteFile, errors: &mut Problems) -> Opti
     let regex = match regex::Regex::new(&written.path) {
         Ok(regex) => regex,
         Err(e) => {
-            errors.add(format!("{key}.rewrite.path"), format!("{:?}: {e}", written.path));
+            errors.add(
+                format!("{key}.rewrite.path"),
+                format!("{:?}: {e}", written.path),
+            );
             return None;
         }
     };
@@ -269,7 +278,10 @@ fn check_captures(regex: &regex::Regex, to: &str) -> Result<(), String> {
     let reference = regex::Regex::new(r"\$(\{([^}]*)\}|([0-9]+|[A-Za-z_][A-Za-z0-9_]*))")
         .map_err(|e| e.to_string())?;
     for found in reference.captures_iter(to) {
-        let name = found.get(2).or_else(|| found.get(3)).map_or("", |m| m.as_str());
+        let name = found
+            .get(2)
+            .or_else(|| found.get(3))
+            .map_or("", |m| m.as_str());
         let known = match name.parse::<usize>() {
             Ok(n) => n < regex.captures_len(),
             Err(_) => regex.capture_names().flatten().any(|c| c == name),
@@ -300,7 +312,10 @@ fn parse_redirect(
     let mut rest = written.to.as_str();
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
-            errors.add(format!("{key}.redirect.to"), format!("{:?}: a {{ without its }}", written.to));
+            errors.add(
+                format!("{key}.redirect.to"),
+                format!("{:?}: a {{ without its }}", written.to),
+            );
             return None;
         };
         let placeholder = &rest[open..open + close + 1];

@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let headers = xff(&["1.2.3.4"]);
-        assert_eq!(real_client(ip("203.0.113.9"), &headers, &[]), (ip("203.0.113.9"), false));
+        assert_eq!(
+            real_client(ip("203.0.113.9"), &headers, &[]),
+            (ip("203.0.113.9"), false)
+        );
         let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(
             real_client(ip("203.0.113.9"), &headers, &trusted),
@@ -108,34 +111,55 @@ mod tests {
     fn behind_trusted_proxies_the_right_most_untrusted_entry_is_the_client() {
         let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
         let headers = xff(&["6.6.6.6, 198.51.100.7, 10.1.1.1"]);
-        assert_eq!(real_client(ip("10.0.0.2"), &headers, &trusted), (ip("198.51.100.7"), true));
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &headers, &trusted),
+            (ip("198.51.100.7"), true)
+        );
         // Over two field lines, the last line holds the nearest hops.
         let headers = xff(&["6.6.6.6", "198.51.100.7, 10.1.1.1"]);
-        assert_eq!(real_client(ip("127.0.0.1"), &headers, &trusted), (ip("198.51.100.7"), true));
+        assert_eq!(
+            real_client(ip("127.0.0.1"), &headers, &trusted),
+            (ip("198.51.100.7"), true)
+        );
     }
 
     #[test]
     fn when_every_entry_is_trusted_the_left_most_is_the_client() {
         let trusted = nets(&["10.0.0.0/8"]);
         let headers = xff(&["10.9.9.9, 10.1.1.1"]);
-        assert_eq!(real_client(ip("10.0.0.2"), &headers, &trusted), (ip("10.9.9.9"), true));
-        assert_eq!(real_client(ip("10.0.0.2"), &HeaderMap::new(), &trusted), (ip("10.0.0.2"), true));
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &headers, &trusted),
+            (ip("10.9.9.9"), true)
+        );
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            (ip("10.0.0.2"), true)
+        );
     }
 
     #[test]
     fn garbage_stops_the_walk_at_the_last_believable_address() {
         let trusted = nets(&["10.0.0.0/8"]);
         let headers = xff(&["1.2.3.4, <script>, 10.1.1.1"]);
-        assert_eq!(real_client(ip("10.0.0.2"), &headers, &trusted), (ip("10.1.1.1"), true));
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &headers, &trusted),
+            (ip("10.1.1.1"), true)
+        );
     }
 
     #[test]
     fn entries_with_ports_and_brackets_are_read() {
         let trusted = nets(&["10.0.0.0/8"]);
         let headers = xff(&["[2001:db8::7]:443"]);
-        assert_eq!(real_client(ip("10.0.0.2"), &headers, &trusted), (ip("2001:db8::7"), true));
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &headers, &trusted),
+            (ip("2001:db8::7"), true)
+        );
         let headers = xff(&["198.51.100.7:5000"]);
-        assert_eq!(real_client(ip("10.0.0.2"), &headers, &trusted), (ip("198.51.100.7"), true));
+        assert_eq!(
+            real_client(ip("10.0.0.2"), &headers, &trusted),
+            (ip("198.51.100.7"), true)
+        );
     }
 
     #[test]

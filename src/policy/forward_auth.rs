@@ -175,5 +175,6 @@ fn refusal(answer: &pingora::http::ResponseHeader, body: Bytes) -> Answer {
         status: answer.status.as_u16(),
         headers,
         body,
+        close: false,
     }
 }

@@ -185,7 +185,10 @@ mod tests {
         HeaderEdits::new(&HeaderRules {
             set: pairs(set),
             add: pairs(add),
-            remove: remove.iter().map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap()).collect(),
+            remove: remove
+                .iter()
+                .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+                .collect(),
         })
     }
 
@@ -210,14 +213,21 @@ mod tests {
         edits.apply(&mut req, &vars);
         assert!(req.headers.get("x-debug").is_none());
         assert_eq!(req.headers.get("x-env").unwrap(), "prod");
-        assert_eq!(req.headers.get("x-client").unwrap(), "10.1.2.3 via routes[0]");
+        assert_eq!(
+            req.headers.get("x-client").unwrap(),
+            "10.1.2.3 via routes[0]"
+        );
         let tags: Vec<_> = req.headers.get_all("x-tag").iter().collect();
         assert_eq!(tags, ["first", "example.com/abc"]);
     }
 
     #[test]
     fn a_response_loses_its_server_header() {
-        let edits = rules(&[("Strict-Transport-Security", "max-age=63072000")], &[], &["Server"]);
+        let edits = rules(
+            &[("Strict-Transport-Security", "max-age=63072000")],
+            &[],
+            &["Server"],
+        );
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Server", "be/1").unwrap();
         let vars = Vars {
@@ -228,6 +238,9 @@ mod tests {
         };
         edits.apply(&mut resp, &vars);
         assert!(resp.headers.get("server").is_none());
-        assert_eq!(resp.headers.get("strict-transport-security").unwrap(), "max-age=63072000");
+        assert_eq!(
+            resp.headers.get("strict-transport-security").unwrap(),
+            "max-age=63072000"
+        );
     }
 }

@@ -20,10 +20,17 @@
 //! (rate-limit counters) is kept when the policy's settings are the same.
 
 pub mod access;
+pub mod basic_auth;
 pub mod client;
+pub mod compression;
+pub mod connection_limit;
+pub mod cors;
 pub mod forward_auth;
 pub mod headers;
+pub mod limits;
+pub mod rate_limit;
 pub mod rewrite;
+pub mod trace;
 mod walk;
 
 use std::collections::HashMap;
@@ -44,15 +51,32 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// Close the connection after it (HTTP/1).
+    pub close: bool,
 }
 
 impl Answer {
+    /// The answer `resp` is, with no body (a CORS preflight's 204).
+    pub fn of(resp: &pingora::http::ResponseHeader) -> Answer {
+        Answer {
+            status: resp.status.as_u16(),
+            headers: resp
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            body: Bytes::new(),
+            close: false,
+        }
+    }
+
     /// A plain answer whose body names the status and says why.
     pub fn plain(status: u16, why: &'static str) -> Answer {
         Answer {
             status,
             headers: Vec::new(),
             body: Bytes::from_static(why.as_bytes()),
+            close: false,
         }
     }
 }
@@ -65,9 +89,14 @@ pub struct Policy {
     /// unchanged.
     config: PolicyConfig,
     access: Option<access::Access>,
+    connection_limit: Option<limits::ConnectionLimit>,
+    rate_limit: Option<limits::RateLimit>,
+    cors: Option<cors::Cors>,
+    basic_auth: Option<Arc<basic_auth::BasicAuth>>,
     forward_auth: Option<forward_auth::ForwardAuth>,
     request_headers: Option<headers::HeaderEdits>,
     response_headers: Option<headers::HeaderEdits>,
+    compression: Option<compression::CompressionRule>,
     counters: PolicyCounters,
 }
 
@@ -87,11 +116,22 @@ impl Policies {
     /// its key.
     pub fn build(configs: &[PolicyConfig], running: &Policies) -> Result<Policies, Vec<Problem>> {
         let mut by_name = HashMap::with_capacity(configs.len());
-        let problems = Vec::new();
+        let mut problems = Vec::new();
         for config in configs {
-            let policy = match running.by_name.get(&config.name) {
-                Some(same) if same.config == *config => Arc::clone(same),
-                _ => Arc::new(Policy::new(config)),
+            let before = running.by_name.get(&config.name);
+            // A users file is read again at every reload, so a policy
+            // with basic_auth is never kept as it was.
+            let policy = match before {
+                Some(same) if same.config == *config && config.basic_auth.is_none() => {
+                    Arc::clone(same)
+                }
+                _ => match Policy::new(config, before.map(|p| &**p)) {
+                    Ok(policy) => Arc::new(policy),
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                },
             };
             by_name.insert(config.name.clone(), policy);
         }
@@ -137,32 +177,99 @@ impl Policies {
 }
 
 impl Policy {
-    fn new(config: &PolicyConfig) -> Policy {
-        Policy {
+    /// Compiles `config`; `before` is the policy of the same name that
+    /// runs, whose limits' state is kept where their settings are the same.
+    fn new(config: &PolicyConfig, before: Option<&Policy>) -> Result<Policy, Problem> {
+        let problem = |kind: &str, message: String| Problem {
+            key: format!("policies.{}.{kind}", config.name),
+            message,
+        };
+        let basic_auth = match &config.basic_auth {
+            Some(auth) => Some(Arc::new(
+                basic_auth::BasicAuth::load(&auth.realm, &auth.users_file)
+                    .map_err(|why| problem("basic_auth.users_file", why))?,
+            )),
+            None => None,
+        };
+        let cors = match &config.cors {
+            Some(c) => {
+                cors::check_config(
+                    &c.allow_origins,
+                    &c.allow_methods,
+                    &c.allow_headers,
+                    &c.expose_headers,
+                    c.allow_credentials,
+                )
+                .map_err(|why| problem("cors", why))?;
+                Some(cors::Cors::new(
+                    &c.allow_origins,
+                    &c.allow_methods,
+                    &c.allow_headers,
+                    &c.expose_headers,
+                    c.allow_credentials,
+                    c.max_age,
+                ))
+            }
+            None => None,
+        };
+        Ok(Policy {
             name: config.name.as_str().into(),
             access: config.access.as_ref().map(access::Access::new),
+            connection_limit: config.connection_limit.as_ref().map(|c| {
+                limits::ConnectionLimit::new(c, before.and_then(|b| b.connection_limit.as_ref()))
+            }),
+            rate_limit: config.rate_limit.as_ref().map(|c| {
+                limits::RateLimit::new(&config.name, c, before.and_then(|b| b.rate_limit.as_ref()))
+            }),
             forward_auth: config
                 .forward_auth
                 .as_ref()
                 .map(forward_auth::ForwardAuth::new),
-            request_headers: config.request_headers.as_ref().map(headers::HeaderEdits::new),
+            request_headers: config
+                .request_headers
+                .as_ref()
+                .map(headers::HeaderEdits::new),
             response_headers: config
                 .response_headers
                 .as_ref()
                 .map(headers::HeaderEdits::new),
+            compression: config.compression.as_ref().map(|c| {
+                let algorithms: Vec<_> = c
+                    .algorithms
+                    .iter()
+                    .filter_map(|a| compression::Algorithm::parse(a))
+                    .collect();
+                compression::CompressionRule::new(&algorithms, c.min_size, &c.types)
+            }),
+            cors,
+            basic_auth,
             counters: metrics().policies.counters(&config.name),
             config: config.clone(),
-        }
+        })
     }
 
     /// Whether its access rule (if any) lets `client` in: the listener's
     /// check at accept, before any TLS work.
     pub fn admits_connection(&self, client: std::net::IpAddr) -> bool {
-        let allowed = self.access.as_ref().map_or(true, |a| a.allows(client));
+        let allowed = self.access.as_ref().is_none_or(|a| a.allows(client));
         if !allowed {
             self.counters
                 .count(crate::telemetry::policies::Outcome::Denied);
         }
         allowed
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'r>(request: &'r pingora::http::RequestHeader, name: &str) -> Option<&'r [u8]> {
+    request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value.as_bytes())
+        })
 }

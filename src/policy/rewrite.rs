@@ -125,6 +125,7 @@ impl Redirect {
             status: self.status,
             headers,
             body: Bytes::new(),
+            close: false,
         }
     }
 
@@ -147,7 +148,8 @@ impl Redirect {
                 }
             }
         }
-        if let (false, Some(Part::Path), Some(query)) = (used_query, self.parts.last(), request.query)
+        if let (false, Some(Part::Path), Some(query)) =
+            (used_query, self.parts.last(), request.query)
         {
             location.push('?');
             location.push_str(query);
@@ -202,8 +204,14 @@ mod tests {
             )
             .location(&target)
         };
-        assert_eq!(to("https://new.example.com{path}"), "https://new.example.com/old/page?a=1");
-        assert_eq!(to("{scheme}://{host}/new?{query}"), "http://old.example.com/new?a=1");
+        assert_eq!(
+            to("https://new.example.com{path}"),
+            "https://new.example.com/old/page?a=1"
+        );
+        assert_eq!(
+            to("{scheme}://{host}/new?{query}"),
+            "http://old.example.com/new?a=1"
+        );
         assert_eq!(to("https://example.org/"), "https://example.org/");
     }
 }

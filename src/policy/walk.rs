@@ -8,6 +8,10 @@ use std::net::IpAddr;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use super::basic_auth::AuthOutcome;
+use super::compression::{Algorithm, ResponseCompression};
+use super::connection_limit::ConcurrencyGuard;
+use super::cors::Preflight;
 use super::forward_auth::Verdict;
 use super::headers::Vars;
 use super::{Answer, Policy};
@@ -47,6 +51,12 @@ impl Facts<'_> {
 pub struct Admitted {
     /// Headers forward auth copied, for the request to the backend.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request's places under connection limits, given back when it
+    /// ends.
+    pub guards: Vec<ConcurrencyGuard>,
+    /// The coding the client accepts best among the first compression
+    /// policy's, when one applies.
+    pub coding: Option<Algorithm>,
 }
 
 /// Runs the request-time kinds of every policy of `chains`, in order: the
@@ -75,6 +85,35 @@ impl Policy {
                 return Some((Outcome::Denied, Answer::plain(403, "403 Forbidden\n")));
             }
         }
+        if let Some(limit) = &self.connection_limit {
+            match limit.acquire(facts) {
+                Ok(guard) => admitted.guards.push(guard),
+                Err(answer) => return Some((Outcome::Limited, answer)),
+            }
+        }
+        if let Some(limit) = &self.rate_limit {
+            if let Some(answer) = limit.check(facts) {
+                return Some((Outcome::Limited, answer));
+            }
+        }
+        if let Some(cors) = &self.cors {
+            match cors.preflight(facts.req) {
+                Preflight::NotPreflight => {}
+                Preflight::Allowed(resp) | Preflight::Refused(resp) => {
+                    return Some((Outcome::Allowed, Answer::of(&resp)));
+                }
+            }
+        }
+        if let Some(auth) = &self.basic_auth {
+            let authorization = facts.req.headers.get(http::header::AUTHORIZATION);
+            if auth.check(authorization).await != AuthOutcome::Allowed {
+                let mut answer = Answer::plain(401, "401 Unauthorized\n");
+                answer
+                    .headers
+                    .push((http::header::WWW_AUTHENTICATE, auth.challenge()));
+                return Some((Outcome::Unauthorized, answer));
+            }
+        }
         if let Some(auth) = &self.forward_auth {
             match auth.check(facts.req, facts.client, facts.tls).await {
                 Verdict::Allowed(headers) => admitted.upstream_headers.extend(headers),
@@ -83,13 +122,22 @@ impl Policy {
                     log::warn!("policy {}: forward auth failed ({why}); on_error: allow lets the request on", self.name);
                 }
                 Verdict::Failed(why) => {
-                    log::warn!("policy {}: forward auth failed ({why}); answering 503", self.name);
+                    log::warn!(
+                        "policy {}: forward auth failed ({why}); answering 503",
+                        self.name
+                    );
                     return Some((
                         Outcome::Unauthorized,
-                        Answer::plain(503, "503 Service Unavailable: the auth service did not answer\n"),
+                        Answer::plain(
+                            503,
+                            "503 Service Unavailable: the auth service did not answer\n",
+                        ),
                     ));
                 }
             }
+        }
+        if let (Some(rule), None) = (&self.compression, admitted.coding) {
+            admitted.coding = rule.choose(facts.req);
         }
         None
     }
@@ -116,16 +164,35 @@ pub fn on_upstream_request(
 }
 
 /// Applies the response-time kinds of `chains` to the response lb sends
-/// to the client.
+/// to the client: CORS headers, header rules, and the first compression
+/// rule, whose state for the body it returns when it compresses.
 pub fn on_response(
     chains: &[&[std::sync::Arc<Policy>]],
     facts: &Facts<'_>,
+    admitted: Option<&Admitted>,
     response: &mut ResponseHeader,
-) {
+) -> Option<ResponseCompression> {
     let vars = facts.vars();
+    let origin = facts.req.headers.get(http::header::ORIGIN);
+    let mut compression = None;
+    let mut compressing = false;
     for policy in chains.iter().flat_map(|chain| chain.iter()) {
+        if let Some(cors) = &policy.cors {
+            cors.on_response(origin, response);
+        }
         if let Some(edits) = &policy.response_headers {
             edits.apply(response, &vars);
         }
+        if let (Some(rule), false) = (&policy.compression, compressing) {
+            compressing = true;
+            compression = match admitted.and_then(|a| a.coding) {
+                Some(coding) => rule.start(coding, response, false),
+                None => {
+                    rule.vary_only(response);
+                    None
+                }
+            };
+        }
     }
+    compression
 }

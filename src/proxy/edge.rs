@@ -21,6 +21,8 @@ pub struct EdgeState {
     listener: Option<Chain>,
     /// What the policies admitted the request with.
     admitted: Admitted,
+    /// The response's compression, once it started.
+    compression: Option<policy::compression::ResponseCompression>,
 }
 
 /// Decides the real client address of the request (`ctx.client`), and
@@ -45,13 +47,14 @@ pub(super) fn find_client(session: &Session, ctx: &mut RequestCtx) {
     else {
         return;
     };
-    let (real, trusted) = client::real_client(peer, &session.req_header().headers, &listener.trusted);
+    let (real, trusted) =
+        client::real_client(peer, &session.req_header().headers, &listener.trusted);
     ctx.client = Some(real);
     ctx.trusted_peer = trusted;
     if let Some(chain) = &listener.policies {
         ctx.edge = Some(Box::new(EdgeState {
             listener: Some(Arc::clone(chain)),
-            admitted: Admitted::default(),
+            ..EdgeState::default()
         }));
     }
 }
@@ -126,15 +129,31 @@ pub(super) fn on_upstream_request(
 }
 
 /// Applies the policies' response rules to the response to the client.
-pub(super) fn on_response(session: &Session, ctx: &RequestCtx, response: &mut ResponseHeader) {
-    let routing = &ctx.routing;
-    let chains = chains(ctx, routing);
+pub(super) fn on_response(session: &Session, ctx: &mut RequestCtx, response: &mut ResponseHeader) {
+    let routing = Arc::clone(&ctx.routing);
+    let chains = chains(ctx, &routing);
     if chains.iter().all(|c| c.is_empty()) {
         return;
     }
     let route = ctx.route.and_then(|id| routing.route(id));
     let facts = facts(session, ctx, route.map(|r| r.name.as_str()));
-    policy::on_response(&chains, &facts, response);
+    let admitted = ctx.edge.as_ref().map(|e| &e.admitted);
+    let compression = policy::on_response(&chains, &facts, admitted, response);
+    if let (Some(edge), Some(compression)) = (ctx.edge.as_mut(), compression) {
+        edge.compression = Some(compression);
+    }
+}
+
+/// Compresses a response body chunk, when the response is compressed.
+pub(super) fn on_response_body(
+    ctx: &mut RequestCtx,
+    body: &mut Option<bytes::Bytes>,
+    end_of_stream: bool,
+) -> Result<()> {
+    match ctx.edge.as_mut().and_then(|e| e.compression.as_mut()) {
+        Some(compression) => compression.body(body, end_of_stream),
+        None => Ok(()),
+    }
 }
 
 fn facts<'a>(session: &'a Session, ctx: &'a RequestCtx, route: Option<&'a str>) -> Facts<'a> {
@@ -160,7 +179,7 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer: Answer) ->
     }
     resp.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     let downstream = session.as_downstream_mut();
-    if !downstream.is_body_empty() {
+    if answer.close || !downstream.is_body_empty() {
         downstream.set_keepalive(None);
     }
     downstream.write_response_header(Box::new(resp)).await?;

@@ -104,7 +104,10 @@ pub(super) fn add_headers(
         for name in SPOOFABLE {
             upstream_request.remove_header(name);
         }
-        if upstream_request.headers.contains_key(http::header::FORWARDED) {
+        if upstream_request
+            .headers
+            .contains_key(http::header::FORWARDED)
+        {
             replace_forwarded(upstream_request, ctx.client.or(peer), proto)?;
         }
     }

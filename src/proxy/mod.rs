@@ -434,6 +434,17 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        edge::on_response_body(ctx, body, end_of_stream)?;
+        Ok(None)
+    }
+
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,

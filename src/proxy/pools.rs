@@ -12,14 +12,13 @@ use prometheus::IntCounter;
 
 use super::RequestCtx;
 use crate::config::{Config, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
+use crate::policy::rewrite::{Redirect, Rewrite};
+use crate::policy::{cookie, Chain, Policies};
 use crate::pool::members::BackendState;
 use crate::pool::transport::PeerTemplate;
-use crate::policy::rewrite::{Redirect, Rewrite};
-use crate::policy::{Chain, Policies};
 use crate::pool::Pool;
 use crate::routing::{Route, RouteError, RouteTable};
 use crate::telemetry::metrics::metrics;
-use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 /// A pool as requests use it under one config: the pool, and how its
@@ -105,7 +104,10 @@ impl Routing {
                 handle,
                 policies: policies.chain(&route.policies),
                 rewrite: route.rewrite.as_ref().and_then(Rewrite::new),
-                redirect: route.redirect.as_ref().map(|r| Redirect::new(r, &route.name)),
+                redirect: route
+                    .redirect
+                    .as_ref()
+                    .map(|r| Redirect::new(r, &route.name)),
                 requests: metrics().protocols.route_counter(&route.name),
             })
         })?;
@@ -265,20 +267,6 @@ impl PoolHandle {
     pub fn transport(&self) -> &PeerTemplate {
         &self.transport
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'r>(request: &'r RequestHeader, name: &str) -> Option<&'r [u8]> {
-    request
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then_some(value.as_bytes())
-        })
 }
 
 /// Finds the request's route and pool; false when none matches.

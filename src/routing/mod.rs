@@ -357,7 +357,10 @@ mod tests {
             },
         ];
         let table = RouteTable::new(&configs, |route| {
-            pools.iter().find(|p| Some(***p) == route.pool.as_deref()).cloned()
+            pools
+                .iter()
+                .find(|p| Some(***p) == route.pool.as_deref())
+                .cloned()
         })
         .unwrap();
         let api = table.find(Some("api.test"), "/").unwrap();

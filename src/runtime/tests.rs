@@ -59,7 +59,12 @@ fn a_pool_whose_ring_fits_is_kept_and_one_that_does_not_is_made_anew() {
     let running = Runtime::build(&first, &[], &Policies::default())
         .expect("the first runtime")
         .pools;
-    let kept = Runtime::build(&config("backends: [127.0.0.1:9002]\n"), &running, &Policies::default()).unwrap();
+    let kept = Runtime::build(
+        &config("backends: [127.0.0.1:9002]\n"),
+        &running,
+        &Policies::default(),
+    )
+    .unwrap();
     assert!(Arc::ptr_eq(&kept.pools()[0], &running[0]));
     assert_eq!(kept.added.len(), 0);
     assert_eq!(kept.updates.len(), 1);

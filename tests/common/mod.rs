@@ -100,6 +100,19 @@ impl Proc {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
+        if signal == "STOP" {
+            // The signal is delivered after kill returns: wait until the
+            // kernel shows the process stopped, so that no request sent
+            // from now on is served.
+            let stat = format!("/proc/{}/stat", self.pid());
+            let stopped = wait_until(Duration::from_secs(10), || {
+                std::fs::read_to_string(&stat)
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+                    .unwrap_or(false)
+            });
+            assert!(stopped, "process {} did not stop", self.pid());
+        }
     }
 
     /// Kills the process and reaps it.

@@ -1,0 +1,539 @@
+//! The policies of issue 25 over real sockets, driven by curl (a client
+//! nobody here wrote): client addresses bound to 127.0.0.2 and .3, access
+//! rules, trusted proxies, header rules, rewrites and redirects,
+//! compression, basic and forward auth, CORS and rate limits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What curl saw: the status, the headers (lower-case names) and the body.
+struct Seen {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs curl with `args` against `url`, showing the response's head.
+fn curl(url: &str, args: &[&str]) -> Seen {
+    let output = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no response from curl {args:?} {url}: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Seen {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn lb_with(ports: &[u16], listener: Option<&str>, rest: &str) -> Lb {
+    let builder = LbBuilder::default().backends(ports).rest(rest);
+    match listener {
+        Some(entry) => {
+            let port = free_port();
+            let entry = entry.replace("PORT", &port.to_string());
+            builder.listeners(&[(port, entry)]).start()
+        }
+        None => builder.start(),
+    }
+}
+
+#[test]
+fn a_route_allows_and_denies_clients_by_address() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  internal_only:\n    access: {allow: [127.0.0.0/8, \"::1/128\"], deny: [127.0.0.3/32]}\n\
+         routes:\n  - {match: {path_prefix: /admin/}, upstream: default, policies: [internal_only]}\n  \
+         - {upstream: default}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/admin/x", lb.port);
+    assert_eq!(curl(&url, &["--interface", "127.0.0.2"]).status, 200);
+    let denied = curl(&url, &["--interface", "127.0.0.3"]);
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, "403 Forbidden\n");
+    let other = format!("http://127.0.0.1:{}/public", lb.port);
+    assert_eq!(curl(&other, &["--interface", "127.0.0.3"]).status, 200);
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_forwarded_client_is_the_one_rules_see() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        Some("{address: 127.0.0.1:PORT, trusted_proxies: [127.0.0.2/32]}"),
+        "policies:\n  no_three:\n    access: {deny: [127.0.0.3/32]}\n\
+         routes:\n  - {upstream: default, policies: [no_three]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/headers", lb.port);
+    let xff = "X-Forwarded-For: 127.0.0.3";
+    // From the trusted proxy, its X-Forwarded-For names the client.
+    let proxied = curl(&url, &["--interface", "127.0.0.2", "-H", xff]);
+    assert_eq!(proxied.status, 403, "{}", proxied.body);
+    let kept = curl(
+        &url,
+        &[
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            "X-Forwarded-For: 198.51.100.7",
+            "-H",
+            "X-Request-Id: from-the-proxy",
+        ],
+    );
+    assert_eq!(kept.status, 200);
+    let body = kept.body.to_ascii_lowercase();
+    assert!(
+        body.contains("x-forwarded-for: 198.51.100.7, 127.0.0.2\n"),
+        "{body}"
+    );
+    assert!(body.contains("x-request-id: from-the-proxy\n"), "{body}");
+    // From anyone else, it is not believed, and not passed on.
+    let spoofed = curl(&url, &["--interface", "127.0.0.4", "-H", xff]);
+    assert_eq!(spoofed.status, 200);
+    let body = spoofed.body.to_ascii_lowercase();
+    assert!(body.contains("x-forwarded-for: 127.0.0.4\n"), "{body}");
+}
+
+#[test]
+fn header_rules_reach_the_backend_and_the_client() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  secure_headers:\n    request_headers: {set: {X-Env: prod, X-Client: \"{client_ip} on {route}\"}, \
+         add: {X-Tag: b}, remove: [X-Debug]}\n    \
+         response_headers: {set: {Strict-Transport-Security: \"max-age=63072000\"}, remove: [Content-Type]}\n\
+         routes:\n  - {upstream: default, policies: [secure_headers]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/headers", lb.port);
+    let seen = curl(
+        &url,
+        &["-H", "X-Debug: 1", "-H", "X-Env: dev", "-H", "X-Tag: a"],
+    );
+    assert_eq!(seen.status, 200);
+    let body = seen.body.to_ascii_lowercase();
+    assert!(!body.contains("x-debug"), "{body}");
+    assert!(
+        body.contains("x-env: prod\n") && !body.contains("x-env: dev"),
+        "{body}"
+    );
+    assert!(
+        body.contains("x-client: 127.0.0.1 on routes[0]\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("x-tag: a\n") && body.contains("x-tag: b\n"),
+        "{body}"
+    );
+    assert_eq!(
+        seen.header("strict-transport-security"),
+        Some("max-age=63072000")
+    );
+    assert_eq!(seen.header("content-type"), None);
+}
+
+#[test]
+fn a_rewrite_keeps_the_query_and_a_redirect_needs_no_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("requests");
+    let record_arg = record.to_str().unwrap();
+    let (_be, be_port) = spawn_be_on_any_port("one", &["--record", record_arg]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "routes:\n  - match: {path_prefix: /api/}\n    upstream: default\n    \
+         rewrite: {path: \"^/api/v1/(.*)$\", to: \"/v2/$1\"}\n  \
+         - match: {path_prefix: /old/}\n    redirect: {to: \"https://new.example.com{path}\", status: 308}\n  \
+         - {upstream: default}\n",
+    );
+    let rewritten = curl(
+        &format!("http://127.0.0.1:{}/api/v1/users?id=7", lb.port),
+        &[],
+    );
+    assert_eq!(rewritten.status, 200);
+    let recorded = poll(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        text.contains("/v2/users?id=7").then_some(text)
+    });
+    assert!(recorded.is_some(), "the backend never saw /v2/users?id=7");
+    let before = std::fs::read_to_string(&record).unwrap_or_default();
+    let moved = curl(&format!("http://127.0.0.1:{}/old/page?a=1", lb.port), &[]);
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://new.example.com/old/page?a=1")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap_or_default(),
+        before,
+        "a redirect reached the backend"
+    );
+}
+
+#[test]
+fn compression_follows_accept_encoding_and_the_rules() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  compress:\n    compression: {algorithms: [zstd, br, gzip], min_size: 16, types: [text/*]}\n\
+         routes:\n  - {upstream: default, policies: [compress]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/", lb.port);
+    for (accept, coding) in [
+        ("gzip", Some("gzip")),
+        ("br", Some("br")),
+        ("zstd", Some("zstd")),
+        ("gzip;q=0.5, br;q=0.8", Some("br")),
+        ("gzip, br, zstd", Some("zstd")),
+        ("gzip;q=0", None),
+        ("identity", None),
+    ] {
+        let seen = curl(
+            &url,
+            &["--compressed", "-H", &format!("Accept-Encoding: {accept}")],
+        );
+        assert_eq!(seen.status, 200, "{accept}");
+        assert_eq!(seen.header("content-encoding"), coding, "{accept}");
+        assert_eq!(seen.body, "Hello From Backend Server one\n", "{accept}");
+        assert!(
+            seen.header("vary")
+                .is_some_and(|v| v.contains("Accept-Encoding")),
+            "{accept}: {:?}",
+            seen.headers
+        );
+    }
+    let head = curl(&url, &["-I", "-H", "Accept-Encoding: gzip"]);
+    assert_eq!(head.header("content-encoding"), None);
+}
+
+#[test]
+fn basic_auth_asks_for_credentials_and_admits_the_right_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    let made = Command::new("htpasswd")
+        .args(["-cbB", "-C", "5"])
+        .arg(&users)
+        .args(["admin", "s3cret"])
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        return skip_without("htpasswd (apache2-utils)");
+    }
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        &format!(
+            "policies:\n  admins:\n    basic_auth: {{realm: admin, users_file: {}}}\n\
+             routes:\n  - {{upstream: default, policies: [admins]}}\n",
+            users.display()
+        ),
+    );
+    let url = format!("http://127.0.0.1:{}/", lb.port);
+    let asked = curl(&url, &[]);
+    assert_eq!(asked.status, 401);
+    assert_eq!(
+        asked.header("www-authenticate"),
+        Some("Basic realm=\"admin\", charset=\"UTF-8\"")
+    );
+    assert_eq!(curl(&url, &["-u", "admin:wrong"]).status, 401);
+    assert_eq!(curl(&url, &["-u", "nobody:s3cret"]).status, 401);
+    for _ in 0..3 {
+        assert_eq!(curl(&url, &["-u", "admin:s3cret"]).status, 200);
+    }
+    assert!(!lb.log().contains("s3cret"), "a password reached the log");
+}
+
+/// A small auth service: 200 with `X-User: alice` for `Authorization:
+/// Bearer good`, else 401 with its own challenge and body. Serves
+/// `count` connections, one request each.
+fn auth_service(count: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_string();
+            let answer: &[u8] = if text
+                .to_ascii_lowercase()
+                .contains("authorization: bearer good")
+            {
+                b"HTTP/1.1 200 OK\r\nX-User: alice\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 7\r\nConnection: close\r\n\r\nlog in\n"
+            };
+            let _ = stream.write_all(answer);
+            seen.push(text);
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn forward_auth_lets_through_what_the_auth_service_allows() {
+    let (auth_port, auth) = auth_service(2);
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        &format!(
+            "policies:\n  sso:\n    forward_auth: {{url: \"http://127.0.0.1:{auth_port}/verify\", \
+             copy_headers: [X-User], timeout: 2s}}\n\
+             routes:\n  - {{upstream: default, policies: [sso]}}\n"
+        ),
+    );
+    let url = format!("http://127.0.0.1:{}/headers?x=1", lb.port);
+    let allowed = curl(&url, &["-H", "Authorization: Bearer good"]);
+    assert_eq!(allowed.status, 200);
+    assert!(
+        allowed
+            .body
+            .to_ascii_lowercase()
+            .contains("x-user: alice\n"),
+        "{}",
+        allowed.body
+    );
+    let refused = curl(&url, &["-H", "Authorization: Bearer bad"]);
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(refused.body, "log in\n");
+    let seen = auth.join().unwrap();
+    let first = seen[0].to_ascii_lowercase();
+    assert!(first.starts_with("get /verify http/1.1\r\n"), "{first}");
+    assert!(
+        first.contains("x-forwarded-uri: /headers?x=1\r\n"),
+        "{first}"
+    );
+    assert!(first.contains("x-forwarded-method: get\r\n"), "{first}");
+    // The auth service is gone: fail closed.
+    let down = curl(&url, &["-H", "Authorization: Bearer good"]);
+    assert_eq!(down.status, 503);
+}
+
+#[test]
+fn cors_preflights_are_answered_by_lb_for_listed_origins_only() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  browser_api:\n    cors: {allow_origins: [\"https://app.example.com\"], \
+         allow_methods: [GET, POST], max_age: 10m}\n\
+         routes:\n  - {upstream: default, policies: [browser_api]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/", lb.port);
+    let preflight = |origin: &str| {
+        curl(
+            &url,
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("Origin: {origin}"),
+                "-H",
+                "Access-Control-Request-Method: POST",
+            ],
+        )
+    };
+    let listed = preflight("https://app.example.com");
+    assert_eq!(listed.status, 204);
+    assert_eq!(
+        listed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        listed.header("access-control-allow-methods"),
+        Some("GET, POST")
+    );
+    assert_eq!(listed.header("access-control-max-age"), Some("600"));
+    let other = preflight("https://evil.example");
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let real = curl(&url, &["-H", "Origin: https://app.example.com"]);
+    assert_eq!(real.status, 200);
+    assert_eq!(
+        real.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let stranger = curl(&url, &["-H", "Origin: https://evil.example"]);
+    assert_eq!(stranger.header("access-control-allow-origin"), None);
+}
+
+/// Sends requests on one kept-alive connection at `per_second` for
+/// `seconds`, and counts the statuses.
+fn paced_load(port: u16, path: &str, per_second: u32, seconds: u32) -> (u32, u32, String) {
+    let mut stream = raw_connect(port, Duration::from_secs(10));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let start = Instant::now();
+    let (mut accepted, mut limited, mut last_429) = (0, 0, String::new());
+    for i in 0..per_second * seconds {
+        let due = start + Duration::from_secs_f64(f64::from(i) / f64::from(per_second));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        stream.write_all(request.as_bytes()).unwrap();
+        let response = read_one_response(&mut stream);
+        match response.split_whitespace().nth(1) {
+            Some("200") => accepted += 1,
+            Some("429") => {
+                limited += 1;
+                last_429 = response;
+            }
+            other => panic!("unexpected answer {other:?}: {response}"),
+        }
+    }
+    (accepted, limited, last_429)
+}
+
+/// Reads one response with a Content-Length body from `stream`.
+fn read_one_response(stream: &mut std::net::TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(1) => bytes.push(buf[0]),
+            _ => panic!("connection ended: {text:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_rate_limit_at_twice_its_rate_accepts_rate_times_seconds_plus_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("requests");
+    let record_arg = record.to_str().unwrap();
+    let (_be, be_port) = spawn_be_on_any_port("one", &["--record", record_arg]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  api_limit:\n    rate_limit: {rate: 20/s, burst: 10, key: client_ip}\n\
+         routes:\n  - {match: {path_prefix: /api/}, upstream: default, policies: [api_limit]}\n  \
+         - {upstream: default}\n",
+    );
+    let (accepted, limited, last_429) = paced_load(lb.port, "/api/x", 40, 10);
+    let expected = 20.0 * 10.0 + 10.0;
+    let off = (f64::from(accepted) - expected).abs() / expected;
+    assert!(
+        off <= 0.05,
+        "accepted {accepted}, limited {limited}: {off:.3} off {expected}"
+    );
+    let lower = last_429.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1\r\n"), "{last_429}");
+    assert!(
+        lower.contains("ratelimit-policy: \"api_limit\";q=20;w=1"),
+        "{last_429}"
+    );
+    assert!(
+        lower.contains("ratelimit: \"api_limit\";r=0;t=1\r\n"),
+        "{last_429}"
+    );
+    // The backend saw exactly the accepted requests.
+    let served = poll(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        let n = text.lines().filter(|l| l.contains("/api/x")).count();
+        (n as u32 == accepted).then_some(n)
+    });
+    assert!(
+        served.is_some(),
+        "the backend did not see {accepted} requests"
+    );
+}
+
+#[test]
+fn bad_policy_config_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        "listeners: [{address: 127.0.0.1:0, policies: [nope]}]\nbackends: [127.0.0.1:1]\n\
+         policies:\n  a: {access: {allow: [10.0.0.0/33]}}\n  b: {rate_limit: {rate: 100/x}}\n  \
+         c: {basic_auth: {users_file: /nonexistent/htpasswd}}\n  \
+         d: {request_headers: {set: {X-A: \"{nope}\"}}}\n\
+         routes:\n  - {upstream: default, redirect: {to: /x}}\n  \
+         - {match: {path_prefix: /r/}, upstream: default, rewrite: {path: \"(\", to: /x}}\n  \
+         - {match: {path_prefix: /c/}, upstream: default, policies: [c]}\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_lb(&["-t", "-c", config.to_str().unwrap()]);
+    assert!(!status.success(), "{stderr}");
+    for expected in [
+        "listeners[0].policies[0]: no policy named \"nope\"",
+        "policies.a.access.allow[0]: \"10.0.0.0/33\"",
+        "policies.b.rate_limit.rate: \"100/x\"",
+        "policies.d.request_headers.set.X-A: \"{nope}\": unknown placeholder {nope}",
+        "routes[0].redirect: a route with redirect answers itself",
+        "routes[1].rewrite.path: \"(\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    // A users file is read once the rest is right, as start-up reads it.
+    std::fs::write(
+        &config,
+        "listeners: [127.0.0.1:0]\nbackends: [127.0.0.1:1]\n\
+         policies:\n  c: {basic_auth: {users_file: /nonexistent/htpasswd}}\n\
+         routes:\n  - {upstream: default, policies: [c]}\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_lb(&["-t", "-c", config.to_str().unwrap()]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("policies.c.basic_auth.users_file: /nonexistent/htpasswd"),
+        "{stderr}"
+    );
+}

@@ -537,3 +537,44 @@ fn bad_policy_config_names_its_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn trace_context_is_passed_on_or_started_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        &format!(
+            "headers: {{trace_context: true}}\naccess_log: {{format: json, path: {}}}\n",
+            log.display()
+        ),
+    );
+    let url = format!("http://127.0.0.1:{}/headers", lb.port);
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let passed = curl(&url, &["-H", &format!("traceparent: {given}")]);
+    assert!(
+        passed.body.contains(&format!("traceparent: {given}\n")),
+        "{}",
+        passed.body
+    );
+    let started = curl(&url, &["-H", "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01"]);
+    let made = started
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .expect("lb starts a trace")
+        .to_string();
+    let parts: Vec<&str> = made.split('-').collect();
+    assert_eq!(parts.len(), 4, "{made}");
+    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16), "{made}");
+    assert!(parts[1].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    let lines = poll(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.lines().count() >= 2).then_some(text)
+    })
+    .expect("two access lines");
+    assert!(lines.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), "{lines}");
+    assert!(lines.contains(&format!("\"trace_id\":\"{}\"", parts[1])), "{lines}");
+}

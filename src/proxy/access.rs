@@ -68,6 +68,21 @@ pub(super) fn entry<'a>(
             .as_ref()
             .and_then(|id| id.to_str().ok())
             .unwrap_or("-"),
+        trace_id: ctx.trace.as_ref().map(|(trace, _)| trace.trace_id()),
+    }
+}
+
+/// Writes the request's access line: to lb's access log, or else through
+/// `RUST_LOG`'s `lb::access` target when it is on.
+pub(super) fn write_line(session: &Session, ctx: &RequestCtx, status: u16, total: Duration) {
+    if let Some(log) = access_log::access_log() {
+        let client = client_ip(session, ctx);
+        let entry = entry(session, ctx, status, total, &client);
+        log.write(entry.line(log.format()));
+    } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
+        let client = client_ip(session, ctx);
+        let line = entry(session, ctx, status, total, &client).text_without_time();
+        log::info!(target: "lb::access", "{line}");
     }
 }
 

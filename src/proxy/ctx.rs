@@ -84,6 +84,9 @@ pub struct RequestCtx {
     /// What the policies of the request's listener and route need from
     /// one hook to the next; None when it has none (no allocation).
     pub(super) edge: Option<Box<super::edge::EdgeState>>,
+    /// Its W3C `traceparent`, and whether lb started it
+    /// (`headers.trace_context`).
+    pub(super) trace: Option<(crate::policy::trace::TraceParent, bool)>,
 }
 
 impl RequestCtx {
@@ -113,6 +116,7 @@ impl RequestCtx {
             client: None,
             trusted_peer: false,
             edge: None,
+            trace: None,
         }
     }
 

@@ -51,8 +51,8 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::config::Config;
 use crate::connection::{self, ClientFault};
+use crate::policy::trace::TraceParent;
 use crate::pool::Selection;
-use crate::telemetry::access_log;
 use crate::telemetry::metrics::metrics;
 use budget::RetryBudget;
 pub use ctx::{InFlight, RequestCtx};
@@ -127,6 +127,9 @@ impl ProxyHttp for Proxy {
         }
         if settings.headers.request_id {
             ctx.request_id = Some(request_id::of(session.req_header(), ctx.trusted_peer));
+        }
+        if settings.headers.trace_context {
+            ctx.trace = Some(TraceParent::of(session.req_header()));
         }
         if edge::admit(session, ctx).await? {
             return Ok(true);
@@ -360,6 +363,9 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
+        if let Some((trace, started)) = &ctx.trace {
+            trace.apply_to(upstream_request, *started);
+        }
         if settings.headers.forwarded {
             forwarded::add_headers(session, ctx, &settings.headers, upstream_request)?;
         }
@@ -482,15 +488,6 @@ impl ProxyHttp for Proxy {
         metrics()
             .protocols
             .request(access::protocol(session.req_header().version));
-        if let Some(log) = access_log::access_log() {
-            let client = access::client_ip(session, ctx);
-            let entry = access::entry(session, ctx, logged_status, total, &client);
-            log.write(entry.line(log.format()));
-        } else if log::log_enabled!(target: "lb::access", log::Level::Info) {
-            let client = access::client_ip(session, ctx);
-            let line = access::entry(session, ctx, logged_status, total, &client);
-            let line = line.text_without_time();
-            log::info!(target: "lb::access", "{line}");
-        }
+        access::write_line(session, ctx, logged_status, total);
     }
 }

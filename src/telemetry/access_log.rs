@@ -222,6 +222,9 @@ pub struct Entry<'a> {
     pub total: Duration,
     pub retries: usize,
     pub request_id: &'a str,
+    /// The W3C trace id, with `headers.trace_context`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 fn millis(d: Option<Duration>) -> Option<f64> {
@@ -343,6 +346,9 @@ impl Entry<'_> {
         if let Some(version) = self.tls_version {
             let _ = write!(line, " tls={version} sni={}", self.sni.unwrap_or("-"));
         }
+        if let Some(trace_id) = self.trace_id {
+            let _ = write!(line, " trace_id={trace_id}");
+        }
         // Likewise only configs with routes.
         if let Some(route) = self.route {
             let _ = write!(
@@ -402,6 +408,7 @@ mod tests {
             total: Duration::from_micros(2000),
             retries: 1,
             request_id: "abc",
+            trace_id: None,
         }
     }
 

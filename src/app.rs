@@ -21,7 +21,7 @@ use crate::cli::Cli;
 use crate::config::{Config, ListenerKind};
 use crate::connection::{descriptors, Admission, LbApp};
 use crate::pool::{PoolTasks, PoolsService};
-use crate::proxy::{Proxy, ProxyControl};
+use crate::proxy::{ListenerGate, Proxy, ProxyControl};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::runtime::{BuildError, Runtime};
 use crate::tls::{
@@ -262,6 +262,7 @@ fn proxy_services(
     tls_listeners: &[(SocketAddr, Arc<TlsListener>)],
 ) -> Result<Vec<Service<LbApp<HttpProxy<Proxy>>>>, StartError> {
     let proxy_control = proxy_logic.control();
+    let routing = proxy_control.routing();
     let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
     proxy_app.handle_init_modules();
     // HTTP/2 reaches the proxy only from listeners that speak it: ALPN on
@@ -283,6 +284,12 @@ fn proxy_services(
         let name = format!("lb proxy {}", listener.addr);
         let mut listeners = Listeners::new();
         let endpoint = ListenerConfig::tcp(listener.addr.to_string()).l4_buffer(client_buffers());
+        let gate = Arc::new(ListenerGate::new(
+            Arc::clone(&routing),
+            listener.addr,
+            listener.edge.proxy_protocol,
+        ));
+        listeners.set_connection_filter(gate);
         let h2c = match &listener.kind {
             ListenerKind::Http { h2c } => {
                 listeners.add_listener(endpoint);

@@ -559,7 +559,13 @@ fn trace_context_is_passed_on_or_started_and_logged() {
         "{}",
         passed.body
     );
-    let started = curl(&url, &["-H", "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01"]);
+    let started = curl(
+        &url,
+        &[
+            "-H",
+            "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ],
+    );
     let made = started
         .body
         .lines()
@@ -568,13 +574,76 @@ fn trace_context_is_passed_on_or_started_and_logged() {
         .to_string();
     let parts: Vec<&str> = made.split('-').collect();
     assert_eq!(parts.len(), 4, "{made}");
-    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16), "{made}");
-    assert!(parts[1].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "{made}"
+    );
+    assert!(parts[1]
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     let lines = poll(Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).ok()?;
         (text.lines().count() >= 2).then_some(text)
     })
     .expect("two access lines");
-    assert!(lines.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), "{lines}");
-    assert!(lines.contains(&format!("\"trace_id\":\"{}\"", parts[1])), "{lines}");
+    assert!(
+        lines.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+        "{lines}"
+    );
+    assert!(
+        lines.contains(&format!("\"trace_id\":\"{}\"", parts[1])),
+        "{lines}"
+    );
+}
+
+#[test]
+fn a_listener_closes_a_denied_peer_at_accept_and_judges_forwarded_clients_per_request() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        Some("{address: 127.0.0.1:PORT, trusted_proxies: [127.0.0.2/32], policies: [no_three]}"),
+        "policies:\n  no_three:\n    access: {deny: [127.0.0.3/32]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/", lb.port);
+    assert_eq!(curl(&url, &["--interface", "127.0.0.4"]).status, 200);
+    // Closed before any byte is answered: curl gets no response at all.
+    let refused = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--interface", "127.0.0.3", &url])
+        .output()
+        .expect("run curl");
+    assert!(
+        refused.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    assert!(
+        matches!(refused.status.code(), Some(52 | 56)),
+        "curl exit {:?}: the connection was not closed at once",
+        refused.status.code()
+    );
+    // A trusted proxy's client is judged on its request.
+    let forwarded = curl(
+        &url,
+        &[
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            "X-Forwarded-For: 127.0.0.3",
+        ],
+    );
+    assert_eq!(forwarded.status, 403);
+    assert_eq!(
+        curl(
+            &url,
+            &[
+                "--interface",
+                "127.0.0.2",
+                "-H",
+                "X-Forwarded-For: 127.0.0.5"
+            ]
+        )
+        .status,
+        200
+    );
 }

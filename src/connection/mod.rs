@@ -73,6 +73,15 @@ pub trait ClientLimits: Send + Sync {
     fn head_limits(&self) -> HeadLimits;
 }
 
+/// Who may open a connection on a listener, asked with the client's
+/// address once it is known: the peer's at accept, or the PROXY header's
+/// client. The proxy's listener access rules implement it; the
+/// connection layer does not know them.
+pub trait ClientGate: Send + Sync {
+    /// Whether `client` may go on; false closes the connection.
+    fn admits(&self, client: std::net::IpAddr) -> bool;
+}
+
 /// A `ServerApp` that limits connections and header time, then hands each
 /// connection to `inner` (the proxy). One per listener kind: every copy
 /// (made with [`LbApp::with_h2c`]) shares the proxy, the connection count

@@ -141,6 +141,11 @@ impl Routing {
         })
     }
 
+    /// The policies of the listener configured on `addr`.
+    pub fn listener_at(&self, addr: std::net::SocketAddr) -> Option<&ListenerPolicies> {
+        self.listeners.iter().find(|l| l.addr == addr)
+    }
+
     /// Whether some listener has trusted proxies or policies.
     pub fn has_listener_policies(&self) -> bool {
         !self.listeners.is_empty()

@@ -647,3 +647,84 @@ fn a_listener_closes_a_denied_peer_at_accept_and_judges_forwarded_clients_per_re
         200
     );
 }
+
+#[test]
+fn policies_reload_without_a_restart_and_an_unchanged_limit_keeps_its_count() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let admin_port = free_port();
+    let policies = |env: &str| {
+        format!(
+            "admin: {{listen: 127.0.0.1:{admin_port}}}\n\
+             policies:\n  once:\n    rate_limit: {{rate: 1/h, burst: 0}}\n  \
+             env:\n    response_headers: {{set: {{X-Env: {env}}}}}\n\
+             routes:\n  - {{match: {{path_prefix: /limited/}}, upstream: default, policies: [once]}}\n  \
+             - {{upstream: default, policies: [env]}}\n"
+        )
+    };
+    let lb = lb_with(&[be_port], None, &policies("blue"));
+    wait_for_port(admin_port);
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", lb.port);
+    assert_eq!(curl(&url("/"), &[]).header("x-env"), Some("blue"));
+    assert_eq!(curl(&url("/limited/a"), &[]).status, 200);
+    assert_eq!(curl(&url("/limited/a"), &[]).status, 429);
+
+    let base = std::fs::read_to_string(lb.config_path()).unwrap();
+    std::fs::write(
+        lb.config_path(),
+        base.replace("X-Env: blue", "X-Env: green"),
+    )
+    .unwrap();
+    let reload = format!("http://127.0.0.1:{admin_port}/api/reload");
+    assert_eq!(curl(&reload, &["-X", "POST"]).status, 200);
+    assert_eq!(curl(&url("/"), &[]).header("x-env"), Some("green"));
+    // The limit's settings did not change: its count survived the reload.
+    assert_eq!(curl(&url("/limited/a"), &[]).status, 429);
+
+    let stats = curl(&format!("http://127.0.0.1:{admin_port}/api/stats"), &[]);
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    let once = stats["policies"]
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["name"] == "once"))
+        .unwrap_or_else(|| panic!("no policy once in {stats}"));
+    assert_eq!(
+        (&once["allowed"], &once["limited"]),
+        (&1.into(), &2.into()),
+        "{once}"
+    );
+    let metrics = curl(&format!("http://127.0.0.1:{admin_port}/metrics"), &[]);
+    assert!(
+        metrics
+            .body
+            .contains("lb_policy_decisions_total{outcome=\"limited\",policy=\"once\"} 2"),
+        "{}",
+        metrics.body
+    );
+}
+
+#[test]
+fn turning_the_proxy_protocol_on_at_reload_says_it_needs_a_restart() {
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let admin_port = free_port();
+    let lb = lb_with(
+        &[be_port],
+        Some("{address: 127.0.0.1:PORT}"),
+        &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\n"),
+    );
+    wait_for_port(admin_port);
+    let base = std::fs::read_to_string(lb.config_path()).unwrap();
+    let entry = format!("{{address: 127.0.0.1:{}}}", lb.port);
+    let changed = format!("{{address: 127.0.0.1:{}, proxy_protocol: true}}", lb.port);
+    assert!(base.contains(&entry), "{base}");
+    std::fs::write(lb.config_path(), base.replace(&entry, &changed)).unwrap();
+    let reload = curl(
+        &format!("http://127.0.0.1:{admin_port}/api/reload"),
+        &["-X", "POST"],
+    );
+    assert_eq!(reload.status, 200);
+    assert!(reload.body.contains("listeners"), "{}", reload.body);
+    // Still plain HTTP, as started.
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{}/", lb.port), &[]).status,
+        200
+    );
+}

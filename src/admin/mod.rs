@@ -250,6 +250,12 @@ impl AdminApp {
             backends: default.map_or(&[], |u| u.backends.as_slice()),
             upstreams: &upstreams,
             connections: views::ConnectionsView::now(),
+            policies: routing
+                .policies()
+                .counts()
+                .into_iter()
+                .map(|(name, counts)| views::PolicyView::new(name, counts))
+                .collect(),
         };
         json_response(StatusCode::OK, &view)
     }

@@ -94,6 +94,25 @@ function row(upstream, b) {
   tr.appendChild(actions);
   return tr;
 }
+function policies(list) {
+  if (list.length === 0) return [];
+  const table = document.createElement("table");
+  const head = document.createElement("tr");
+  for (const h of ["policy", "allowed", "denied", "limited", "unauthorized"]) {
+    const th = document.createElement("th");
+    th.textContent = h;
+    head.append(th);
+  }
+  table.append(head);
+  for (const p of list) {
+    const tr = document.createElement("tr");
+    tr.append(cell(p.name), cell(p.allowed), cell(p.denied), cell(p.limited), cell(p.unauthorized));
+    table.append(tr);
+  }
+  const title = document.createElement("h2");
+  title.textContent = "policies";
+  return [title, table];
+}
 async function refresh() {
   try {
     const r = await fetch("/api/stats", { headers: headers() });
@@ -104,6 +123,7 @@ async function refresh() {
     }
     const stats = await r.json();
     document.getElementById("upstreams").replaceChildren(...stats.upstreams.map(section));
+    document.getElementById("policies").replaceChildren(...policies(stats.policies || []));
     const all = stats.upstreams.flatMap(u => u.backends);
     const up = all.filter(b => stateOf(b) === "healthy").length;
     document.getElementById("meta").textContent =

@@ -66,6 +66,32 @@ pub struct StatsView<'a> {
     pub backends: &'a [BackendStatsView],
     pub upstreams: &'a [UpstreamView<'a, BackendStatsView>],
     pub connections: ConnectionsView,
+    /// Each policy's decisions so far, by name.
+    pub policies: Vec<PolicyView<'a>>,
+}
+
+/// One policy in `GET /api/stats`: its decisions, as
+/// `lb_policy_decisions_total` counts them.
+#[derive(Debug, Serialize)]
+pub struct PolicyView<'a> {
+    pub name: &'a str,
+    pub allowed: u64,
+    pub denied: u64,
+    pub limited: u64,
+    pub unauthorized: u64,
+}
+
+impl<'a> PolicyView<'a> {
+    /// The view of the counts `[allowed, denied, limited, unauthorized, _]`.
+    pub fn new(name: &'a str, counts: [u64; 5]) -> Self {
+        PolicyView {
+            name,
+            allowed: counts[0],
+            denied: counts[1],
+            limited: counts[2],
+            unauthorized: counts[3],
+        }
+    }
 }
 
 /// Client connections in `GET /api/stats`, as `lb_client_connections` and

@@ -501,7 +501,7 @@ fn bad_policy_config_names_its_key() {
         "listeners: [{address: 127.0.0.1:0, policies: [nope]}]\nbackends: [127.0.0.1:1]\n\
          policies:\n  a: {access: {allow: [10.0.0.0/33]}}\n  b: {rate_limit: {rate: 100/x}}\n  \
          c: {basic_auth: {users_file: /nonexistent/htpasswd}}\n  \
-         d: {request_headers: {set: {X-A: \"{nope}\"}}}\n\
+         d: {request_headers: {set: {X-A: \"{nope}\", Connection: close}}}\n\
          routes:\n  - {upstream: default, redirect: {to: /x}}\n  \
          - {match: {path_prefix: /r/}, upstream: default, rewrite: {path: \"(\", to: /x}}\n  \
          - {match: {path_prefix: /c/}, upstream: default, policies: [c]}\n",
@@ -514,6 +514,7 @@ fn bad_policy_config_names_its_key() {
         "policies.a.access.allow[0]: \"10.0.0.0/33\"",
         "policies.b.rate_limit.rate: \"100/x\"",
         "policies.d.request_headers.set.X-A: \"{nope}\": unknown placeholder {nope}",
+        "policies.d.request_headers.set.Connection: Connection: a hop-by-hop or framing header",
         "routes[0].redirect: a route with redirect answers itself",
         "routes[1].rewrite.path: \"(\"",
     ] {

@@ -16,6 +16,19 @@ use super::policies::{
 const DEFAULT_MAX_KEYS: usize = 100_000;
 /// The forward-auth wait when the config does not say.
 const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Headers a rule may not set or add: hop-by-hop ones (lb removes them
+/// on each hop) and the body's framing.
+const FRAMING_AND_HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
 /// The placeholders a header value may hold.
 pub const HEADER_PLACEHOLDERS: [&str; 4] = ["{client_ip}", "{request_id}", "{host}", "{route}"];
 
@@ -238,6 +251,13 @@ fn header_values(
         let Some(header) = header_name(&at, &name, errors) else {
             continue;
         };
+        if FRAMING_AND_HOP_BY_HOP.contains(&header.as_str()) {
+            errors.add(
+                at,
+                format!("{name}: a hop-by-hop or framing header; lb sets it itself"),
+            );
+            continue;
+        }
         match check_template(&value) {
             Ok(()) => pairs.push((header, value)),
             Err(why) => errors.add(at, why),

@@ -729,3 +729,133 @@ fn turning_the_proxy_protocol_on_at_reload_says_it_needs_a_restart() {
         200
     );
 }
+
+/// Starts nginx on a free port with `server` as its one server block's
+/// body (`listen` added); None, with the test reported skipped, without
+/// nginx.
+fn nginx_with(dir: &std::path::Path, server: &str) -> Option<(Proc, u16)> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        skip_without("nginx");
+        return None;
+    }
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.log;\n\
+         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         server {{\n listen 127.0.0.1:{port};\n{server}\n}}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let proc = Proc::spawn(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(port);
+    Some((proc, port))
+}
+
+/// The client address lb decides, beside nginx's realip module with
+/// `real_ip_recursive on`, for the same X-Forwarded-For from a trusted and
+/// an untrusted peer.
+#[test]
+fn the_client_behind_trusted_proxies_is_the_one_nginx_realip_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_nginx, nginx_port)) = nginx_with(
+        dir.path(),
+        "set_real_ip_from 127.0.0.2; set_real_ip_from 10.0.0.0/8;\n\
+         real_ip_header X-Forwarded-For; real_ip_recursive on;\n\
+         location / { add_header X-Client $remote_addr; return 200 \"ok\\n\"; }",
+    ) else {
+        return;
+    };
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        Some("{address: 127.0.0.1:PORT, trusted_proxies: [127.0.0.2/32, 10.0.0.0/8]}"),
+        "policies:\n  show:\n    response_headers: {set: {X-Client: \"{client_ip}\"}}\n\
+         routes:\n  - {upstream: default, policies: [show]}\n",
+    );
+    for from in ["127.0.0.2", "127.0.0.4"] {
+        for xff in [
+            "198.51.100.7",
+            "6.6.6.6, 198.51.100.7, 10.1.1.1",
+            "10.9.9.9, 10.1.1.1",
+            "198.51.100.7, 10.1.1.1, 10.2.2.2",
+            "2001:db8::7",
+        ] {
+            let ask = |port: u16| {
+                let seen = curl(
+                    &format!("http://127.0.0.1:{port}/"),
+                    &[
+                        "--interface",
+                        from,
+                        "-H",
+                        &format!("X-Forwarded-For: {xff}"),
+                    ],
+                );
+                seen.header("x-client").unwrap_or("-").to_string()
+            };
+            assert_eq!(
+                ask(lb.port),
+                ask(nginx_port),
+                "from {from}, X-Forwarded-For: {xff}"
+            );
+        }
+    }
+}
+
+/// Which Accept-Encoding values get gzip, from lb and from nginx's gzip
+/// module on the same response. They agree except on `*`, where lb
+/// follows RFC 9110 12.5.3 (`*` matches any coding not listed) and nginx
+/// looks for the word gzip only.
+#[test]
+fn gzip_by_accept_encoding_agrees_with_nginx_but_for_the_wildcard() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "Hello From Backend Server one\n";
+    let Some((_nginx, nginx_port)) = nginx_with(
+        dir.path(),
+        &format!(
+            "gzip on; gzip_min_length 16; gzip_types text/plain; gzip_vary on;\n\
+             location / {{ default_type text/plain; return 200 \"{}\"; }}",
+            body.escape_default()
+        ),
+    ) else {
+        return;
+    };
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  compress:\n    compression: {algorithms: [gzip], min_size: 16, types: [text/plain]}\n\
+         routes:\n  - {upstream: default, policies: [compress]}\n",
+    );
+    for (accept, nginx_gzips, lb_gzips) in [
+        ("gzip", true, true),
+        ("GZIP", true, true),
+        ("gzip;q=0", false, false),
+        ("gzip;q=0.5", true, true),
+        ("deflate, gzip;q=1.0", true, true),
+        ("identity", false, false),
+        ("br", false, false),
+        ("*", false, true),
+    ] {
+        let coding = |port: u16| {
+            let seen = curl(
+                &format!("http://127.0.0.1:{port}/"),
+                &["--compressed", "-H", &format!("Accept-Encoding: {accept}")],
+            );
+            assert_eq!(seen.body, body, "{accept} from port {port}");
+            seen.header("content-encoding") == Some("gzip")
+        };
+        assert_eq!(coding(nginx_port), nginx_gzips, "nginx, {accept}");
+        assert_eq!(coding(lb.port), lb_gzips, "lb, {accept}");
+    }
+}

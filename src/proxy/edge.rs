@@ -119,22 +119,24 @@ pub(super) fn on_upstream_request(
             upstream_request.set_uri(uri);
         }
     }
-    let chains = chains(ctx, routing);
-    if chains.iter().all(|c| c.is_empty()) {
+    let Some(edge) = &ctx.edge else {
         return;
-    }
-    let admitted = ctx.edge.as_ref().map(|e| &e.admitted);
+    };
+    let chains = chains(ctx, routing);
+    let admitted = Some(&edge.admitted);
     let facts = facts(session, ctx, route.map(|r| r.name.as_str()));
     policy::on_upstream_request(&chains, &facts, admitted, upstream_request);
 }
 
 /// Applies the policies' response rules to the response to the client.
 pub(super) fn on_response(session: &Session, ctx: &mut RequestCtx, response: &mut ResponseHeader) {
-    let routing = Arc::clone(&ctx.routing);
-    let chains = chains(ctx, &routing);
-    if chains.iter().all(|c| c.is_empty()) {
+    // Only a request the policies admitted has state: the rest, most
+    // requests, return here without touching the routing's count.
+    if ctx.edge.is_none() {
         return;
     }
+    let routing = Arc::clone(&ctx.routing);
+    let chains = chains(ctx, &routing);
     let route = ctx.route.and_then(|id| routing.route(id));
     let facts = facts(session, ctx, route.map(|r| r.name.as_str()));
     let admitted = ctx.edge.as_ref().map(|e| &e.admitted);

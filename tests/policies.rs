@@ -859,3 +859,93 @@ fn gzip_by_accept_encoding_agrees_with_nginx_but_for_the_wildcard() {
         assert_eq!(coding(lb.port), lb_gzips, "lb, {accept}");
     }
 }
+
+/// A backend that answers `/health` at once and holds every other request
+/// until `release` receives; `held` receives each held request's path.
+fn holding_backend() -> (
+    u16,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let (held_tx, release_rx) = (held_tx.clone(), std::sync::Arc::clone(&release_rx));
+            std::thread::spawn(move || loop {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_string();
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                if path != "/health" {
+                    let _ = held_tx.send(path);
+                    let _ = release_rx
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                }
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                    .is_err()
+                {
+                    return;
+                }
+            });
+        }
+    });
+    (port, held, release)
+}
+
+#[test]
+fn a_connection_limit_refuses_a_clients_request_beyond_its_open_ones() {
+    let (be_port, held, release) = holding_backend();
+    let lb = lb_with(
+        &[be_port],
+        None,
+        "policies:\n  one_each:\n    connection_limit: {max: 1, key: client_ip}\n\
+         routes:\n  - {upstream: default, policies: [one_each]}\n",
+    );
+    let url = format!("http://127.0.0.1:{}/", lb.port);
+    let first = {
+        let url = format!("{url}hold");
+        std::thread::spawn(move || curl(&url, &[]).status)
+    };
+    assert_eq!(held.recv_timeout(Duration::from_secs(10)).unwrap(), "/hold");
+    let refused = curl(&format!("{url}second"), &[]);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.header("connection"), Some("close"));
+    // Another client is not counted with the first.
+    let other = {
+        let url = format!("{url}other");
+        std::thread::spawn(move || curl(&url, &["--interface", "127.0.0.2"]).status)
+    };
+    assert_eq!(
+        held.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "/other"
+    );
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(other.join().unwrap(), 200);
+    // The place was given back.
+    let again = {
+        let url = format!("{url}again");
+        std::thread::spawn(move || curl(&url, &[]).status)
+    };
+    assert_eq!(
+        held.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "/again"
+    );
+    release.send(()).unwrap();
+    assert_eq!(again.join().unwrap(), 200);
+}

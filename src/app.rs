@@ -5,10 +5,6 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use pingora::apps::http_app::HttpServer;
-use pingora::apps::HttpServerOptions;
-use pingora::listeners::{ListenerConfig, Listeners};
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -18,16 +14,17 @@ use pingora::services::ServiceHandle;
 use crate::admin;
 use crate::admin::stats::{Sampler, Stats};
 use crate::cli::Cli;
-use crate::config::{Config, ListenerKind};
-use crate::connection::{descriptors, Admission, LbApp};
+use crate::config::Config;
+use crate::connection::LbApp;
 use crate::pool::{PoolTasks, PoolsService};
-use crate::proxy::{ListenerGate, Proxy, ProxyControl};
+use crate::proxy::{Proxy, ProxyControl};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::runtime::{BuildError, Runtime};
-use crate::tls::{
-    ListenerCertificates, PlainHttpOnTlsPort, PreTlsChain, RedirectToHttps, TlsListener,
-};
+use crate::tls::{ListenerCertificates, TlsListener};
 use pingora::services::background::background_service;
+use services::{proxy_services, redirect_services};
+
+mod services;
 
 /// Why lb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -252,114 +249,6 @@ fn tls_listeners(config: &Config, runtime: &Runtime) -> Vec<(SocketAddr, Arc<Tls
         .collect()
 }
 
-/// The proxy services: lb's `ProxyHttp` inside Pingora's `HttpProxy`,
-/// inside [`LbApp`], one service per listener that proxies (each listener
-/// has its own protocols; they share the proxy and the connection count).
-fn proxy_services(
-    server: &Server,
-    proxy_logic: Proxy,
-    config: &Config,
-    tls_listeners: &[(SocketAddr, Arc<TlsListener>)],
-) -> Result<Vec<Service<LbApp<HttpProxy<Proxy>>>>, StartError> {
-    let proxy_control = proxy_logic.control();
-    let routing = proxy_control.routing();
-    let mut proxy_app = HttpProxy::new(proxy_logic, Arc::clone(&server.configuration));
-    proxy_app.handle_init_modules();
-    // HTTP/2 reaches the proxy only from listeners that speak it: ALPN on
-    // TLS, or an h2c listener (LbApp checks for the preface first).
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    options.h2_idle_timeout = Some(config.timeouts.client_idle);
-    proxy_app.server_options = Some(options);
-    let admission = admission(config);
-    let app = LbApp::new(
-        proxy_app,
-        Arc::new(proxy_control),
-        Arc::clone(&admission),
-        config.timeouts.client_header,
-        crate::config::drain_window(&server.configuration),
-    );
-    let mut services = Vec::new();
-    for listener in &config.listeners {
-        let name = format!("lb proxy {}", listener.addr);
-        let mut listeners = Listeners::new();
-        let endpoint = ListenerConfig::tcp(listener.addr.to_string()).l4_buffer(client_buffers());
-        let gate = Arc::new(ListenerGate::new(
-            Arc::clone(&routing),
-            listener.addr,
-            listener.edge.proxy_protocol,
-        ));
-        listeners.set_connection_filter(gate);
-        let h2c = match &listener.kind {
-            ListenerKind::Http { h2c } => {
-                listeners.add_listener(endpoint);
-                *h2c
-            }
-            ListenerKind::Tls(tls) => {
-                let Some((_, callbacks)) = tls_listeners.iter().find(|(a, _)| *a == listener.addr)
-                else {
-                    continue;
-                };
-                let settings =
-                    callbacks
-                        .settings(tls.min_version, tls.http2)
-                        .map_err(|source| StartError::Tls {
-                            addr: listener.addr,
-                            source,
-                        })?;
-                listeners.add_listener(endpoint.tls(settings));
-                listeners.set_pre_tls_callback(Arc::new(PreTlsChain {
-                    admission: Arc::clone(&admission),
-                    listener: Arc::from(listener.addr.to_string()),
-                    handshake_deadline: config.timeouts.tls_handshake,
-                    steps: vec![Arc::new(PlainHttpOnTlsPort {
-                        listener: listener.addr.to_string(),
-                        first_byte: config.timeouts.client_header,
-                    })],
-                }));
-                false
-            }
-            ListenerKind::RedirectHttps { .. } => continue,
-        };
-        services.push(Service::with_listeners(name, listeners, app.with_h2c(h2c)));
-    }
-    Ok(services)
-}
-
-/// The connection counts of every listener, with `limits.max_connections`
-/// lowered to fit the open-file limit (raised to its hard limit first), and
-/// the handshake cap lowered with it.
-fn admission(config: &Config) -> Arc<Admission> {
-    let limits = &config.limits;
-    let budget =
-        descriptors::raise_and_fit(limits.max_connections, config.descriptors_per_connection());
-    if let Some(warning) = &budget.lowered {
-        log::warn!("{warning}");
-    }
-    let max_tls_handshakes =
-        limits.max_tls_handshakes * budget.max_connections / limits.max_connections.max(1);
-    Admission::new(budget.max_connections, max_tls_handshakes.max(1))
-}
-
-/// A service for each `redirect_https` listener.
-fn redirect_services(config: &Config) -> Vec<Service<HttpServer<RedirectToHttps>>> {
-    config
-        .listeners
-        .iter()
-        .filter_map(|l| match l.kind {
-            ListenerKind::RedirectHttps { port } => {
-                let mut service = Service::new(
-                    format!("lb redirect {}", l.addr),
-                    HttpServer::new_app(RedirectToHttps { port }),
-                );
-                service.add_tcp(&l.addr.to_string());
-                Some(service)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// The admin API and the sampler behind its status page, both showing the
 /// pools of the proxy (`control`) as a reload leaves them.
 fn add_admin(
@@ -406,17 +295,6 @@ fn after_privileges(privileges: &Option<ServiceHandle>, service: &ServiceHandle)
     if let Some(privileges) = privileges {
         service.add_dependency(privileges);
     }
-}
-
-/// Read and write buffers of each client connection. Pingora's default read
-/// buffer is 64 KiB a connection, held while it idles: 9,500 idle keep-alive
-/// connections took 850 MB (bench/RESULTS.md). lb keeps none: request heads
-/// are read straight into the HTTP session's own buffer (4 KiB, growing) and
-/// bodies into the body reader's, so a socket buffer in front of them only
-/// adds a copy. Measured: 4.1 KiB less per idle connection than a 4 KiB
-/// buffer, and 1% fewer instructions per request.
-fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings::new(0, 1460)
 }
 
 /// Takes SIGHUP away from its default action (ending the process) now:

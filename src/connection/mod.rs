@@ -35,11 +35,14 @@ mod chunked;
 mod client_stream;
 pub mod descriptors;
 mod head;
+mod proxied;
+mod proxy_protocol;
 
 pub use admission::{handshake_done, Admission, OpenTicket, Refusal, TlsHandshake};
 pub use chunked::BadChunkFraming;
 pub use client_stream::{ClientFault, ClientStream, ClientTimeouts, FramingCheck, RequestFraming};
 pub use head::{HeadLimits, RequestReads};
+pub use proxied::ProxyHeaderStep;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,6 +93,8 @@ pub struct LbApp<A> {
     shared: Arc<Shared<A>>,
     /// Whether this listener also takes HTTP/2 with prior knowledge.
     h2c: bool,
+    /// A plain listener's PROXY header step, when it takes the protocol.
+    proxy_header: Option<ProxyHeaderStep>,
 }
 
 /// What every listener's `LbApp` shares.
@@ -128,15 +133,18 @@ impl<A> LbApp<A> {
                 closing_idle: watch::Sender::new(false),
             }),
             h2c: false,
+            proxy_header: None,
         }
     }
 
-    /// The same app for another listener, taking HTTP/2 with prior
-    /// knowledge (h2c) or not.
-    pub fn with_h2c(&self, h2c: bool) -> Self {
+    /// The same app for another listener: taking HTTP/2 with prior
+    /// knowledge (h2c) or not, reading a PROXY header first or not (a
+    /// TLS listener reads it before its handshake instead).
+    pub fn for_listener(&self, h2c: bool, proxy_header: Option<ProxyHeaderStep>) -> Self {
         LbApp {
             shared: Arc::clone(&self.shared),
             h2c,
+            proxy_header,
         }
     }
 }
@@ -169,10 +177,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LbApp<A> {
         let shared = &*self.shared;
         // A TLS connection was counted before its handshake; a plain one is
         // counted now, right after its accept.
-        let _counted = if handshake_done(&stream) {
+        let tls = handshake_done(&stream);
+        let _counted = if tls {
             None
         } else {
             Some(shared.admission.admit().ok()?)
+        };
+        let stream = match &self.proxy_header {
+            Some(step) if !tls => proxied::take_before_http(step, stream).await?,
+            _ => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let stream = ClientStream::for_h2(stream, shared.client_header);

@@ -672,6 +672,18 @@ fn bad_request_lines_and_versions() {
         vector("http-0.9", Reject, "GET /\r\n"),
         vector("h2-preface", Reject, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
         vector("tls-client-hello", Reject, client_hello),
+        // A PROXY header on a listener without proxy_protocol is bad input
+        // (tests/proxy_protocol.rs sends malformed ones to one with it).
+        vector(
+            "proxy-v1-unasked",
+            Reject,
+            "PROXY TCP4 203.0.113.7 127.0.0.1 1 2\r\nGET / HTTP/1.1\r\nHost: lb\r\n\r\n",
+        ),
+        vector(
+            "proxy-v2-unasked",
+            Reject,
+            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x07\x7f\x00\x00\x01\xc8\x22\x1f\x40GET / HTTP/1.1\r\nHost: lb\r\n\r\n".to_vec(),
+        ),
         vector("garbage-line", Reject, "GARBAGE\r\n\r\n"),
         vector(
             "binary",

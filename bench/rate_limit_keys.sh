@@ -16,7 +16,7 @@ REQUESTS=${REQUESTS:-1000000}
 MAX_KEYS=${MAX_KEYS:-100000}
 DURATION=${DURATION:-60}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; cat "$work/lb.log" >&2 2>/dev/null; rm -rf "$work"' EXIT
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -75,15 +75,19 @@ impl Runtime {
         policies: &Policies,
     ) -> Result<Runtime, BuildError> {
         let pools = BuiltPools::build(config, running)?;
-        let routing_and_certificates = Policies::build(&config.policies, policies)
-            .map_err(|problems| invalid(problems.into_iter()))
-            .and_then(|policies| {
-                Routing::new(config, &pools.pools, policies).map_err(|errors| {
-                    invalid(errors.into_iter().map(|e| Problem {
-                        key: "routes".into(),
-                        message: e.to_string(),
-                    }))
-                })
+        let built_policies = match Policies::build(&config.policies, policies) {
+            Ok(built) => built,
+            Err(problems) => {
+                pools.forget_added(running);
+                return Err(invalid(problems.into_iter()));
+            }
+        };
+        let routing_and_certificates = Routing::new(config, &pools.pools, built_policies.clone())
+            .map_err(|errors| {
+                invalid(errors.into_iter().map(|e| Problem {
+                    key: "routes".into(),
+                    message: e.to_string(),
+                }))
             })
             .and_then(|routing| {
                 // The last step: a failure here must leave everything as it was.
@@ -95,6 +99,8 @@ impl Runtime {
             Ok(built) => built,
             Err(e) => {
                 pools.forget_added(running);
+                // The series of the policies this build made go with it.
+                built_policies.forget_removed(policies);
                 return Err(e);
             }
         };

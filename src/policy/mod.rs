@@ -103,8 +103,8 @@ pub struct Policy {
 /// The policies a listener or route applies, in order.
 pub type Chain = Arc<[Arc<Policy>]>;
 
-/// Every policy of a config, by name.
-#[derive(Default)]
+/// Every policy of a config, by name. A clone shares the policies.
+#[derive(Default, Clone)]
 pub struct Policies {
     by_name: HashMap<String, Arc<Policy>>,
 }

@@ -275,6 +275,20 @@ fn basic_auth_asks_for_credentials_and_admits_the_right_ones() {
     assert!(!lb.log().contains("s3cret"), "a password reached the log");
 }
 
+/// Reads one request head (no body) from `stream`; None when it closed
+/// first.
+fn read_head(stream: &mut std::net::TcpStream) -> Option<String> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&request).to_string())
+}
+
 /// A small auth service: 200 with `X-User: alice` for `Authorization:
 /// Bearer good`, else 401 with its own challenge and body. Serves
 /// `count` connections, one request each.
@@ -285,15 +299,7 @@ fn auth_service(count: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
         let mut seen = Vec::new();
         for stream in listener.incoming().take(count) {
             let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let text = String::from_utf8_lossy(&request).to_string();
+            let text = read_head(&mut stream).unwrap_or_default();
             let answer: &[u8] = if text
                 .to_ascii_lowercase()
                 .contains("authorization: bearer good")
@@ -877,15 +883,9 @@ fn holding_backend() -> (
             let Ok(mut stream) = stream else { continue };
             let (held_tx, release_rx) = (held_tx.clone(), std::sync::Arc::clone(&release_rx));
             std::thread::spawn(move || loop {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&request).to_string();
+                let Some(text) = read_head(&mut stream) else {
+                    return;
+                };
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
                 if path != "/health" {
                     let _ = held_tx.send(path);

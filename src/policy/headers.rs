@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use super::template;
 use crate::config::HeaderRules;
 
 /// What the placeholders stand for, for one request.
@@ -18,15 +19,16 @@ pub struct Vars<'a> {
     pub route: Option<&'a str>,
 }
 
-/// One piece of a value template.
-#[derive(Debug, Clone)]
-enum Part {
-    Text(Box<str>),
+/// A placeholder of a header value.
+#[derive(Debug, Clone, Copy)]
+enum Var {
     ClientIp,
     RequestId,
     Host,
     Route,
 }
+
+type Part = template::Part<Var>;
 
 /// A header value: ready, or made per request from its parts.
 #[derive(Debug, Clone)]
@@ -51,29 +53,24 @@ pub trait EditableHeaders {
     fn remove(&mut self, name: &HeaderName);
 }
 
-impl EditableHeaders for RequestHeader {
-    fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
+/// Both header types edit through Pingora's own methods.
+macro_rules! editable {
+    ($($header:ty),*) => {$(
+        impl EditableHeaders for $header {
+            fn set(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.insert_header(name, value);
+            }
+            fn add(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.append_header(name, value);
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    )*};
 }
 
-impl EditableHeaders for ResponseHeader {
-    fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-}
+editable!(RequestHeader, ResponseHeader);
 
 impl HeaderEdits {
     /// Compiles `rules`; the config checked every template.
@@ -131,15 +128,15 @@ impl Value {
         for part in parts {
             match part {
                 Part::Text(t) => text.push_str(t),
-                Part::ClientIp => {
+                Part::Var(Var::ClientIp) => {
                     use std::fmt::Write;
                     let _ = write!(text, "{}", vars.client_ip);
                 }
-                Part::RequestId => {
+                Part::Var(Var::RequestId) => {
                     text.push_str(vars.request_id.and_then(|v| v.to_str().ok()).unwrap_or(""))
                 }
-                Part::Host => text.push_str(vars.host.unwrap_or("")),
-                Part::Route => text.push_str(vars.route.unwrap_or("")),
+                Part::Var(Var::Host) => text.push_str(vars.host.unwrap_or("")),
+                Part::Var(Var::Route) => text.push_str(vars.route.unwrap_or("")),
             }
         }
         HeaderValue::from_str(&text).ok()
@@ -148,28 +145,13 @@ impl Value {
 
 /// Splits a checked template into its parts.
 fn parse(text: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        if open > 0 {
-            parts.push(Part::Text(rest[..open].into()));
-        }
-        parts.push(match &rest[open..open + close + 1] {
-            "{client_ip}" => Part::ClientIp,
-            "{request_id}" => Part::RequestId,
-            "{host}" => Part::Host,
-            "{route}" => Part::Route,
-            other => Part::Text(other.into()),
-        });
-        rest = &rest[open + close + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(Part::Text(rest.into()));
-    }
-    parts
+    template::parse(text, |name| match name {
+        "{client_ip}" => Some(Var::ClientIp),
+        "{request_id}" => Some(Var::RequestId),
+        "{host}" => Some(Var::Host),
+        "{route}" => Some(Var::Route),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod headers;
 pub mod limits;
 pub mod rate_limit;
 pub mod rewrite;
+mod template;
 pub mod trace;
 mod walk;
 

@@ -8,6 +8,7 @@ use http::HeaderValue;
 use pingora::http::RequestHeader;
 use regex::Regex;
 
+use super::template;
 use super::Answer;
 use crate::config::{RedirectConfig, RewriteConfig};
 use crate::telemetry::metrics::metrics;
@@ -44,15 +45,16 @@ impl Rewrite {
     }
 }
 
-/// One piece of a redirect's target.
-#[derive(Debug, Clone)]
-enum Part {
-    Text(Box<str>),
+/// A placeholder of a redirect's target.
+#[derive(Debug, Clone, Copy)]
+enum Var {
     Scheme,
     Host,
     Path,
     Query,
 }
+
+type Part = template::Part<Var>;
 
 /// A compiled redirect.
 #[derive(Debug, Clone)]
@@ -75,27 +77,13 @@ pub struct Target<'a> {
 impl Redirect {
     /// The redirect of the route `route`.
     pub fn new(config: &RedirectConfig, route: &str) -> Redirect {
-        let mut parts = Vec::new();
-        let mut rest = config.to.as_str();
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                break;
-            };
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].into()));
-            }
-            parts.push(match &rest[open..open + close + 1] {
-                "{scheme}" => Part::Scheme,
-                "{host}" => Part::Host,
-                "{path}" => Part::Path,
-                "{query}" => Part::Query,
-                other => Part::Text(other.into()),
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.into()));
-        }
+        let parts = template::parse(&config.to, |name| match name {
+            "{scheme}" => Some(Var::Scheme),
+            "{host}" => Some(Var::Host),
+            "{path}" => Some(Var::Path),
+            "{query}" => Some(Var::Query),
+            _ => None,
+        });
         Redirect {
             parts,
             status: config.status,
@@ -139,16 +127,16 @@ impl Redirect {
         for part in &self.parts {
             match part {
                 Part::Text(text) => location.push_str(text),
-                Part::Scheme => location.push_str(request.scheme),
-                Part::Host => location.push_str(request.host),
-                Part::Path => location.push_str(request.path),
-                Part::Query => {
+                Part::Var(Var::Scheme) => location.push_str(request.scheme),
+                Part::Var(Var::Host) => location.push_str(request.host),
+                Part::Var(Var::Path) => location.push_str(request.path),
+                Part::Var(Var::Query) => {
                     used_query = true;
                     location.push_str(request.query.unwrap_or(""));
                 }
             }
         }
-        if let (false, Some(Part::Path), Some(query)) =
+        if let (false, Some(Part::Var(Var::Path)), Some(query)) =
             (used_query, self.parts.last(), request.query)
         {
             location.push('?');

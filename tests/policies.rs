@@ -55,6 +55,16 @@ fn curl(url: &str, args: &[&str]) -> Seen {
     }
 }
 
+/// A `be` that records every request it gets in a file: its directory,
+/// the file, the process and its port.
+fn recording_backend() -> (tempfile::TempDir, std::path::PathBuf, Proc, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("requests");
+    let record_arg = record.to_str().unwrap().to_string();
+    let (be, port) = spawn_be_on_any_port("one", &["--record", &record_arg]);
+    (dir, record, be, port)
+}
+
 fn lb_with(ports: &[u16], listener: Option<&str>, rest: &str) -> Lb {
     let builder = LbBuilder::default().backends(ports).rest(rest);
     match listener {
@@ -165,10 +175,7 @@ fn header_rules_reach_the_backend_and_the_client() {
 
 #[test]
 fn a_rewrite_keeps_the_query_and_a_redirect_needs_no_backend() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("requests");
-    let record_arg = record.to_str().unwrap();
-    let (_be, be_port) = spawn_be_on_any_port("one", &["--record", record_arg]);
+    let (_dir, record, _be, be_port) = recording_backend();
     let lb = lb_with(
         &[be_port],
         None,
@@ -458,10 +465,7 @@ fn read_one_response(stream: &mut std::net::TcpStream) -> String {
 
 #[test]
 fn a_rate_limit_at_twice_its_rate_accepts_rate_times_seconds_plus_burst() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("requests");
-    let record_arg = record.to_str().unwrap();
-    let (_be, be_port) = spawn_be_on_any_port("one", &["--record", record_arg]);
+    let (_dir, record, _be, be_port) = recording_backend();
     let lb = lb_with(
         &[be_port],
         None,

@@ -15,8 +15,20 @@ use crate::config::HeaderRules;
 pub struct Vars<'a> {
     pub client_ip: IpAddr,
     pub request_id: Option<&'a HeaderValue>,
-    pub host: Option<&'a str>,
+    /// The request, whose host is looked up only by a value that uses it.
+    pub request: &'a RequestHeader,
     pub route: Option<&'a str>,
+}
+
+impl Vars<'_> {
+    fn host(&self) -> &str {
+        self.request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.request.uri.host())
+            .unwrap_or("")
+    }
 }
 
 /// A placeholder of a header value.
@@ -135,7 +147,7 @@ impl Value {
                 Part::Var(Var::RequestId) => {
                     text.push_str(vars.request_id.and_then(|v| v.to_str().ok()).unwrap_or(""))
                 }
-                Part::Var(Var::Host) => text.push_str(vars.host.unwrap_or("")),
+                Part::Var(Var::Host) => text.push_str(vars.host()),
                 Part::Var(Var::Route) => text.push_str(vars.route.unwrap_or("")),
             }
         }
@@ -186,10 +198,12 @@ mod tests {
         req.insert_header("X-Env", "dev").unwrap();
         req.insert_header("X-Tag", "first").unwrap();
         let id = HeaderValue::from_static("abc");
+        req.insert_header("Host", "example.com").unwrap();
+        let original = req.clone();
         let vars = Vars {
             client_ip: "10.1.2.3".parse().unwrap(),
             request_id: Some(&id),
-            host: Some("example.com"),
+            request: &original,
             route: Some("routes[0]"),
         };
         edits.apply(&mut req, &vars);
@@ -212,10 +226,11 @@ mod tests {
         );
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Server", "be/1").unwrap();
+        let request = RequestHeader::build("GET", b"/", None).unwrap();
         let vars = Vars {
             client_ip: "::1".parse().unwrap(),
             request_id: None,
-            host: None,
+            request: &request,
             route: None,
         };
         edits.apply(&mut resp, &vars);

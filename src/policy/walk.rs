@@ -35,12 +35,7 @@ impl Facts<'_> {
         Vars {
             client_ip: self.client,
             request_id: self.request_id,
-            host: self
-                .req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| self.req.uri.host()),
+            request: self.req,
             route: self.route,
         }
     }
@@ -106,7 +101,9 @@ impl Policy {
         }
         if let Some(auth) = &self.basic_auth {
             let authorization = facts.req.headers.get(http::header::AUTHORIZATION);
-            if auth.check(authorization).await != AuthOutcome::Allowed {
+            // Boxed, like forward auth's below: rare and large, they would
+            // otherwise grow every walk's future.
+            if Box::pin(auth.check(authorization)).await != AuthOutcome::Allowed {
                 let mut answer = Answer::plain(401, "401 Unauthorized\n");
                 answer
                     .headers
@@ -115,7 +112,7 @@ impl Policy {
             }
         }
         if let Some(auth) = &self.forward_auth {
-            match auth.check(facts.req, facts.client, facts.tls).await {
+            match Box::pin(auth.check(facts.req, facts.client, facts.tls)).await {
                 Verdict::Allowed(headers) => admitted.upstream_headers.extend(headers),
                 Verdict::Refused(answer) => return Some((Outcome::Unauthorized, answer)),
                 Verdict::Failed(why) if auth.fails_open() => {

@@ -68,7 +68,7 @@ pub(super) fn entry<'a>(
             .as_ref()
             .and_then(|id| id.to_str().ok())
             .unwrap_or("-"),
-        trace_id: ctx.trace.as_ref().map(|(trace, _)| trace.trace_id()),
+        trace_id: ctx.trace.as_ref().map(|trace| trace.0.trace_id()),
     }
 }
 

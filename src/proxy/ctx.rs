@@ -86,7 +86,8 @@ pub struct RequestCtx {
     pub(super) edge: Option<Box<super::edge::EdgeState>>,
     /// Its W3C `traceparent`, and whether lb started it
     /// (`headers.trace_context`).
-    pub(super) trace: Option<(crate::policy::trace::TraceParent, bool)>,
+    /// Boxed: most configs have none, and the context is moved whole.
+    pub(super) trace: Option<Box<(crate::policy::trace::TraceParent, bool)>>,
 }
 
 impl RequestCtx {

@@ -74,6 +74,13 @@ fn chains<'a>(ctx: &'a RequestCtx, routing: &'a Routing) -> [&'a [Arc<policy::Po
     [listener, route]
 }
 
+/// Whether the request has a redirect to answer or policies to walk.
+pub(super) fn applies(ctx: &RequestCtx) -> bool {
+    let route = ctx.route.and_then(|id| ctx.routing.route(id));
+    ctx.edge.is_some()
+        || route.is_some_and(|r| r.pool.redirect.is_some() || r.pool.policies.is_some())
+}
+
 /// Answers a redirect route, or walks the request's policies; true when
 /// lb answered and the request goes no further.
 pub(super) async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -131,9 +131,11 @@ impl ProxyHttp for Proxy {
             ctx.request_id = Some(request_id::of(session.req_header(), ctx.trusted_peer));
         }
         if settings.headers.trace_context {
-            ctx.trace = Some(TraceParent::of(session.req_header()));
+            ctx.trace = Some(Box::new(TraceParent::of(session.req_header())));
         }
-        if edge::admit(session, ctx).await? {
+        // Boxed, and only when there is something to do: the walk's future
+        // would otherwise grow every request's request_filter future.
+        if edge::applies(ctx) && Box::pin(edge::admit(session, ctx)).await? {
             return Ok(true);
         }
         if ctx.upgrade {
@@ -365,8 +367,8 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
-        if let Some((trace, started)) = &ctx.trace {
-            trace.apply_to(upstream_request, *started);
+        if let Some(trace) = &ctx.trace {
+            trace.0.apply_to(upstream_request, trace.1);
         }
         if settings.headers.forwarded {
             forwarded::add_headers(session, ctx, &settings.headers, upstream_request)?;

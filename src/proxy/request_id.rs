@@ -20,9 +20,13 @@ const MAX_LEN: usize = 128;
 /// The request's ID: the one a trusted proxy sent if acceptable, else a
 /// new one.
 pub fn of(req: &RequestHeader, from_trusted_proxy: bool) -> HeaderValue {
+    if !from_trusted_proxy {
+        // Not even looked up: most requests come from clients.
+        return generate();
+    }
     req.headers
         .get(HEADER)
-        .filter(|v| from_trusted_proxy && acceptable(v.as_bytes()))
+        .filter(|v| acceptable(v.as_bytes()))
         .cloned()
         .unwrap_or_else(generate)
 }

@@ -188,7 +188,8 @@ fn lb_configs_in(markdown: &str) -> Vec<String> {
 
 /// `config` with each file named by a `cert:`, `key:` or `ca:` key replaced
 /// by a real one in `dir`: one self-signed certificate and key per file
-/// stem (`/etc/lb/site.pem` and `/etc/lb/site.key` become a matching pair).
+/// stem (`/etc/lb/site.pem` and `/etc/lb/site.key` become a matching pair);
+/// and each `users_file:` by an htpasswd file.
 fn with_placeholder_files(config: &str, dir: &std::path::Path) -> String {
     let tokens: Vec<&str> = config
         .split(|c: char| c.is_whitespace() || matches!(c, '{' | '}' | ','))
@@ -197,6 +198,15 @@ fn with_placeholder_files(config: &str, dir: &std::path::Path) -> String {
     let mut config = config.to_string();
     for pair in tokens.windows(2) {
         let [name, file] = pair else { continue };
+        if *name == "users_file:" && file.starts_with('/') {
+            // An htpasswd file with one bcrypt entry (cost 4), made by the
+            // bcrypt crate lb itself uses.
+            let users = dir.join("htpasswd");
+            let hash = bcrypt::hash("demo", 4).expect("a bcrypt hash");
+            std::fs::write(&users, format!("demo:{hash}\n")).expect("write the users file");
+            config = config.replace(file, users.to_str().expect("a UTF-8 path"));
+            continue;
+        }
         if !matches!(*name, "cert:" | "key:" | "ca:") || !file.starts_with('/') {
             continue;
         }

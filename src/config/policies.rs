@@ -195,6 +195,7 @@ pub(super) fn parse_policies(
 }
 
 fn parse_policy(key: &str, name: String, file: PolicyFile, errors: &mut Problems) -> PolicyConfig {
+    let errors_before = errors.len();
     let at = |kind: &str| format!("{key}.{kind}");
     let policy = PolicyConfig {
         name,
@@ -220,7 +221,8 @@ fn parse_policy(key: &str, name: String, file: PolicyFile, errors: &mut Problems
             .compression
             .map(|f| kinds::compression(&at("compression"), f, errors)),
     };
-    if policy.is_empty() {
+    // A kind that was written but failed has its own error already.
+    if policy.is_empty() && errors.len() == errors_before {
         errors.add(
             key,
             "no kind given: write access, rate_limit, connection_limit, request_headers, \

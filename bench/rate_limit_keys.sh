@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a flood of distinct rate-limit keys costs lb's memory: a route
-# limited by `header:X-Api-Key` (rate 10/s, burst 10, max_keys MAX_KEYS,
-# default 100,000) and wrk sending REQUESTS (default 1,000,000) requests,
+# limited by `header:X-Api-Key` (rate RATE, default 10/s, burst 10,
+# max_keys MAX_KEYS, default 100,000; with RATE=1/h no key goes idle
+# during the run, so only max_keys bounds them) and wrk sending REQUESTS (default 1,000,000) requests,
 # each with a random key, over 50 connections (bounded: wrk stops after
 # DURATION, default 60 s, whatever it sent). Prints lb's RSS before, its
 # peak during the flood (sampled every 0.2 s), after, and the requests
@@ -15,6 +16,7 @@ BE=${BE:-target/release/be}
 REQUESTS=${REQUESTS:-1000000}
 MAX_KEYS=${MAX_KEYS:-100000}
 DURATION=${DURATION:-60}
+RATE=${RATE:-10/s}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; cat "$work/lb.log" >&2 2>/dev/null; rm -rf "$work"' EXIT
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
@@ -30,7 +32,7 @@ health_check: {path: /health, interval: 2s}
 admin: {listen: 127.0.0.1:$ADMIN}
 policies:
   per_key:
-    rate_limit: {rate: 10/s, burst: 10, key: "header:X-Api-Key", max_keys: $MAX_KEYS}
+    rate_limit: {rate: $RATE, burst: 10, key: "header:X-Api-Key", max_keys: $MAX_KEYS}
 routes:
   - {upstream: default, policies: [per_key]}
 EOF
@@ -59,6 +61,6 @@ kill "$sampler" 2>/dev/null || true
 peak=$(cat "$work/peak" 2>/dev/null || echo "$before")
 sent=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 limited=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/lb_policy_decisions_total\{outcome="limited",policy="per_key"\}/ {print $2}')
-echo "| requests sent | limited | max_keys | RSS before | peak | after 2 s |"
-echo "|---:|---:|---:|---:|---:|---:|"
-echo "| $sent | ${limited:-0} | $MAX_KEYS | $((before / 1024)) MiB | $((peak / 1024)) MiB | $((after / 1024)) MiB |"
+echo "| rate | requests sent | limited | max_keys | RSS before | peak | after 2 s |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| $RATE | $sent | ${limited:-0} | $MAX_KEYS | $((before / 1024)) MiB | $((peak / 1024)) MiB | $((after / 1024)) MiB |"

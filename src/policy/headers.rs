@@ -15,19 +15,28 @@ use crate::config::HeaderRules;
 pub struct Vars<'a> {
     pub client_ip: IpAddr,
     pub request_id: Option<&'a HeaderValue>,
-    /// The request, whose host is looked up only by a value that uses it.
-    pub request: &'a RequestHeader,
+    pub host: Host<'a>,
     pub route: Option<&'a str>,
+}
+
+/// Where `{host}` comes from: the request, looked up only by a value that
+/// uses it, or a value kept from the request (for the response).
+pub enum Host<'a> {
+    Of(&'a RequestHeader),
+    Known(Option<&'a str>),
 }
 
 impl Vars<'_> {
     fn host(&self) -> &str {
-        self.request
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| self.request.uri.host())
-            .unwrap_or("")
+        match self.host {
+            Host::Of(request) => request
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| request.uri.host())
+                .unwrap_or(""),
+            Host::Known(host) => host.unwrap_or(""),
+        }
     }
 }
 
@@ -203,7 +212,7 @@ mod tests {
         let vars = Vars {
             client_ip: "10.1.2.3".parse().unwrap(),
             request_id: Some(&id),
-            request: &original,
+            host: Host::Of(&original),
             route: Some("routes[0]"),
         };
         edits.apply(&mut req, &vars);
@@ -226,11 +235,10 @@ mod tests {
         );
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Server", "be/1").unwrap();
-        let request = RequestHeader::build("GET", b"/", None).unwrap();
         let vars = Vars {
             client_ip: "::1".parse().unwrap(),
             request_id: None,
-            request: &request,
+            host: Host::Known(None),
             route: None,
         };
         edits.apply(&mut resp, &vars);

@@ -43,6 +43,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{PolicyConfig, Problem};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::policies::PolicyCounters;
+pub use headers::{Host, Vars};
 pub use walk::{admit, on_response, on_upstream_request, Admitted, Facts};
 
 /// An answer lb gives itself instead of proxying: a refusal, a

@@ -13,7 +13,7 @@ use super::compression::{Algorithm, ResponseCompression};
 use super::connection_limit::ConcurrencyGuard;
 use super::cors::Preflight;
 use super::forward_auth::Verdict;
-use super::headers::Vars;
+use super::headers::{Host, Vars};
 use super::{Answer, Policy};
 use crate::telemetry::policies::Outcome;
 
@@ -35,7 +35,7 @@ impl Facts<'_> {
         Vars {
             client_ip: self.client,
             request_id: self.request_id,
-            request: self.req,
+            host: Host::Of(self.req),
             route: self.route,
         }
     }
@@ -161,16 +161,16 @@ pub fn on_upstream_request(
 }
 
 /// Applies the response-time kinds of `chains` to the response lb sends
-/// to the client: CORS headers, header rules, and the first compression
-/// rule, whose state for the body it returns when it compresses.
+/// to the client: CORS headers (for the request's `origin`), header rules,
+/// and the first compression rule, whose state for the body it returns
+/// when it compresses.
 pub fn on_response(
     chains: &[&[std::sync::Arc<Policy>]],
-    facts: &Facts<'_>,
+    vars: &Vars<'_>,
+    origin: Option<&HeaderValue>,
     admitted: Option<&Admitted>,
     response: &mut ResponseHeader,
 ) -> Option<ResponseCompression> {
-    let vars = facts.vars();
-    let origin = facts.req.headers.get(http::header::ORIGIN);
     let mut compression = None;
     let mut compressing = false;
     for policy in chains.iter().flat_map(|chain| chain.iter()) {
@@ -178,7 +178,7 @@ pub fn on_response(
             cors.on_response(origin, response);
         }
         if let Some(edits) = &policy.response_headers {
-            edits.apply(response, &vars);
+            edits.apply(response, vars);
         }
         if let (Some(rule), false) = (&policy.compression, compressing) {
             compressing = true;

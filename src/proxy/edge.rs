@@ -23,6 +23,13 @@ pub struct EdgeState {
     admitted: Admitted,
     /// The response's compression, once it started.
     compression: Option<policy::compression::ResponseCompression>,
+    /// The request's `Origin` and `Host`, for the response's CORS headers
+    /// and `{host}`: kept here so that the `response_filter` hook need
+    /// not reach for the session (capturing it grew that hook's boxed
+    /// future into an allocation size the allocator served from a fresh
+    /// page nearly every request: 1k instructions, bench/instructions.sh).
+    origin: Option<http::HeaderValue>,
+    host: Option<http::HeaderValue>,
 }
 
 /// Decides the real client address of the request (`ctx.client`), and
@@ -108,7 +115,15 @@ pub(super) async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result
         respond(session, ctx, answer).await?;
         return Ok(true);
     }
-    ctx.edge.get_or_insert_with(Box::default).admitted = admitted;
+    let req = session.req_header();
+    let edge = ctx.edge.get_or_insert_with(Box::default);
+    edge.admitted = admitted;
+    edge.origin = req.headers.get(http::header::ORIGIN).cloned();
+    edge.host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+        req.uri
+            .host()
+            .and_then(|h| http::HeaderValue::from_str(h).ok())
+    });
     Ok(false)
 }
 
@@ -136,18 +151,28 @@ pub(super) fn on_upstream_request(
 }
 
 /// Applies the policies' response rules to the response to the client.
-pub(super) fn on_response(session: &Session, ctx: &mut RequestCtx, response: &mut ResponseHeader) {
+pub(super) fn on_response(ctx: &mut RequestCtx, response: &mut ResponseHeader) {
     // Only a request the policies admitted has state: the rest, most
     // requests, return here without touching the routing's count.
-    if ctx.edge.is_none() {
+    let Some(edge) = &ctx.edge else {
         return;
-    }
+    };
     let routing = Arc::clone(&ctx.routing);
     let chains = chains(ctx, &routing);
     let route = ctx.route.and_then(|id| routing.route(id));
-    let facts = facts(session, ctx, route.map(|r| r.name.as_str()));
-    let admitted = ctx.edge.as_ref().map(|e| &e.admitted);
-    let compression = policy::on_response(&chains, &facts, admitted, response);
+    let vars = policy::Vars {
+        client_ip: ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        request_id: ctx.request_id.as_ref(),
+        host: policy::Host::Known(edge.host.as_ref().and_then(|h| h.to_str().ok())),
+        route: route.map(|r| r.name.as_str()),
+    };
+    let compression = policy::on_response(
+        &chains,
+        &vars,
+        edge.origin.as_ref(),
+        Some(&edge.admitted),
+        response,
+    );
     if let (Some(edge), Some(compression)) = (ctx.edge.as_mut(), compression) {
         edge.compression = Some(compression);
     }

@@ -433,14 +433,14 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
-        edge::on_response(session, ctx, response);
+        edge::on_response(ctx, response);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod backends;
 mod checks;
 mod file;
 mod listeners;
+mod overrides;
 mod policies;
 mod policy_kinds;
 mod pools;
@@ -22,6 +23,7 @@ mod transport;
 
 pub use checks::Problem;
 use checks::Problems;
+pub use overrides::Overrides;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
@@ -29,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backends::parse_backends;
-use file::{FileConfig, HealthCheckFile};
-use listeners::{exposed_keys, parse_listeners, tls_flag_entries};
+use file::FileConfig;
+use listeners::{exposed_keys, parse_listeners};
 use pingora::server::configuration::ServerConf;
-use sections::{parse_admin, parse_discovery, parse_health_check};
+use sections::{parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, OnMarkedDown, WhenAllUnhealthy};
 pub use listeners::{
@@ -189,111 +191,6 @@ pub struct HealthCheckConfig {
     pub on_marked_down: OnMarkedDown,
 }
 
-/// Settings given on the command line; each replaces the file's value.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// `--listen`: replaces the whole `listeners` list when not empty.
-    pub listen: Vec<String>,
-    /// `--tls-listen`: TLS listeners with the `--cert`/`--key` pairs; with
-    /// `--listen`, replaces the whole `listeners` list when not empty.
-    pub tls_listen: Vec<String>,
-    /// `--cert`: certificate files of the `--tls-listen` listeners.
-    pub certs: Vec<PathBuf>,
-    /// `--key`: their keys, in the same order.
-    pub keys: Vec<PathBuf>,
-    /// `--backend`: replaces the whole `backends` list when not empty.
-    pub backends: Vec<String>,
-    /// `--health-check-path`.
-    pub health_check_path: Option<String>,
-    /// `--health-check-interval`.
-    pub health_check_interval: Option<Duration>,
-    /// `--health-check-timeout`.
-    pub health_check_timeout: Option<Duration>,
-    /// `--admin-listen`.
-    pub admin_listen: Option<String>,
-    /// `--pid-file`: replaces `server.pid_file`.
-    pub pid_file: Option<String>,
-    /// `--upgrade-sock`: replaces `server.upgrade_sock`.
-    pub upgrade_sock: Option<String>,
-}
-
-impl Overrides {
-    /// The listener entries: the flags', or else the file's, or else the
-    /// default.
-    fn listeners(
-        &self,
-        written: Option<Vec<serde_yaml_ng::Value>>,
-        errors: &mut Problems,
-    ) -> Vec<serde_yaml_ng::Value> {
-        if self.listen.is_empty() && self.tls_listen.is_empty() {
-            if !self.certs.is_empty() || !self.keys.is_empty() {
-                errors.add("--cert/--key", "given without --tls-listen");
-            }
-            return written.unwrap_or_else(|| vec![DEFAULT_LISTENER.into()]);
-        }
-        self.listen
-            .iter()
-            .map(|l| serde_yaml_ng::Value::String(l.clone()))
-            .chain(tls_flag_entries(
-                &self.tls_listen,
-                &self.certs,
-                &self.keys,
-                errors,
-            ))
-            .collect()
-    }
-
-    /// The backend entries: the flags', or else the file's.
-    fn backends(&self, written: Option<Vec<serde_yaml_ng::Value>>) -> Vec<serde_yaml_ng::Value> {
-        if self.backends.is_empty() {
-            return written.unwrap_or_default();
-        }
-        self.backends
-            .iter()
-            .map(|b| serde_yaml_ng::Value::String(b.clone()))
-            .collect()
-    }
-
-    /// Puts `--pid-file` and `--upgrade-sock` in place of the file's paths.
-    fn server_paths(&self, server: &mut pingora::server::configuration::ServerConf) {
-        if let Some(pid_file) = &self.pid_file {
-            server.pid_file.clone_from(pid_file);
-        }
-        if let Some(upgrade_sock) = &self.upgrade_sock {
-            server.upgrade_sock.clone_from(upgrade_sock);
-        }
-    }
-
-    /// The admin section with `--admin-listen` in place, checked.
-    fn admin(
-        &self,
-        written: Option<file::AdminFile>,
-        environment: &Environment,
-        errors: &mut Problems,
-    ) -> Option<AdminConfig> {
-        let mut admin = written.unwrap_or_default();
-        if let Some(listen) = &self.admin_listen {
-            admin.listen = Some(listen.clone());
-        }
-        parse_admin(admin, environment.admin_token.clone(), errors)
-    }
-
-    /// The health-check section with the flags' values in place.
-    fn health_check(&self, written: Option<HealthCheckFile>) -> HealthCheckFile {
-        let mut health_check = written.unwrap_or_default();
-        if let Some(path) = &self.health_check_path {
-            health_check.path = Some(path.clone());
-        }
-        if let Some(interval) = self.health_check_interval {
-            health_check.interval = Some(interval);
-        }
-        if let Some(timeout) = self.health_check_timeout {
-            health_check.timeout = Some(timeout);
-        }
-        health_check
-    }
-}
-
 /// One line per problem.
 fn lines(problems: &[Problem]) -> String {
     problems
@@ -363,14 +260,7 @@ impl Config {
         let listeners = overrides.listeners(file.listeners.take(), &mut errors);
         let listeners = parse_listeners(&listeners, &mut errors);
 
-        // With named pools, the top-level `backends:` (pool `default`) may go.
-        let has_default =
-            file.backends.is_some() || !overrides.backends.is_empty() || file.upstreams.is_none();
-        let backends = if has_default {
-            parse_backends(&overrides.backends(file.backends.take()), &mut errors)
-        } else {
-            Vec::new()
-        };
+        let (has_default, backends) = top_backends(&mut file, overrides, &mut errors);
         let top_health = overrides.health_check(file.health_check.take());
         let health_check = parse_health_check(top_health.clone(), &mut errors);
         let (retry, passive_health, timeouts, limits) =
@@ -406,8 +296,7 @@ impl Config {
             &mut errors,
             &mut warnings,
         );
-        let policies = policies::parse_policies(file.policies.take(), &mut errors);
-        check_chains(&listeners, &routes, &policies, &mut errors);
+        let policies = parse_policies(file.policies.take(), &listeners, &routes, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.into_vec()));
         }
@@ -435,21 +324,40 @@ impl Config {
     }
 }
 
-/// Checks every policy name the listeners and routes give.
-fn check_chains(
+/// Whether the top-level `backends:` make the pool `default`, and its
+/// backends: with named pools, it may go.
+fn top_backends(
+    file: &mut FileConfig,
+    overrides: &Overrides,
+    errors: &mut Problems,
+) -> (bool, Vec<BackendConfig>) {
+    let has_default =
+        file.backends.is_some() || !overrides.backends.is_empty() || file.upstreams.is_none();
+    if !has_default {
+        return (false, Vec::new());
+    }
+    let backends = parse_backends(&overrides.backends(file.backends.take()), errors);
+    (true, backends)
+}
+
+/// The policies, and a check of every policy name the listeners and
+/// routes give.
+fn parse_policies(
+    written: Option<serde_yaml_ng::Mapping>,
     listeners: &[ListenerConfig],
     routes: &[RouteConfig],
-    policies: &[PolicyConfig],
     errors: &mut Problems,
-) {
+) -> Vec<PolicyConfig> {
+    let policies = policies::parse_policies(written, errors);
     for (i, listener) in listeners.iter().enumerate() {
         let key = format!("listeners[{i}].policies");
-        policies::check_chain(&key, &listener.edge.policies, policies, errors);
+        policies::check_chain(&key, &listener.edge.policies, &policies, errors);
     }
     for route in routes {
         let key = format!("{}.policies", route.name);
-        policies::check_chain(&key, &route.policies, policies, errors);
+        policies::check_chain(&key, &route.policies, &policies, errors);
     }
+    policies
 }
 
 /// The warnings about the server section and the listeners: no time to

@@ -143,7 +143,8 @@ fn header_rules_reach_the_backend_and_the_client() {
         None,
         "policies:\n  secure_headers:\n    request_headers: {set: {X-Env: prod, X-Client: \"{client_ip} on {route}\"}, \
          add: {X-Tag: b}, remove: [X-Debug]}\n    \
-         response_headers: {set: {Strict-Transport-Security: \"max-age=63072000\"}, remove: [Content-Type]}\n\
+         response_headers: {set: {Strict-Transport-Security: \"max-age=63072000\", X-Host: \"{host}\"}, \
+         remove: [Content-Type]}\n\
          routes:\n  - {upstream: default, policies: [secure_headers]}\n",
     );
     let url = format!("http://127.0.0.1:{}/headers", lb.port);
@@ -171,6 +172,8 @@ fn header_rules_reach_the_backend_and_the_client() {
         Some("max-age=63072000")
     );
     assert_eq!(seen.header("content-type"), None);
+    let host = format!("127.0.0.1:{}", lb.port);
+    assert_eq!(seen.header("x-host"), Some(host.as_str()));
 }
 
 #[test]

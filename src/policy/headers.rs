@@ -109,6 +109,17 @@ impl HeaderEdits {
         }
     }
 
+    /// Whether a value uses `{host}`.
+    pub fn uses_host(&self) -> bool {
+        self.set
+            .iter()
+            .chain(&self.add)
+            .any(|(_, value)| match value {
+                Value::Ready(_) => false,
+                Value::Template(parts) => parts.iter().any(|p| matches!(p, Part::Var(Var::Host))),
+            })
+    }
+
     /// Applies the rules: removes first, then sets, then adds.
     pub fn apply(&self, headers: &mut impl EditableHeaders, vars: &Vars<'_>) {
         for name in &self.remove {

@@ -179,6 +179,18 @@ impl Policies {
 }
 
 impl Policy {
+    /// Whether its response rules read the request's `Origin` (CORS).
+    pub fn reads_origin(&self) -> bool {
+        self.cors.is_some()
+    }
+
+    /// Whether its response rules read the request's `Host` (`{host}`).
+    pub fn reads_host(&self) -> bool {
+        self.response_headers
+            .as_ref()
+            .is_some_and(headers::HeaderEdits::uses_host)
+    }
+
     /// Compiles `config`; `before` is the policy of the same name that
     /// runs, whose limits' state is kept where their settings are the same.
     fn new(config: &PolicyConfig, before: Option<&Policy>) -> Result<Policy, Problem> {

@@ -115,16 +115,31 @@ pub(super) async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result
         respond(session, ctx, answer).await?;
         return Ok(true);
     }
+    // Only what the response rules will read is kept.
+    let policies = || chains.iter().flat_map(|chain| chain.iter());
+    let (reads_origin, reads_host) = (
+        policies().any(|p| p.reads_origin()),
+        policies().any(|p| p.reads_host()),
+    );
     let req = session.req_header();
+    let origin = reads_origin
+        .then(|| req.headers.get(http::header::ORIGIN).cloned())
+        .flatten();
+    let host = reads_host.then(|| host_of(req)).flatten();
     let edge = ctx.edge.get_or_insert_with(Box::default);
     edge.admitted = admitted;
-    edge.origin = req.headers.get(http::header::ORIGIN).cloned();
-    edge.host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+    edge.origin = origin;
+    edge.host = host;
+    Ok(false)
+}
+
+/// The request's host: its Host header, else its target's authority.
+fn host_of(req: &RequestHeader) -> Option<http::HeaderValue> {
+    req.headers.get(http::header::HOST).cloned().or_else(|| {
         req.uri
             .host()
             .and_then(|h| http::HeaderValue::from_str(h).ok())
-    });
-    Ok(false)
+    })
 }
 
 /// Applies the policies' request headers to the request to the backend,

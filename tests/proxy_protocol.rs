@@ -184,8 +184,14 @@ fn a_bad_header_closes_the_connection_unanswered_and_is_counted() {
         &format!("admin: {{listen: 127.0.0.1:{admin_port}}}\ntimeouts: {{client_header: 1s}}\n"),
     );
     wait_for_port(admin_port);
-    // lb's start-up probes connect without a header: count from here.
-    let before = errors_by_reason(admin_port, lb.port);
+    // lb's start-up probes (one connect to see lb accept, one to see the
+    // listener accept) close without a header: wait until both are
+    // counted, then count from there.
+    let before = poll(Duration::from_secs(10), || {
+        let counts = errors_by_reason(admin_port, lb.port);
+        (counts.get("closed") == Some(&2)).then_some(counts)
+    })
+    .expect("the two start-up probes counted as closed");
     let mut too_long = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff".to_vec();
     too_long.extend_from_slice(&[0u8; 64]);
     let vectors: Vec<(&str, &str, Vec<u8>, bool)> = vec![

@@ -103,13 +103,7 @@ pub(super) async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result
         return Ok(false);
     }
     let mut admitted = Admitted::default();
-    let facts = Facts {
-        client: ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-        req: session.req_header(),
-        route: route.map(|r| r.name.as_str()),
-        tls: access::is_tls(session),
-        request_id: ctx.request_id.as_ref(),
-    };
+    let facts = facts(session, ctx, route.map(|r| r.name.as_str()));
     let answer = policy::admit(&chains, &facts, &mut admitted).await;
     if let Some(answer) = answer {
         respond(session, ctx, answer).await?;

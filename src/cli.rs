@@ -71,6 +71,12 @@ pub struct Cli {
     /// one (default /tmp/lb_upgrade.sock); replaces `server.upgrade_sock`.
     #[arg(long, value_name = "PATH")]
     pub upgrade_sock: Option<String>,
+
+    /// Do not reload when the config file or its certificates change
+    /// (turns the file's `watch_config` off); SIGHUP and the admin API
+    /// still reload.
+    #[arg(long)]
+    pub no_watch_config: bool,
 }
 
 impl Cli {
@@ -95,6 +101,7 @@ impl Cli {
             admin_listen,
             pid_file,
             upgrade_sock,
+            no_watch_config,
         } = self;
         Overrides {
             listen: listen.clone(),
@@ -108,6 +115,7 @@ impl Cli {
             admin_listen: admin_listen.clone(),
             pid_file: pid_file.clone(),
             upgrade_sock: upgrade_sock.clone(),
+            no_watch_config: *no_watch_config,
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct FileConfig {
     pub backend_protocol: Option<String>,
     /// TLS to backends; present means backends are reached over TLS.
     pub backend_tls: Option<BackendTlsFile>,
+    /// The Redis a fleet of replicas shares its cluster limits through.
+    pub cluster: Option<super::cluster::ClusterFile>,
+    /// Reload when the file or its certificates change (default true).
+    pub watch_config: Option<bool>,
 }
 
 /// The `backend_tls:` section.

@@ -9,7 +9,9 @@
 
 mod backends;
 mod checks;
+mod cluster;
 mod file;
+mod limit_kinds;
 mod listeners;
 mod overrides;
 mod policies;
@@ -23,6 +25,7 @@ mod transport;
 
 pub use checks::Problem;
 use checks::Problems;
+pub use cluster::{redis_without_password, ClusterConfig};
 pub use overrides::Overrides;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -37,14 +40,15 @@ use pingora::server::configuration::ServerConf;
 use sections::{parse_discovery, parse_health_check};
 
 pub use file::{AccessLogFormat, OnMarkedDown, WhenAllUnhealthy};
+pub use limit_kinds::parse_rate;
 pub use listeners::{
     CertificateFiles, ListenerConfig, ListenerEdge, ListenerKind, MinTlsVersion, TlsListenerConfig,
 };
 pub use policies::{
     AccessConfig, BasicAuthConfig, CompressionConfig, ConnectionLimitConfig, CorsConfig,
-    ForwardAuthConfig, HeaderRules, LimitKey, PolicyConfig, RateLimitConfig,
+    ForwardAuthConfig, HeaderRules, LimitKey, LimitScope, PolicyConfig, RateLimitConfig,
 };
-pub use policy_kinds::{parse_rate, HEADER_PLACEHOLDERS};
+pub use policy_kinds::HEADER_PLACEHOLDERS;
 pub use pools::{Balance, HashKey, PoolConfig, Sticky, DEFAULT_POOL};
 pub use resilience::{LimitsConfig, PassiveHealthConfig, RetryConfig, TimeoutsConfig};
 pub use routes::{RedirectConfig, RewriteConfig, RouteConfig, REDIRECT_PLACEHOLDERS};
@@ -111,6 +115,13 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// Which headers lb adds.
     pub headers: HeadersConfig,
+    /// The Redis the replicas of a fleet share cluster limits through.
+    pub cluster: Option<ClusterConfig>,
+    /// Whether lb reloads when the file or its certificates change.
+    pub watch_config: bool,
+    /// The first hex digits of the SHA-256 of the file (and flags): which
+    /// config this replica runs.
+    pub hash: String,
     /// Things worth saying that do not stop lb (`lb -t` prints them).
     pub warnings: Vec<String>,
 }
@@ -228,9 +239,12 @@ pub enum ConfigError {
 impl Config {
     /// Reads `path` (when given), applies `overrides` and checks the result.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let file = match path {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+        let (file, text) = match path {
+            Some(path) => {
+                let text = read_text(path)?;
+                (parse_text(path, &text)?, text)
+            }
+            None => (FileConfig::default(), String::new()),
         };
         // What lb reads beyond the file, in one visible step: the
         // environment before the checks, DNS after them.
@@ -238,6 +252,7 @@ impl Config {
             admin_token: std::env::var("LB_ADMIN_TOKEN").ok(),
         };
         let mut config = Config::from_file(file, overrides, &environment)?;
+        config.hash = cluster::config_hash(text.as_bytes(), overrides);
         config.warnings = unresolved_backends(&config.backends)
             .into_iter()
             .chain(config.warnings)
@@ -297,6 +312,8 @@ impl Config {
             &mut warnings,
         );
         let policies = parse_policies(file.policies.take(), &listeners, &routes, &mut errors);
+        let cluster = cluster::parse_cluster(file.cluster.take(), &mut errors);
+        cluster::check_scopes(&policies, cluster.as_ref(), &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.into_vec()));
         }
@@ -319,6 +336,9 @@ impl Config {
             admin,
             access_log: file.access_log.map(AccessLogConfig::of),
             headers: HeadersConfig::of(file.headers.unwrap_or_default()),
+            cluster,
+            watch_config: file.watch_config.unwrap_or(true) && !overrides.no_watch_config,
+            hash: String::new(),
             warnings,
         })
     }
@@ -412,16 +432,19 @@ impl HeadersConfig {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+fn parse_text(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     // An empty file is a valid, empty config (serde sees YAML null).
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+    serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })

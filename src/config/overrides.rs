@@ -36,9 +36,26 @@ pub struct Overrides {
     pub pid_file: Option<String>,
     /// `--upgrade-sock`: replaces `server.upgrade_sock`.
     pub upgrade_sock: Option<String>,
+    /// `--no-watch-config`: turns `watch_config` off.
+    pub no_watch_config: bool,
 }
 
 impl Overrides {
+    /// The flags that change what lb serves (backends, health checks),
+    /// as text for the config's hash; None when there are none. Where a
+    /// replica listens, keeps its pid file and upgrade socket is its own,
+    /// not the config's: two replicas on one host differ there.
+    pub(super) fn served(&self) -> Option<String> {
+        let served = (
+            &self.backends,
+            &self.health_check_path,
+            self.health_check_interval,
+            self.health_check_timeout,
+        );
+        let none = (&Vec::new(), &None, None, None);
+        (served != none).then(|| format!("{served:?}"))
+    }
+
     /// The listener entries: the flags', or else the file's, or else the
     /// default.
     pub(super) fn listeners(

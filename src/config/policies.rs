@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::checks::{from_section, Problems};
+use super::limit_kinds;
 use super::policy_kinds as kinds;
 
 /// One named policy as configured. Each kind is optional; a policy has
@@ -78,6 +79,21 @@ pub struct RateLimitConfig {
     pub key: LimitKey,
     /// Most keys remembered at once; idle ones are forgotten first.
     pub max_keys: usize,
+    /// Whether the replicas of a fleet share the counts.
+    pub scope: LimitScope,
+    /// With `scope: cluster`, the part of the limit (in millionths) one
+    /// replica allows alone while the store does not answer; none: one
+    /// over `cluster.replicas`.
+    pub fallback_share: Option<u32>,
+}
+
+/// Where a rate limit's counts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// In this process: each replica allows the whole limit.
+    Local,
+    /// In the `cluster:` section's Redis: the replicas share the limit.
+    Cluster,
 }
 
 /// `connection_limit:`: requests open at once per key (nginx limit_conn).
@@ -156,8 +172,8 @@ pub struct CorsConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct PolicyFile {
     access: Option<kinds::AccessFile>,
-    connection_limit: Option<kinds::ConnectionLimitFile>,
-    rate_limit: Option<kinds::RateLimitFile>,
+    connection_limit: Option<limit_kinds::ConnectionLimitFile>,
+    rate_limit: Option<limit_kinds::RateLimitFile>,
     basic_auth: Option<kinds::BasicAuthFile>,
     forward_auth: Option<kinds::ForwardAuthFile>,
     cors: Option<kinds::CorsFile>,
@@ -202,10 +218,10 @@ fn parse_policy(key: &str, name: String, file: PolicyFile, errors: &mut Problems
         access: file.access.map(|f| kinds::access(&at("access"), f, errors)),
         connection_limit: file
             .connection_limit
-            .map(|f| kinds::connection_limit(&at("connection_limit"), f, errors)),
+            .map(|f| limit_kinds::connection_limit(&at("connection_limit"), f, errors)),
         rate_limit: file
             .rate_limit
-            .map(|f| kinds::rate_limit(&at("rate_limit"), f, errors)),
+            .map(|f| limit_kinds::rate_limit(&at("rate_limit"), f, errors)),
         basic_auth: file.basic_auth.map(kinds::basic_auth),
         forward_auth: file
             .forward_auth
@@ -247,10 +263,14 @@ impl PolicyConfig {
 
     /// Its kinds as the config names them, in the order they run.
     pub fn kinds(&self) -> Vec<&'static str> {
+        let rate_limit = match self.rate_limit.as_ref().map(|l| l.scope) {
+            Some(LimitScope::Cluster) => "rate_limit (cluster)",
+            _ => "rate_limit",
+        };
         [
             ("access", self.access.is_some()),
             ("connection_limit", self.connection_limit.is_some()),
-            ("rate_limit", self.rate_limit.is_some()),
+            (rate_limit, self.rate_limit.is_some()),
             ("basic_auth", self.basic_auth.is_some()),
             ("forward_auth", self.forward_auth.is_some()),
             ("cors", self.cors.is_some()),

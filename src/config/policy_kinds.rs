@@ -1,5 +1,4 @@
-//! Each kind of policy as written, and its checks: CIDRs, rates
-//! (`100/s`), limit keys, header names and value templates, sizes
+//! Each kind of policy as written, and its checks: CIDRs, header names and value templates, sizes
 //! (`1KiB`), the forward-auth URL. Every error names its key.
 
 use std::time::Duration;
@@ -8,12 +7,10 @@ use serde::Deserialize;
 
 use super::checks::Problems;
 use super::policies::{
-    parse_nets, AccessConfig, BasicAuthConfig, CompressionConfig, ConnectionLimitConfig,
-    CorsConfig, ForwardAuthConfig, HeaderRules, LimitKey, RateLimitConfig,
+    parse_nets, AccessConfig, BasicAuthConfig, CompressionConfig, CorsConfig, ForwardAuthConfig,
+    HeaderRules,
 };
 
-/// Most keys a rate limit remembers when the config does not say.
-const DEFAULT_MAX_KEYS: usize = 100_000;
 /// The forward-auth wait when the config does not say.
 const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Headers a rule may not set or add: hop-by-hop ones (lb removes them
@@ -39,22 +36,6 @@ pub(super) struct AccessFile {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RateLimitFile {
-    rate: String,
-    burst: Option<i64>,
-    key: Option<String>,
-    max_keys: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ConnectionLimitFile {
-    max: i64,
-    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,100 +97,6 @@ pub(super) fn access(key: &str, file: AccessFile, errors: &mut Problems) -> Acce
         allow: parse_nets(&format!("{key}.allow"), &file.allow, errors),
         deny: parse_nets(&format!("{key}.deny"), &file.deny, errors),
     }
-}
-
-pub(super) fn rate_limit(key: &str, file: RateLimitFile, errors: &mut Problems) -> RateLimitConfig {
-    let (rate, period) = parse_rate(&file.rate).unwrap_or_else(|why| {
-        errors.add(format!("{key}.rate"), why);
-        (1, Duration::from_secs(1))
-    });
-    let burst = super::checks::whole_number(
-        &format!("{key}.burst"),
-        file.burst,
-        i64::from(rate),
-        0,
-        i64::from(u32::MAX / 2),
-        errors,
-    );
-    let max_keys = super::checks::whole_number(
-        &format!("{key}.max_keys"),
-        file.max_keys,
-        DEFAULT_MAX_KEYS as i64,
-        1,
-        100_000_000,
-        errors,
-    );
-    RateLimitConfig {
-        rate,
-        period,
-        burst: burst as u32,
-        key: limit_key(&format!("{key}.key"), file.key.as_deref(), errors),
-        max_keys: max_keys as usize,
-    }
-}
-
-pub(super) fn connection_limit(
-    key: &str,
-    file: ConnectionLimitFile,
-    errors: &mut Problems,
-) -> ConnectionLimitConfig {
-    let max = super::checks::whole_number(
-        &format!("{key}.max"),
-        Some(file.max),
-        1,
-        1,
-        10_000_000,
-        errors,
-    );
-    ConnectionLimitConfig {
-        max: max as u32,
-        key: limit_key(&format!("{key}.key"), file.key.as_deref(), errors),
-    }
-}
-
-/// Parses `100/s`, `6000/m`, `5/h` or `50/10s`: requests, then the period.
-pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
-    let bad =
-        || format!("{text:?}: write requests per period, such as 100/s, 6000/m, 5/h or 50/10s");
-    let (count, period) = text.trim().split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let period = match period.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        other => humantime::parse_duration(other).map_err(|_| bad())?,
-    };
-    if count == 0 || period.is_zero() {
-        return Err(format!("{text:?}: the rate must be more than zero"));
-    }
-    Ok((count, period))
-}
-
-fn limit_key(key: &str, written: Option<&str>, errors: &mut Problems) -> LimitKey {
-    let text = written.unwrap_or("client_ip").trim();
-    let parsed = match text {
-        "client_ip" => Some(LimitKey::ClientIp),
-        "route" => Some(LimitKey::Route),
-        _ => {
-            if let Some(name) = text.strip_prefix("header:") {
-                http::HeaderName::from_bytes(name.trim().as_bytes())
-                    .ok()
-                    .map(LimitKey::Header)
-            } else {
-                text.strip_prefix("cookie:")
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| LimitKey::Cookie(n.to_string()))
-            }
-        }
-    };
-    parsed.unwrap_or_else(|| {
-        errors.add(
-            key,
-            format!("{text:?}: write client_ip, header:NAME, cookie:NAME or route"),
-        );
-        LimitKey::ClientIp
-    })
 }
 
 pub(super) fn header_rules(key: &str, file: HeaderRulesFile, errors: &mut Problems) -> HeaderRules {

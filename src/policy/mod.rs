@@ -22,6 +22,7 @@
 pub mod access;
 pub mod basic_auth;
 pub mod client;
+pub mod cluster_store;
 pub mod compression;
 pub mod connection_limit;
 pub mod cors;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::config::{PolicyConfig, Problem};
+use crate::config::{ClusterConfig, PolicyConfig, Problem};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::policies::PolicyCounters;
 pub use headers::{Host, Vars};
@@ -109,6 +110,8 @@ pub type Chain = Arc<[Arc<Policy>]>;
 #[derive(Default, Clone)]
 pub struct Policies {
     by_name: HashMap<String, Arc<Policy>>,
+    /// The `cluster:` section and the store its limits count in.
+    cluster: Option<(ClusterConfig, Arc<cluster_store::ClusterStore>)>,
 }
 
 impl Policies {
@@ -116,18 +119,32 @@ impl Policies {
     /// kept as it is (with its counters and limits). Reads the users files
     /// of `basic_auth`: each one that cannot be read is a problem named by
     /// its key.
-    pub fn build(configs: &[PolicyConfig], running: &Policies) -> Result<Policies, Vec<Problem>> {
+    pub fn build(
+        configs: &[PolicyConfig],
+        cluster: Option<&ClusterConfig>,
+        running: &Policies,
+    ) -> Result<Policies, Vec<Problem>> {
         let mut by_name = HashMap::with_capacity(configs.len());
         let mut problems = Vec::new();
+        let cluster = cluster_store(cluster, running).map_err(|p| vec![p])?;
+        let same_cluster = cluster.as_ref().map(|c| &c.0) == running.cluster.as_ref().map(|c| &c.0);
+        let shared = cluster
+            .as_ref()
+            .map(|(config, store)| (store, config.replicas));
         for config in configs {
             let before = running.by_name.get(&config.name);
             // A users file is read again at every reload, so a policy
-            // with basic_auth is never kept as it was.
+            // with basic_auth is never kept as it was; nor one that counts
+            // in a cluster whose settings changed.
             let policy = match before {
-                Some(same) if same.config == *config && config.basic_auth.is_none() => {
+                Some(same)
+                    if same.config == *config
+                        && config.basic_auth.is_none()
+                        && (same_cluster || !same.counts_in_cluster()) =>
+                {
                     Arc::clone(same)
                 }
-                _ => match Policy::new(config, before.map(|p| &**p)) {
+                _ => match Policy::new(config, shared, before.map(|p| &**p)) {
                     Ok(policy) => Arc::new(policy),
                     Err(problem) => {
                         problems.push(problem);
@@ -140,7 +157,13 @@ impl Policies {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Policies { by_name })
+        Ok(Policies { by_name, cluster })
+    }
+
+    /// Whether cluster rate limits are counted in the store now (`false`:
+    /// each replica decides alone); None without a `cluster:` section.
+    pub fn cluster_limits_shared(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|(_, store)| store.is_shared())
     }
 
     /// The chain of the policies `names`, in their order (the config
@@ -178,7 +201,46 @@ impl Policies {
     }
 }
 
+/// The store of `cluster`: the running one when its settings are the
+/// same (its connection and state go on), else a new one.
+fn cluster_store(
+    cluster: Option<&ClusterConfig>,
+    running: &Policies,
+) -> Result<Option<(ClusterConfig, Arc<cluster_store::ClusterStore>)>, Problem> {
+    let Some(config) = cluster else {
+        return Ok(None);
+    };
+    let settings = cluster_store::ClusterSettings {
+        url: config.redis.clone(),
+        timeout: config.timeout,
+        prefix: config.prefix.clone(),
+    };
+    if let Some((_, store)) = &running.cluster {
+        if *store.settings() == settings {
+            return Ok(Some((config.clone(), Arc::clone(store))));
+        }
+    }
+    let errors = &metrics().policies.store_errors;
+    let (timeouts, failures) = (errors[0].clone(), errors[1].clone());
+    let on_error = Arc::new(move |kind| match kind {
+        cluster_store::StoreErrorKind::Timeout => timeouts.inc(),
+        cluster_store::StoreErrorKind::Error => failures.inc(),
+    });
+    let store = cluster_store::ClusterStore::new(settings, on_error).map_err(|why| Problem {
+        key: "cluster.redis".into(),
+        message: why,
+    })?;
+    Ok(Some((config.clone(), store)))
+}
+
 impl Policy {
+    /// Whether it has a rate limit counted in the cluster's store.
+    fn counts_in_cluster(&self) -> bool {
+        self.rate_limit
+            .as_ref()
+            .is_some_and(limits::RateLimit::is_shared)
+    }
+
     /// Whether its response rules read the request's `Origin` (CORS).
     pub fn reads_origin(&self) -> bool {
         self.cors.is_some()
@@ -193,7 +255,11 @@ impl Policy {
 
     /// Compiles `config`; `before` is the policy of the same name that
     /// runs, whose limits' state is kept where their settings are the same.
-    fn new(config: &PolicyConfig, before: Option<&Policy>) -> Result<Policy, Problem> {
+    fn new(
+        config: &PolicyConfig,
+        shared: Option<(&Arc<cluster_store::ClusterStore>, u32)>,
+        before: Option<&Policy>,
+    ) -> Result<Policy, Problem> {
         let problem = |kind: &str, message: String| Problem {
             key: format!("policies.{}.{kind}", config.name),
             message,
@@ -233,7 +299,9 @@ impl Policy {
                 limits::ConnectionLimit::new(c, before.and_then(|b| b.connection_limit.as_ref()))
             }),
             rate_limit: config.rate_limit.as_ref().map(|c| {
-                limits::RateLimit::new(&config.name, c, before.and_then(|b| b.rate_limit.as_ref()))
+                let before = before.and_then(|b| b.rate_limit.as_ref());
+                let (store, replicas) = shared.map_or((None, 1), |(s, r)| (Some(s), r));
+                limits::RateLimit::new(&config.name, c, store, replicas, before)
             }),
             forward_auth: config
                 .forward_auth

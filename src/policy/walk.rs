@@ -87,7 +87,14 @@ impl Policy {
             }
         }
         if let Some(limit) = &self.rate_limit {
-            if let Some(answer) = limit.check(facts) {
+            // Boxed: a shared limit's wait on Redis would otherwise grow
+            // every walk's future.
+            let refused = if limit.is_shared() {
+                Box::pin(limit.check_shared(facts)).await
+            } else {
+                limit.check(facts)
+            };
+            if let Some(answer) = refused {
                 return Some((Outcome::Limited, answer));
             }
         }

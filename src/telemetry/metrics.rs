@@ -61,6 +61,8 @@ pub struct Metrics {
     /// resolved once: every request counts one.
     upstream_connections: [IntCounter; 2],
     reloads: IntCounterVec,
+    /// `lb_config_info{hash}`: 1 for the config running.
+    config_info: IntGaugeVec,
     /// Requests no backend answered (lb's own 4xx/5xx), by status class.
     unrouted: BackendMetrics,
     /// TLS handshakes, certificates and requests by protocol.
@@ -227,6 +229,13 @@ impl Metrics {
                 "Config reloads, by outcome.",
                 &["outcome"],
             ),
+            config_info: gauge_vec(
+                &registry,
+                "lb_config_info",
+                "1, labelled with the hash of the config this replica runs (as lb -t and \
+                 /api/status show it): replicas with different hashes have drifted.",
+                &["hash"],
+            ),
             requests,
             request_duration,
             upstream_duration,
@@ -326,6 +335,12 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    /// Says which config runs: `hash`'s series is the only one.
+    pub fn config_running(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
     }
 
     /// Every metric in Prometheus' text format.

@@ -1,5 +1,6 @@
-//! What the policies export: `lb_policy_decisions_total{policy,outcome}`
-//! and `lb_proxy_protocol_errors_total{listener,reason}`. A policy's
+//! What the policies export: `lb_policy_decisions_total{policy,outcome}`,
+//! `lb_proxy_protocol_errors_total{listener,reason}` and, for cluster
+//! rate limits, `lb_rate_limit_store_errors_total{reason}`. A policy's
 //! counters are resolved once, when its config is built, so a request pays
 //! an atomic add; a reload that removes a policy removes its series.
 
@@ -29,6 +30,8 @@ pub enum Outcome {
 pub struct PolicyMetrics {
     decisions: IntCounterVec,
     proxy_protocol_errors: IntCounterVec,
+    /// Calls to the cluster limits' Redis that failed: timeout, error.
+    pub store_errors: [IntCounter; 2],
 }
 
 /// One policy's decision counters, by [`Outcome`].
@@ -65,6 +68,16 @@ impl PolicyMetrics {
                  (missing, malformed, too_long, timeout, closed, io).",
                 &["listener", "reason"],
             ),
+            store_errors: {
+                let errors = counter_vec(
+                    registry,
+                    "lb_rate_limit_store_errors_total",
+                    "Calls to the Redis of cluster rate limits that failed, by reason (timeout, \
+                     error); each such decision was made locally with the fallback share.",
+                    &["reason"],
+                );
+                ["timeout", "error"].map(|reason| errors.with_label_values(&[reason]))
+            },
         }
     }
 

@@ -66,7 +66,8 @@ pub fn load_config(cli: &Cli) -> Result<Config, StartError> {
 /// files it names, read as start-up would read them.
 pub fn check(config: &Config) -> Result<ListenerCertificates, StartError> {
     let invalid = |problems| StartError::Config(crate::config::ConfigError::Invalid(problems));
-    crate::policy::Policies::build(&config.policies, &crate::policy::Policies::default())
+    let none = crate::policy::Policies::default();
+    crate::policy::Policies::build(&config.policies, config.cluster.as_ref(), &none)
         .map_err(invalid)?;
     ListenerCertificates::load(&config.listeners).map_err(invalid)
 }
@@ -130,6 +131,13 @@ pub fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     let proxies = proxy_services(&server, proxy_logic, &config, &tls_listeners)?;
     let pools_service = PoolsService::new(&pools, pool_tasks);
     add_background_services(&mut server, pools_service, &reloader);
+    if let (true, Some(path)) = (config.watch_config, cli.config_path()) {
+        server.add_service(background_service(
+            "reload on a change of the config",
+            crate::reload::ReloadOnChange::new(Arc::clone(&reloader), path, config.files_named()),
+        ));
+    }
+    crate::telemetry::metrics::metrics().config_running(&config.hash);
     let listening = Listening {
         proxies,
         control: &control,

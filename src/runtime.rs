@@ -75,13 +75,14 @@ impl Runtime {
         policies: &Policies,
     ) -> Result<Runtime, BuildError> {
         let pools = BuiltPools::build(config, running)?;
-        let built_policies = match Policies::build(&config.policies, policies) {
-            Ok(built) => built,
-            Err(problems) => {
-                pools.forget_added(running);
-                return Err(invalid(problems.into_iter()));
-            }
-        };
+        let built_policies =
+            match Policies::build(&config.policies, config.cluster.as_ref(), policies) {
+                Ok(built) => built,
+                Err(problems) => {
+                    pools.forget_added(running);
+                    return Err(invalid(problems.into_iter()));
+                }
+            };
         let routing_and_certificates = Routing::new(config, &pools.pools, built_policies.clone())
             .map_err(|errors| {
                 invalid(errors.into_iter().map(|e| Problem {
@@ -278,6 +279,7 @@ pub struct RestartOnly {
     admin: Option<SocketAddr>,
     max_connections: usize,
     client_header: Duration,
+    watch_config: bool,
 }
 
 impl RestartOnly {
@@ -289,6 +291,7 @@ impl RestartOnly {
             admin: config.admin.as_ref().map(|a| a.listen),
             max_connections: config.limits.max_connections,
             client_header: config.timeouts.client_header,
+            watch_config: config.watch_config,
         }
     }
 
@@ -306,6 +309,7 @@ impl RestartOnly {
                 "timeouts.client_header",
                 self.client_header != other.client_header,
             ),
+            ("watch_config", self.watch_config != other.watch_config),
         ];
         differs
             .into_iter()

@@ -42,10 +42,35 @@ impl Summary<'_> {
     /// The settings as (name, value) rows, in the order `lb -t` shows them.
     pub fn summary_rows(&self) -> Vec<(String, String)> {
         let mut rows = Vec::new();
+        self.fleet_rows(&mut rows);
         self.pool_rows(&mut rows);
         self.resilience_rows(&mut rows);
         self.service_rows(&mut rows);
         rows
+    }
+
+    /// Which config this is, whether lb follows the file, and what the
+    /// replicas of a fleet share.
+    fn fleet_rows(&self, rows: &mut Vec<(String, String)>) {
+        rows.push(("config hash".into(), self.config.hash.clone()));
+        let watch = if self.config.watch_config {
+            "reload when the file or its certificates change"
+        } else {
+            "off (reload by SIGHUP or POST /api/reload)"
+        };
+        rows.push(("watch config".into(), watch.into()));
+        if let Some(cluster) = &self.config.cluster {
+            rows.push((
+                "cluster".into(),
+                format!(
+                    "cluster rate limits in Redis {} (keys {:?}), waiting at most {}; alone, a replica allows 1/{} of each",
+                    cluster.redis_without_password(),
+                    cluster.prefix,
+                    d(cluster.timeout),
+                    cluster.replicas
+                ),
+            ));
+        }
     }
 
     /// Listeners, backends and the health check.

@@ -6,6 +6,8 @@
 //!   history, grouped by pool (`upstreams`), and the default pool's alone
 //!   (`backends`, the key older clients read).
 //! - `GET /metrics`: Prometheus metrics.
+//! - `GET /api/status`: version, pid, the hash of the config running and
+//!   whether cluster rate limits are shared (to compare replicas).
 //! - `GET /api/upstreams`: every pool with its name, balance and backends;
 //!   `GET /api/upstreams/{name}`: one.
 //! - `GET /api/upstreams/{name}/backends`: every backend of the pool with
@@ -260,6 +262,24 @@ impl AdminApp {
         json_response(StatusCode::OK, &view)
     }
 
+    /// `GET /api/status`: version, pid and the config running.
+    fn status(&self, routing: &Routing) -> Response<Vec<u8>> {
+        let view = views::StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            config_hash: routing.config_hash(),
+            config_file: self.reloader.path().map(|p| p.display().to_string()),
+            cluster_limits: routing.policies().cluster_limits_shared().map(|shared| {
+                if shared {
+                    "shared"
+                } else {
+                    "local"
+                }
+            }),
+        };
+        json_response(StatusCode::OK, &view)
+    }
+
     /// Prometheus text, with the current pools' gauges read now.
     fn metrics(&self, routing: &Routing) -> Response<Vec<u8>> {
         let mut backends = Vec::new();
@@ -349,6 +369,7 @@ impl AdminApp {
         let routing = self.routing.load_full();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["api", "stats"]) => self.stats(&routing),
+            (&Method::GET, ["api", "status"]) => self.status(&routing),
             (&Method::GET, ["metrics"]) => self.metrics(&routing),
             (&Method::GET, ["api", "upstreams"]) => self.upstreams(&routing),
             (&Method::POST, ["api", "reload"]) => self.reload().await,

@@ -13,6 +13,22 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `GET /api/status`: which lb this is and which config it runs, so that
+/// the replicas of a fleet can be compared.
+#[derive(Debug, Serialize)]
+pub struct StatusView<'a> {
+    pub version: &'static str,
+    pub pid: u32,
+    /// The hash of the config running, as `lb -t` and `lb_config_info`
+    /// show it.
+    pub config_hash: &'a str,
+    /// The config file, when lb runs with one.
+    pub config_file: Option<String>,
+    /// `shared` while cluster rate limits are counted in Redis, `local`
+    /// while each replica decides alone; none without a `cluster:` section.
+    pub cluster_limits: Option<&'static str>,
+}
+
 /// One pool in `GET /api/upstreams` (with [`BackendView`]s) and in
 /// `GET /api/stats` (with [`BackendStatsView`]s).
 #[derive(Debug, Serialize)]

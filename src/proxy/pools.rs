@@ -74,6 +74,8 @@ pub struct Routing {
     listeners: Vec<ListenerPolicies>,
     /// Every policy, for the counts.
     policies: Policies,
+    /// The hash of the config this routing was built from.
+    config_hash: Box<str>,
 }
 
 impl Routing {
@@ -127,6 +129,7 @@ impl Routing {
             unmatched: metrics().protocols.route_counter("none"),
             listeners,
             policies,
+            config_hash: config.hash.as_str().into(),
         })
     }
 
@@ -154,6 +157,11 @@ impl Routing {
     /// Every policy.
     pub fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    /// The hash of the config running (`lb -t`, `lb_config_info`).
+    pub fn config_hash(&self) -> &str {
+        &self.config_hash
     }
 
     /// Whether requests are routed (else the first pool serves all).

@@ -1,4 +1,5 @@
-//! Live reload: `SIGHUP` (or `POST /api/reload`) reads the config file
+//! Live reload: `SIGHUP`, `POST /api/reload` or a change of the config
+//! file or a file it names ([`ReloadOnChange`]) reads the config file
 //! again and applies it in place, without dropping a connection.
 //!
 //! Backends, weights, health checks, passive health, retries, timeouts,
@@ -12,6 +13,11 @@
 //! `limits.max_connections`, `timeouts.client_header`) are logged as such
 //! and left as they are. A file that fails validation, or a runtime that
 //! fails to build at any step, changes nothing; the error is logged.
+
+mod on_change;
+mod watch;
+
+pub use on_change::ReloadOnChange;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +70,11 @@ impl Reloader {
         }
     }
 
+    /// The config file, when lb runs with one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
     /// Reloads; `Ok` says what happened, `Err` why nothing changed. Both
     /// are logged here.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
@@ -99,7 +110,10 @@ impl Reloader {
             &self.tls_listeners,
             |pool| self.pool_tasks.spawn(pool),
         );
+        metrics().config_running(&config.hash);
         Ok(Reloaded {
+            hash: config.hash.clone(),
+            files_named: config.files_named(),
             backends: config.backends.len(),
             certificates,
             needs_restart,
@@ -110,6 +124,10 @@ impl Reloader {
 /// What a reload applied.
 #[derive(Debug)]
 pub struct Reloaded {
+    /// The hash of the config now running.
+    pub hash: String,
+    /// The files it names (certificates, CA, users files).
+    pub files_named: Vec<PathBuf>,
     /// Backend entries in the new config.
     pub backends: usize,
     /// TLS listeners whose certificates were read again.
@@ -120,7 +138,11 @@ pub struct Reloaded {
 
 impl std::fmt::Display for Reloaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "reloaded: {} backend entr(ies)", self.backends)?;
+        write!(
+            f,
+            "reloaded config {}: {} backend entr(ies)",
+            self.hash, self.backends
+        )?;
         if self.certificates > 0 {
             write!(f, ", certificates of {} TLS listener(s)", self.certificates)?;
         }

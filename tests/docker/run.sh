@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # lb in Docker, against a real Docker engine: the image, compose, backend
 # loss, scaling, a partition, in-place upgrades, a stop under load, and a
-# rolling replacement of two lb containers behind HAProxy.
+# rolling replacement of two lb containers behind HAProxy, and a fleet of
+# three behind HAProxy (PROXY v2) sharing a rate limit through Redis and
+# following an edit of their config.
 #
 #   tests/docker/run.sh            (as root, or a user in the docker group)
 #
@@ -279,7 +281,7 @@ step_stop() {
 
 # LB_TEST_STEPS: the steps to run, in order (default: all). The image is
 # built first whatever it says.
-steps=${LB_TEST_STEPS:-compose loss partition upgrades stop rolling}
+steps=${LB_TEST_STEPS:-compose loss partition upgrades stop rolling fleet}
 step_image
 for step in $steps; do
   case $step in
@@ -289,6 +291,7 @@ for step in $steps; do
     upgrades) step_upgrades ;;
     stop) step_stop ;;
     rolling) tests/docker/rolling.sh "$report" ;;
+    fleet) tests/docker/fleet.sh "$report" ;;
     *) fail "unknown step $step" ;;
   esac
 done

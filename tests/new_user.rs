@@ -154,6 +154,7 @@ const LB_KEYS: &[&str] = &[
     "routes",
     "health_check",
     "admin",
+    "cluster",
 ];
 
 /// The ```yaml blocks of `markdown` that are lb configs.

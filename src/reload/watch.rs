@@ -212,7 +212,7 @@ impl FileWatch {
             let chains = off_the_runtime(paths.clone(), resolve_all).await;
             // Arm before reading: whatever changes after the read is seen.
             if let Some(error) = self.arm(&chains) {
-                log::warn!("config files: {}", error_chain(&error));
+                log::warn!("config files: {}", super::error_chain(&error));
             }
             let now = off_the_runtime(paths, fingerprint_all).await;
             self.pending = false;
@@ -397,17 +397,4 @@ fn absolute(path: &Path) -> Result<PathBuf, WatchError> {
             file: path.to_path_buf(),
             source,
         })
-}
-
-/// `e` and its causes on one line (as `crate::reload::error_chain`, kept
-/// here so the module stands alone).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -144,6 +144,24 @@ pub(super) fn counter_vec(
     )
 }
 
+/// `lb_config_reloads_total{outcome}` and `lb_config_info{hash}`.
+fn config_metrics(registry: &Registry) -> (IntCounterVec, IntGaugeVec) {
+    let reloads = counter_vec(
+        registry,
+        "lb_config_reloads_total",
+        "Config reloads (SIGHUP, admin API, a change of the file), by outcome.",
+        &["outcome"],
+    );
+    let info = gauge_vec(
+        registry,
+        "lb_config_info",
+        "1, labelled with the hash of the config this replica runs (as lb -t and \
+         /api/status show it): replicas with different hashes have drifted.",
+        &["hash"],
+    );
+    (reloads, info)
+}
+
 pub(super) fn gauge_vec(
     registry: &Registry,
     name: &str,
@@ -190,6 +208,7 @@ impl Metrics {
             "lb_upstream_reuse_races_total",
             "Pooled backend connections lost to a race as they were taken, each replaced by a new one.",
         );
+        let (reloads, config_info) = config_metrics(&registry);
         Metrics {
             backend_healthy: gauge_vec(
                 &registry,
@@ -223,19 +242,8 @@ impl Metrics {
             ),
             health_checks,
             upstream_connections: upstream_connection_counters(&registry),
-            reloads: counter_vec(
-                &registry,
-                "lb_config_reloads_total",
-                "Config reloads, by outcome.",
-                &["outcome"],
-            ),
-            config_info: gauge_vec(
-                &registry,
-                "lb_config_info",
-                "1, labelled with the hash of the config this replica runs (as lb -t and \
-                 /api/status show it): replicas with different hashes have drifted.",
-                &["hash"],
-            ),
+            reloads,
+            config_info,
             requests,
             request_duration,
             upstream_duration,

@@ -103,17 +103,18 @@ wait_port "$be_port"
 
 # One lb with the limit `$1` counted in the Redis on port `$2`; prints the row.
 latency_row() {
-  local name=$1 scope=$2 store=$3 port admin
+  local name=$1 scope=$2 store=$3 port admin file
+  file=$work/lb-${name//[^a-z]/_}
   port=$(free_port)
   admin=$(free_port)
   {
-    echo "server: {threads: 1, pid_file: $work/lb-$name.pid, upgrade_sock: $work/lb-$name.sock}"
+    echo "server: {threads: 1, pid_file: $file.pid, upgrade_sock: $file.sock}"
     echo "listeners: [127.0.0.1:$port]"
     echo "backends: [127.0.0.1:$be_port]"
     echo "admin: {listen: 127.0.0.1:$admin}"
     limit_yaml "$scope" "$store"
-  } >"$work/lb-$name.yaml"
-  target/release/lb -c "$work/lb-$name.yaml" >"$work/lb-$name.log" 2>&1 &
+  } >"$file.yaml"
+  target/release/lb -c "$file.yaml" >"$file.log" 2>&1 &
   local lb_pid=$!
   wait_port "$port"
   oha -n 200 -c 4 --no-tui --output-format quiet "http://127.0.0.1:$port/" >/dev/null 2>&1 || true

@@ -441,3 +441,59 @@ fn every_replica_follows_an_edit_a_configmap_swap_and_keeps_its_config_on_a_bad_
         assert!(reloads >= 2.0, "{reloads}: {}", replica.log());
     }
 }
+
+#[test]
+fn the_fleet_keys_are_checked_and_lb_t_shows_the_hash_sha256sum_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        "backends: [127.0.0.1:9]\ncluster: {redis: \"http://127.0.0.1:6379\", timeout: 5s, replicas: 0}\n\
+         policies:\n  a: {rate_limit: {rate: 10/s, scope: everywhere, fallback_share: 1.5}}\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_lb(&["-t", "-c", config.to_str().unwrap()]);
+    assert!(!status.success(), "{stderr}");
+    for expected in [
+        "cluster.redis: \"http://127.0.0.1:6379\"",
+        "cluster.timeout: 5s",
+        "cluster.replicas",
+        "policies.a.rate_limit.scope: \"everywhere\": write local or cluster",
+        "policies.a.rate_limit.fallback_share: 1.5",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    std::fs::write(
+        &config,
+        "backends: [127.0.0.1:9]\npolicies:\n  a: {rate_limit: {rate: 10/s, scope: cluster}}\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_lb(&["-t", "-c", config.to_str().unwrap()]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("policies.a.rate_limit.scope: \"cluster\" needs a top-level cluster:"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config,
+        "backends: [127.0.0.1:9]\ncluster: {redis: \"redis://u:secret@127.0.0.1:6379/0\", replicas: 3}\n\
+         policies:\n  a: {rate_limit: {rate: 10/s, scope: cluster}}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-t", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(&sha256_prefix(&config)), "{stdout}");
+    assert!(
+        stdout.contains("redis://u:***@127.0.0.1:6379/0"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secret"), "{stdout}");
+    assert!(stdout.contains("rate_limit (cluster)"), "{stdout}");
+}

@@ -947,3 +947,70 @@ fn metrics_and_the_access_log_show_tls_versions_names_and_protocols() {
         assert_eq!(line["status"], 200, "{line}");
     }
 }
+
+/// Lays `cert` out as Kubernetes mounts a TLS Secret in `dir`:
+/// `tls.crt -> ..data/tls.crt`, `..data -> ..<version>`; called again,
+/// swaps `..data` to a new version atomically, as kubelet does.
+fn publish_secret(dir: &Path, version: u32, cert: &CertFiles) -> CertFiles {
+    let versioned = dir.join(format!("..v{version}"));
+    std::fs::create_dir_all(&versioned).expect("version dir");
+    std::fs::copy(&cert.0, versioned.join("tls.crt")).expect("copy cert");
+    std::fs::copy(&cert.1, versioned.join("tls.key")).expect("copy key");
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..v{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    let files = (dir.join("tls.crt"), dir.join("tls.key"));
+    if version == 1 {
+        std::os::unix::fs::symlink("..data/tls.crt", &files.0).expect("symlink cert");
+        std::os::unix::fs::symlink("..data/tls.key", &files.1).expect("symlink key");
+    } else {
+        std::fs::remove_dir_all(dir.join(format!("..v{}", version - 1))).expect("old version");
+    }
+    files
+}
+
+#[test]
+fn a_certificate_renewed_in_a_secret_mount_is_served_without_a_signal() {
+    if !tools_installed(&["openssl"]) {
+        return;
+    }
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, next) = live_and_next(dir.path());
+    let secret = dir.path().join("secret");
+    std::fs::create_dir(&secret).expect("secret dir");
+    let mounted = publish_secret(&secret, 1, &first);
+    let tls_port = free_port();
+    let lb = spawn_lb_with_listeners(
+        dir,
+        |_| {},
+        &[tls_listener(tls_port, &[&mounted], "")],
+        &[be_port],
+        "",
+    );
+    assert!(
+        lb.wait_for_log("watching 3 file(s)", Duration::from_secs(10)),
+        "{}",
+        lb.log()
+    );
+    assert_eq!(
+        s_client(tls_port, &[]).serial,
+        Some(serial_of_file(&first.0))
+    );
+
+    publish_secret(&secret, 2, &next);
+    let new_serial = Some(serial_of_file(&next.0));
+    let renewed = wait_until(Duration::from_secs(10), || {
+        s_client(tls_port, &[]).serial == new_serial
+    });
+    assert!(
+        renewed,
+        "the renewed certificate was not served:\n{}",
+        lb.log()
+    );
+    assert!(
+        lb.log().contains("certificates of 1 TLS listener(s)"),
+        "{}",
+        lb.log()
+    );
+}

@@ -281,6 +281,8 @@ check_reload() {
   hashes=$(for c in $(lb_containers); do config_hash "$c"; done | sort -u)
   [ "$(wc -l <<<"$hashes")" -eq 1 ] || fail "the replicas run different configs: $hashes"
   old=$hashes
+  [ "$old" = "$(sha256sum "$conf/lb.yaml" | cut -c1-12)" ] \
+    || fail "config_hash $old is not the file's SHA-256 prefix $(sha256sum "$conf/lb.yaml" | cut -c1-12)"
   rm -f "$work/stop"
   python3 tests/docker/load.py "$haproxy_url/fleet/reload" --connections 3 --seconds 90 \
     --stop-file "$work/stop" --timeout 20 >"$work/load.reload.json" &
@@ -292,20 +294,35 @@ check_reload() {
   chmod 644 "$conf/.lb.yaml.tmp"
   t0=$(date +%s.%N)
   mv "$conf/.lb.yaml.tmp" "$conf/lb.yaml"
-  first_changed() { new=$(config_hash "$(lb_containers | head -1)") && [ "$new" != "$old" ]; }
+  first_changed() { new=$(config_hash "$(lb_containers | sed -n 1p)") && [ "$new" != "$old" ]; }
   wait_for 30 first_changed || fail "replica 1 still reports config_hash $old 30 s after the rename"
+  # The hash is the first 12 hex digits of the SHA-256 of the file's bytes.
+  [ "$new" = "$(sha256sum "$conf/lb.yaml" | cut -c1-12)" ] \
+    || fail "config_hash $new is not the file's SHA-256 prefix $(sha256sum "$conf/lb.yaml" | cut -c1-12)"
   wait_for 30 all_report "$new" || fail "not every replica reports config_hash $new: $(for c in $(lb_containers); do config_hash "$c"; done | paste -sd' ' -)"
-  local took
+  local took delays
   took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  # When each replica logged the reload (Docker's timestamp of the line),
+  # after the rename: lb's own delay, without the test's polling.
+  delays=$(for c in $(lb_containers); do
+    ts=$(docker logs -t "$c" 2>&1 | grep -F "reloaded config $new" | awk 'NR == 1 {print $1}')
+    awk -v a="$t0" -v b="$(date -d "$ts" +%s.%N 2>/dev/null || echo 0)" 'BEGIN {printf "%.1f\n", b - a}'
+  done | paste -sd/ -)
   sleep 2
   touch "$work/stop"
   wait "$load" || true
   result=$(cat "$work/load.reload.json")
   reloads=$(metric_sum 'lb_config_reloads_total{outcome="success"}')
+  # The metrics read whole, then searched: `admin_get | grep -q` would fail
+  # under pipefail when grep, done at the first match, leaves curl writing
+  # into a closed pipe (SIGPIPE).
+  local metrics info
   for c in $(lb_containers); do
-    admin_get "$c" /metrics | grep -q "^lb_config_info{.*hash=\"$new\".*} 1" || fail "replica $c: lb_config_info does not show $new"
+    metrics=$(admin_get "$c" /metrics) || fail "replica $c: no /metrics"
+    info=$(grep '^lb_config_info{' <<<"$metrics" || true)
+    [ "$info" = "lb_config_info{hash=\"$new\"} 1" ] || fail "replica $c: lb_config_info is '$info', not $new alone"
   done
-  figure "config replaced by a rename in the mounted directory: all 3 replicas report config_hash $old -> $new within $took s; $reloads successful reloads; under keep-alive load: $(load_field "$result" requests) requests, $(load_field "$result" errors) errors $(load_field "$result" error_kinds)"
+  figure "config replaced by a rename in the mounted directory: all 3 replicas report config_hash $old -> $new within $took s (seen through docker exec; each logged its reload $delays s after the rename); $reloads successful reloads; under keep-alive load: $(load_field "$result" requests) requests, $(load_field "$result" errors) errors $(load_field "$result" error_kinds)"
   [ "$(load_field "$result" errors)" -eq 0 ] || fail "client errors during the reload: $result"
 }
 

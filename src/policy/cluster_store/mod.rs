@@ -38,7 +38,7 @@ use health::{Change, Failure, HealthCell};
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -90,8 +90,11 @@ pub type ErrorHook = Arc<dyn Fn(StoreErrorKind) + Send + Sync>;
 pub struct ClusterStore {
     state: Arc<StoreState>,
     settings: ClusterSettings,
-    /// Dropping it stops the `lb-redis` thread.
-    _stop_supervisor: oneshot::Sender<()>,
+    /// The client the `lb-redis` thread connects with.
+    client: redis::Client,
+    /// Dropping it stops the `lb-redis` thread; set when the store is
+    /// first used (see [`ClusterStore::new`]).
+    stop_supervisor: OnceLock<Option<oneshot::Sender<()>>>,
 }
 
 /// What the request path and the `lb-redis` thread share.
@@ -108,8 +111,10 @@ struct StoreState {
 }
 
 impl ClusterStore {
-    /// Checks the settings (the error names what is wrong) and starts the `lb-redis` thread,
-    /// which connects in the background: returns at once, whether Redis is up or not.
+    /// Checks the settings (the error names what is wrong); returns at once. The `lb-redis`
+    /// thread, which connects in the background, starts when the store is first used
+    /// ([`ClusterStore::check`], [`ClusterStore::is_shared`]): not for `lb -t`, and not
+    /// before Pingora forks into a daemon (a thread started before the fork would be lost).
     pub fn new(settings: ClusterSettings, on_error: ErrorHook) -> Result<Arc<Self>, String> {
         let shown_url = redacted_url(&settings.url);
         if settings.timeout.is_zero() {
@@ -127,12 +132,21 @@ impl ClusterStore {
             shown_url,
             on_error,
         });
-        let stop = supervisor::start(Arc::clone(&state), client)?;
         Ok(Arc::new(ClusterStore {
             state,
             settings,
-            _stop_supervisor: stop,
+            client,
+            stop_supervisor: OnceLock::new(),
         }))
+    }
+
+    /// Starts the `lb-redis` thread the first time; one atomic load after.
+    fn start_once(&self) {
+        self.stop_supervisor.get_or_init(|| {
+            supervisor::start(Arc::clone(&self.state), self.client.clone())
+                .inspect_err(|why| log::error!("rate limits: {why}; cluster limits decide locally"))
+                .ok()
+        });
     }
 
     /// One decision for `key` of the limit named `limit` (`rate` per `period`, plus `burst`),
@@ -149,6 +163,7 @@ impl ClusterStore {
         period: Duration,
         burst: u32,
     ) -> Option<RateDecision> {
+        self.start_once();
         let params = script_params(rate, period, burst);
         self.check_with(limit, key, params, None).await
     }
@@ -195,6 +210,7 @@ impl ClusterStore {
 
     /// True while decisions are made in Redis (for `/api/stats`).
     pub fn is_shared(&self) -> bool {
+        self.start_once();
         self.state.health.is_shared()
     }
 }

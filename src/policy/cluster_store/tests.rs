@@ -34,7 +34,32 @@ fn store(url: &str, timeout_ms: u64) -> (Arc<ClusterStore>, Arc<ErrorCounts>) {
         timeout: Duration::from_millis(timeout_ms),
         prefix: "test:rl:".to_owned(),
     };
-    (ClusterStore::new(settings, on_error).unwrap(), counts)
+    let store = ClusterStore::new(settings, on_error).unwrap();
+    // The first use starts the lb-redis thread.
+    store.is_shared();
+    (store, counts)
+}
+
+/// How many threads of this process are named `lb-redis`.
+fn redis_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "lb-redis")
+        .count()
+}
+
+#[test]
+fn a_store_starts_its_thread_at_its_first_use_not_when_made() {
+    let settings = ClusterSettings {
+        url: "redis://127.0.0.1:1/0".to_owned(),
+        timeout: Duration::from_millis(25),
+        prefix: "t:".to_owned(),
+    };
+    let store = ClusterStore::new(settings, Arc::new(|_| {})).unwrap();
+    assert_eq!(redis_threads(), 0, "lb -t and a daemon's parent start none");
+    assert!(!store.is_shared());
+    assert_eq!(redis_threads(), 1);
 }
 
 /// Polls `condition` every 10 ms (awaiting a state, not timing it); fails after 10 s.

@@ -80,9 +80,14 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The config file named with `-c`, if any.
+    /// The config file named with `-c`, if any, made absolute against the
+    /// directory lb started in: a daemon changes to `/` after it forks,
+    /// and a reload (by signal, the admin API or a change of the file)
+    /// must still find the file. Symlinks are kept as they are (a
+    /// ConfigMap's `lb.yaml -> ..data/lb.yaml` must be read anew each time).
     pub fn config_path(&self) -> Option<PathBuf> {
-        self.pingora.conf.as_ref().map(PathBuf::from)
+        let path = PathBuf::from(self.pingora.conf.as_ref()?);
+        Some(std::path::absolute(&path).unwrap_or(path))
     }
 
     /// The settings given as flags, to lay over the file's.

@@ -497,3 +497,50 @@ fn the_fleet_keys_are_checked_and_lb_t_shows_the_hash_sha256sum_gives() {
     assert!(!stdout.contains("secret"), "{stdout}");
     assert!(stdout.contains("rate_limit (cluster)"), "{stdout}");
 }
+
+#[test]
+fn a_daemon_started_with_a_relative_config_path_follows_its_file() {
+    // A daemon changes its directory to / after it forks: the file must
+    // still be found by the reload its change starts.
+    let (_be, be_port) = spawn_be_on_any_port("one", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = |label: &str| {
+        format!(
+            "{}{}policies:\n  label:\n    response_headers: {{set: {{X-Config: {label}}}}}\n\
+             routes:\n  - {{upstream: default, policies: [label]}}\n",
+            base_config(dir.path(), port),
+            backends_yaml(&[be_port])
+        )
+    };
+    std::fs::write(dir.path().join("lb.yaml"), config("v1")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["-d", "-c", "lb.yaml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_port(port);
+    let _daemon = std::fs::read_to_string(dir.path().join("lb.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+        .map(common::upgrade::KillOnDrop)
+        .expect("the daemon's pid in its pid file");
+    let log = || std::fs::read_to_string(dir.path().join("lb.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || log().contains("watching")),
+        "{}",
+        log()
+    );
+    assert_eq!(label_of(port).as_deref(), Some("v1"));
+    // An editor's save: a new file renamed over the old.
+    let next = dir.path().join("lb.yaml.new");
+    std::fs::write(&next, config("v2")).unwrap();
+    std::fs::rename(&next, dir.path().join("lb.yaml")).unwrap();
+    let followed = wait_until(Duration::from_secs(15), || {
+        label_of(port).as_deref() == Some("v2")
+    });
+    assert!(followed, "the daemon did not follow its file:\n{}", log());
+}

@@ -11,7 +11,7 @@
 //! driver to that request's runtime, and its retry loop would duplicate the Local state's
 //! probing. A plain `MultiplexedConnection` made here pipelines concurrent checks the same way.
 use super::health::Failure;
-use super::{failure_of, StoreState};
+use super::{failure_of, LimitKey, StoreState};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use std::sync::Arc;
@@ -22,6 +22,10 @@ use tokio::time::MissedTickBehavior;
 /// Time between probes while not Shared: five probes make up the recovery window, and a
 /// refused connect every 200 ms costs Redis (and lb) nothing measurable.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The limit name of the probe's key (`prefix` + `\0lb-probe:`): one key, expiring within a
+/// second of the last probe. The NUL keeps it apart from any policy's name.
+pub(super) const PROBE_LIMIT: &[u8] = b"\0lb-probe";
 
 /// Starts the `lb-redis` thread for `state`; dropping the returned sender stops it.
 pub(super) fn start(state: Arc<StoreState>, client: Client) -> Result<oneshot::Sender<()>, String> {
@@ -89,8 +93,8 @@ async fn supervise(state: &StoreState, client: &Client) {
     }
 }
 
-/// One probe: connects (and loads the script) if there is no connection, then PINGs, each
-/// step bounded by the store's timeout.
+/// One probe: connects (and loads the script) if there is no connection, then runs the
+/// script once, each step bounded by the store's timeout.
 async fn probe(state: &StoreState, client: &Client) -> Result<(), (Failure, Option<RedisError>)> {
     let mut connection = match state.connection.load_full() {
         Some(connection) => MultiplexedConnection::clone(&connection),
@@ -100,8 +104,17 @@ async fn probe(state: &StoreState, client: &Client) -> Result<(), (Failure, Opti
             connection
         }
     };
-    let ping = redis::cmd("PING");
-    bounded(state.timeout, super::send(&mut connection, &ping)).await?;
+    // The script itself, on a key of its own, rather than a PING: a Redis that answers PING
+    // but cannot run the script or write (out of memory, a read-only replica) is not back,
+    // and calling it back would flap between Shared and Local every recovery window.
+    let key = LimitKey {
+        prefix: &state.prefix,
+        limit: PROBE_LIMIT,
+        key: b"",
+    };
+    let params = super::script_params(1, Duration::from_secs(1), 0);
+    let run = state.run_script(&mut connection, &key, params, None);
+    bounded(state.timeout, run).await?;
     Ok(())
 }
 

@@ -59,6 +59,15 @@ fn a_store_starts_its_thread_at_its_first_use_not_when_made() {
     let store = ClusterStore::new(settings, Arc::new(|_| {})).unwrap();
     assert_eq!(redis_threads(), 0, "lb -t and a daemon's parent start none");
     assert!(!store.is_shared());
+    // The new thread names itself once it runs: wait for that, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_threads() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no lb-redis thread after the first use"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(redis_threads(), 1);
 }
 
@@ -207,6 +216,8 @@ async fn limits_and_keys_do_not_share_counters_and_keys_carry_the_prefix() {
         .arg("*")
         .query(&mut redis.admin())
         .unwrap();
+    // The probe's own key comes and goes (it expires a second after a probe).
+    keys.retain(|key| !key.starts_with(b"test:rl:\0lb-probe:"));
     keys.sort();
     let expected: [&[u8]; 3] = [
         b"test:rl:a:\0\xff:\n",
@@ -421,4 +432,46 @@ async fn sequential_check_latency_on_loopback() {
     micros.sort_unstable();
     let (p50, p99) = (micros[micros.len() / 2], micros[micros.len() * 99 / 100]);
     eprintln!("10k sequential checks on loopback: p50 {p50} µs, p99 {p99} µs");
+}
+
+#[cfg_attr(
+    lb_no_redis_server,
+    ignore = "redis-server is not installed (apt-get install redis-server)"
+)]
+#[tokio::test]
+async fn a_redis_that_answers_ping_but_cannot_write_stays_local_until_it_can() {
+    let redis = RedisServer::start();
+    let (store, counts) = shared_store(&redis, 50).await;
+    let mut admin = redis.admin();
+    // A replica of a master that is not there: it answers PING and refuses
+    // every script that writes (READONLY).
+    let dead_master = free_port().to_string();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&dead_master)
+        .query(&mut admin)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.is_shared() {
+        assert!(Instant::now() < deadline, "the store never went local");
+        assert_eq!(store.check("w", b"k", 10, SECOND, 1).await, None);
+    }
+    // Probes run the script, so they fail too: no flapping back to Shared
+    // over more than one recovery window (1 s).
+    let errors_before = counts.errors.load(Ordering::SeqCst);
+    let watch_until = Instant::now() + 2 * SECOND;
+    while Instant::now() < watch_until {
+        assert!(
+            !store.is_shared(),
+            "went back to Shared while Redis refuses writes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counts.errors.load(Ordering::SeqCst) > errors_before);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut admin)
+        .unwrap();
+    wait_for("the store to share again", || store.is_shared()).await;
 }

@@ -59,18 +59,21 @@ impl ClusterConfig {
     }
 }
 
-/// `url` with the password of its user part replaced by `***`.
+/// `url` with the password of its user part replaced by `***` (a user
+/// name alone is kept: it is not a secret): for logs, `lb -t`, the admin
+/// API and the cluster store's errors.
 pub fn redis_without_password(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return url.to_string();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
     };
-    let Some((user, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
     };
-    match user.split_once(':') {
-        Some((name, _password)) => format!("redis://{name}:***@{host}"),
-        None => format!("redis://***@{host}"),
-    }
+    let Some((user, _password)) = rest[..at].split_once(':') else {
+        return url.to_owned();
+    };
+    format!("{scheme}://{user}:***{}", &rest[at..])
 }
 
 impl super::Config {
@@ -182,12 +185,8 @@ pub(super) fn config_hash(file: &[u8], overrides: &Overrides) -> String {
     if let Some(served) = overrides.served() {
         hasher.update(served.as_bytes());
     }
-    let digest = hasher.finalize();
-    let mut hex = String::with_capacity(HASH_DIGITS);
-    for byte in digest.iter().take(HASH_DIGITS / 2) {
-        hex.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        hex.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
+    let mut hex = format!("{:x}", hasher.finalize());
+    hex.truncate(HASH_DIGITS);
     hex
 }
 
@@ -229,7 +228,8 @@ mod tests {
     fn a_password_is_never_shown() {
         let shown = |url| redis_without_password(url);
         assert_eq!(shown("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
-        assert_eq!(shown("redis://secret@h"), "redis://***@h");
+        assert_eq!(shown("redis://u@h"), "redis://u@h");
+        assert_eq!(shown("http://u:secret@h/a@b"), "http://u:***@h/a@b");
         assert_eq!(shown("redis://h:6379"), "redis://h:6379");
     }
 

@@ -32,6 +32,7 @@ mod test_redis;
 mod tests;
 
 use super::rate_limit::RateDecision;
+use crate::config::redis_without_password;
 use arc_swap::ArcSwapOption;
 use gcra::{parse_reply, script_command, script_params, LimitKey, GCRA_LUA};
 use health::{Change, Failure, HealthCell};
@@ -57,7 +58,7 @@ impl fmt::Debug for ClusterSettings {
     /// Shows the URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterSettings")
-            .field("url", &redacted_url(&self.url))
+            .field("url", &redis_without_password(&self.url))
             .field("timeout", &self.timeout)
             .field("prefix", &self.prefix)
             .finish()
@@ -116,7 +117,7 @@ impl ClusterStore {
     /// ([`ClusterStore::check`], [`ClusterStore::is_shared`]): not for `lb -t`, and not
     /// before Pingora forks into a daemon (a thread started before the fork would be lost).
     pub fn new(settings: ClusterSettings, on_error: ErrorHook) -> Result<Arc<Self>, String> {
-        let shown_url = redacted_url(&settings.url);
+        let shown_url = redis_without_password(&settings.url);
         if settings.timeout.is_zero() {
             return Err("timeout: must be more than 0 (e.g. 25ms)".to_owned());
         }
@@ -298,21 +299,4 @@ fn error_kind(failure: Failure) -> StoreErrorKind {
         Failure::Timeout => StoreErrorKind::Timeout,
         Failure::Down | Failure::Error => StoreErrorKind::Error,
     }
-}
-
-/// `url` with the password of its user info replaced by `***` (for logs and errors).
-fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let user = rest[..at]
-        .split_once(':')
-        .map_or(&rest[..at], |(user, _)| user);
-    let has_password = rest[..at].contains(':');
-    let password = if has_password { ":***" } else { "" };
-    format!("{scheme}://{user}{password}{}", &rest[at..])
 }
